@@ -1,0 +1,82 @@
+"""nbflow: prototype and run long-lived AI-agent workflows from Jupyter."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._component import Component, component
+from ._local import last_run
+from ._testing import set_testing
+from ._trace import Trace
+from ._version import __version__
+from ._workflow import Workflow, current_run_id, emit, progress, workflow
+from .errors import (
+    CacheKeyError,
+    ConfigError,
+    NbflowError,
+    PayloadRejected,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    RuntimeUnavailable,
+    StepTimeout,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .runtime.client import Run, Runtime
+
+
+def connect(url: str | None = None, **options: Any) -> Runtime:
+    """Connect to a runtime: ``url`` or ``NBFLOW_REDIS_URL``, else the embedded default."""
+    from .runtime.client import connect as _connect
+
+    return _connect(url, **options)
+
+
+def attach(run_id: str) -> Run:
+    """A handle on an existing run of the current runtime."""
+    from .runtime.client import get_runtime
+
+    return get_runtime().attach(run_id)
+
+
+def runs(**filters: Any) -> pd.DataFrame:
+    """The runtime's runs, newest first, as a DataFrame."""
+    from .runtime.client import get_runtime
+
+    return get_runtime().runs(**filters)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .jupyter.magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+__all__ = [
+    "CacheKeyError",
+    "Component",
+    "ConfigError",
+    "NbflowError",
+    "PayloadRejected",
+    "RunCancelled",
+    "RunFailed",
+    "RunNotFound",
+    "RuntimeUnavailable",
+    "StepTimeout",
+    "Trace",
+    "Workflow",
+    "__version__",
+    "attach",
+    "component",
+    "connect",
+    "current_run_id",
+    "emit",
+    "last_run",
+    "progress",
+    "runs",
+    "set_testing",
+    "workflow",
+]

@@ -1,0 +1,248 @@
+"""Components: traced, retried, cached and timed steps.
+
+A component is a plain function wrapped once. Called inside a run it opens a
+child span of the current one; called outside any run it runs as a one-span
+local run, so every component is testable on its own and still leaves a trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import _context as ctx
+from ._cache import code_digest
+from ._policies import CachePolicy, RetryPolicy, Seconds, timeout
+from ._step import Step
+from ._testing import is_testing
+from .errors import ConfigError, StepTimeout
+
+KINDS = ("component", "workflow", "llm")
+
+
+class Component:
+    kind = "component"
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | int | dict[str, Any] | None = None,
+        cache: CachePolicy | float | bool | dict[str, Any] | None = None,
+        timeout_s: Seconds | None = None,
+        redact: Iterable[str] = (),
+        kind: str | None = None,
+    ) -> None:
+        if isinstance(fn, Component):
+            fn = fn.fn
+        if not callable(fn):
+            raise TypeError(f"nbflow.{type(self).__name__.lower()} decorates a function, got {fn!r}")
+        if kind is not None and kind not in KINDS:
+            raise ConfigError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        self.kind = kind or self.kind
+        self.retry = _retry_policy(retry)
+        self.cache = _cache_policy(cache)
+        self.timeout_s = timeout(timeout_s)
+        self.redact = tuple(redact) if not isinstance(redact, str) else (redact,)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.code_digest = code_digest(fn)
+        self.signature = _signature(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<nbflow {self.kind} {self.name!r}>"
+
+    # --- fluent configuration: each returns a new component ----------------
+    def _replace(self, **changes: Any) -> Component:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__.update(changes)
+        return clone
+
+    def with_retry(
+        self,
+        attempts: int = 3,
+        *,
+        backoff: str = "exponential",
+        initial_s: Seconds = 0.5,
+        max_s: Seconds = 30.0,
+        jitter: float = 0.1,
+        on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    ) -> Component:
+        policy = RetryPolicy.build(
+            attempts=attempts, backoff=backoff, initial_s=initial_s, max_s=max_s, jitter=jitter, on=on
+        )
+        return self._replace(retry=policy)
+
+    def with_cache(
+        self,
+        ttl_s: Seconds | None = None,
+        *,
+        key: Callable[..., Any] | None = None,
+        ignore: tuple[str, ...] | list[str] = (),
+    ) -> Component:
+        return self._replace(cache=CachePolicy.build(ttl_s=ttl_s, key=key, ignore=ignore))
+
+    def with_timeout(self, timeout_s: Seconds) -> Component:
+        if timeout_s is None:
+            raise ConfigError("with_timeout needs a number of seconds > 0")
+        return self._replace(timeout_s=timeout(timeout_s))
+
+    # --- calling ----------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if ctx.current() is None:
+            from ._local import run_local
+
+            return run_local(self, args, kwargs)
+        if self.is_async:
+            return self._call_async(args, kwargs)
+        return self._call_sync(args, kwargs)
+
+    def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        step = Step.open(self, args, kwargs)
+        if step.done:
+            return step.value
+        attempt = 1
+        while True:
+            token = ctx.enter(step.frame)
+            try:
+                value = self._invoke_sync(args, kwargs)
+            except BaseException as error:
+                delay = step.failed(error, attempt)
+                if delay is None:
+                    raise
+                _sleep(delay)
+                attempt += 1
+                continue
+            finally:
+                ctx.leave(token)
+            pending = step.succeeded(value, attempt)
+            if pending is not None:
+                pending.result()
+            return value
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        step = Step.open(self, args, kwargs)
+        if step.done:
+            return step.value
+        attempt = 1
+        while True:
+            token = ctx.enter(step.frame)
+            try:
+                value = await self._invoke_async(args, kwargs)
+            except BaseException as error:
+                delay = step.failed(error, attempt)
+                if delay is None:
+                    raise
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            finally:
+                ctx.leave(token)
+            pending = step.succeeded(value, attempt)
+            if pending is not None:
+                await asyncio.wrap_future(pending)
+            return value
+
+    def _invoke_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.timeout_s is None:
+            return self.fn(*args, **kwargs)
+        return _call_with_timeout(self, args, kwargs)
+
+    async def _invoke_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.timeout_s is None:
+            return await self.fn(*args, **kwargs)
+        try:
+            async with asyncio.timeout(self.timeout_s) as scope:
+                return await self.fn(*args, **kwargs)
+        except TimeoutError:
+            if scope.expired():
+                raise StepTimeout(f"{self.name} timed out after {self.timeout_s:g} s") from None
+            raise
+
+
+def _sleep(delay_s: float) -> None:
+    if delay_s > 0:
+        time.sleep(delay_s)
+
+
+def _call_with_timeout(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # A thread cannot be killed: a sync step that overruns is abandoned (it
+    # finishes in the background, its result dropped) and the caller moves on.
+    outcome: list[Any] = []
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome.append((True, context.run(comp.fn, *args, **kwargs)))
+        except BaseException as error:
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=target, name=f"nbflow-{comp.name}", daemon=True)
+    thread.start()
+    thread.join(comp.timeout_s)
+    if not outcome:
+        raise StepTimeout(f"{comp.name} timed out after {comp.timeout_s:g} s")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _retry_policy(value: RetryPolicy | int | dict[str, Any] | None) -> RetryPolicy | None:
+    if value is None or isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, bool):
+        raise ConfigError(f"retry= takes attempts, a dict of with_retry options or a RetryPolicy, got {value!r}")
+    if isinstance(value, int):
+        return RetryPolicy.build(attempts=value)
+    if isinstance(value, dict):
+        return RetryPolicy.build(**value)
+    raise ConfigError(f"retry= takes attempts, a dict of with_retry options or a RetryPolicy, got {value!r}")
+
+
+def _cache_policy(value: CachePolicy | float | bool | dict[str, Any] | None) -> CachePolicy | None:
+    if value is None or value is False or isinstance(value, CachePolicy):
+        return value or None
+    if value is True:
+        return CachePolicy.build()
+    if isinstance(value, int | float):
+        return CachePolicy.build(ttl_s=value)
+    if isinstance(value, dict):
+        return CachePolicy.build(**value)
+    raise ConfigError(f"cache= takes a ttl in seconds, True, a dict of with_cache options or a CachePolicy, got {value!r}")
+
+
+def component(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | int | dict[str, Any] | None = None,
+    cache: CachePolicy | float | bool | dict[str, Any] | None = None,
+    timeout_s: Seconds | None = None,
+    redact: Iterable[str] = (),
+) -> Any:
+    """Make ``fn`` a component: ``@nf.component`` or ``@nf.component(name=..., retry=...)``."""
+    options: dict[str, Any] = {
+        "name": name, "retry": retry, "cache": cache, "timeout_s": timeout_s, "redact": redact
+    }
+    if fn is None:
+        return lambda f: Component(f, **options)
+    return Component(fn, **options)

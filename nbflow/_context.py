@@ -1,0 +1,123 @@
+"""Which run and span the running code belongs to.
+
+The current span lives in a ContextVar, so asyncio tasks inherit it. Threads do
+not inherit context in Python 3.11, so the first run started in a process
+teaches ``Thread.start`` and ``ThreadPoolExecutor.submit`` to carry it over:
+components called from worker threads then nest under the span that started
+the thread, as users expect.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._events import Event, Sink
+
+
+class Memo(Protocol):
+    """Recorded results of a run's finished steps (durable runs only)."""
+
+    def lookup(self, step: str) -> tuple[bool, Any]: ...
+
+
+class CacheStore(Protocol):
+    def get(self, key: str) -> tuple[bool, Any]: ...
+
+    def set(self, key: str, value: Any, ttl_s: float | None) -> None: ...
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    sink: Sink
+    cache: CacheStore
+    memo: Memo | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, event: Event) -> None:
+        self.sink.emit(event)
+
+
+@dataclass
+class Frame:
+    """One open span: where child spans and events attach."""
+
+    run: RunContext
+    span_id: str | None
+    step: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    _children: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def child_step(self, name: str, arg_digest: str) -> str:
+        # Deterministic step keys let a restarted run find the results it already
+        # has: the k-th call of a name with the same arguments under one parent.
+        base = f"{name}:{arg_digest}"
+        with self._lock:
+            self._children[base] += 1
+            k = self._children[base]
+        return f"{self.step}/{base}#{k}"
+
+
+_current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nbflow_frame", default=None)
+
+
+def current() -> Frame | None:
+    return _current.get()
+
+
+def enter(frame: Frame) -> contextvars.Token[Frame | None]:
+    return _current.set(frame)
+
+
+def leave(token: contextvars.Token[Frame | None]) -> None:
+    _current.reset(token)
+
+
+def span_id_for(run_id: str, step: str) -> str:
+    return hashlib.blake2b(f"{run_id}|{step}".encode(), digest_size=8).hexdigest()
+
+
+_propagation_installed = False
+_install_lock = threading.Lock()
+
+
+def install_thread_propagation() -> None:
+    global _propagation_installed
+    with _install_lock:
+        if _propagation_installed:
+            return
+        _patch_thread_start()
+        _patch_executor_submit()
+        _propagation_installed = True
+
+
+def _patch_thread_start() -> None:
+    original_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if _current.get() is not None:
+            ctx = contextvars.copy_context()
+            run = self.run
+            self.run = lambda: ctx.run(run)  # type: ignore[method-assign]
+        original_start(self)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+
+
+def _patch_executor_submit() -> None:
+    original_submit = ThreadPoolExecutor.submit
+
+    def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if _current.get() is not None:
+            ctx = contextvars.copy_context()
+            return original_submit(self, ctx.run, fn, *args, **kwargs)
+        return original_submit(self, fn, *args, **kwargs)
+
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]

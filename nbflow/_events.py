@@ -1,0 +1,91 @@
+"""The event model: every fact about a run is one event in one ordered log.
+
+An event is a plain JSON-safe dict with at least ``type`` and ``ts`` (wall-clock
+seconds, for display only: order comes from the log's ids, never from ``ts``).
+A sink appends events to a run's log; the in-process run keeps them in memory,
+the runtime writes them to the run's Redis stream. Views fold the log.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+Event = dict[str, Any]
+
+# Event types. Run-level events carry no span_id.
+RUN_QUEUED = "run.queued"
+RUN_STARTED = "run.started"
+RUN_RESTARTED = "run.restarted"
+RUN_SUCCEEDED = "run.succeeded"
+RUN_FAILED = "run.failed"
+RUN_CANCELLED = "run.cancelled"
+RUN_CANCEL_REQUESTED = "run.cancel_requested"
+SPAN_STARTED = "span.started"
+SPAN_RETRY = "span.retry"
+SPAN_FINISHED = "span.finished"
+PROGRESS = "progress"
+OUTPUT = "output"
+LOG_TRUNCATED = "log.truncated"
+
+TERMINAL_EVENTS = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED})
+
+
+def make(type_: str, **fields: Any) -> Event:
+    return {"type": type_, "ts": time.time(), **fields}
+
+
+class Sink(Protocol):
+    """Where a run's events go.
+
+    ``emit`` may buffer; ``commit_step`` records a finished component's result
+    together with its ``span.finished`` event and returns a future that is done
+    once both are durable (``None`` when there is nothing to wait for).
+    """
+
+    def emit(self, event: Event) -> None: ...
+
+    def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None: ...
+
+
+class MemorySink:
+    """The in-process log: events in a list, with stream-shaped ordered ids."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._seq = 0
+        self._listeners: list[Any] = []
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            event["id"] = self._next_id()
+            self.events.append(event)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event)
+
+    def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None:
+        self.emit(event)
+        return None
+
+    def subscribe(self, listener: Any) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _next_id(self) -> str:
+        ms = int(time.time() * 1000)
+        if ms > self._last_ms:
+            self._last_ms, self._seq = ms, 0
+        else:
+            self._seq += 1
+        return f"{self._last_ms}-{self._seq}"
+
+
+def id_tuple(event_id: str) -> tuple[int, int]:
+    """Stream ids compare as (milliseconds, sequence), never as strings."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,145 @@
+"""In-process runs: the same event log as the runtime, kept in memory."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import _context as ctx
+from . import _events as ev
+from ._cache import local_cache
+from ._preview import preview
+from ._step import _describe, _format_traceback
+from .errors import RunCancelled
+
+if TYPE_CHECKING:
+    from ._component import Component
+    from ._trace import Trace
+
+_last: Any = None
+_last_lock = threading.Lock()
+
+
+def last_run() -> Any:
+    """The run most recently started from this process (in-process or submitted)."""
+    return _last
+
+
+def set_last(run: Any) -> None:
+    global _last
+    with _last_lock:
+        _last = run
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(8)
+
+
+class LocalRun:
+    """A handle on an in-process run, with the same reading methods as a runtime run."""
+
+    def __init__(self, workflow: str) -> None:
+        self.id = new_run_id()
+        self.workflow = workflow
+        self.sink = ev.MemorySink()
+        self.context = ctx.RunContext(self.id, self.sink, local_cache)
+        self._status = "running"
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<nbflow run {self.id} {self.workflow!r} {self._status} (in-process)>"
+
+    def status(self) -> str:
+        return self._status
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        if not self._done.wait(timeout_s):
+            raise TimeoutError(f"run {self.id} still {self._status} after {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def cancel(self) -> None:
+        self.context.cancelled.set()
+
+    def events(self, after: str = "0") -> Iterator[ev.Event]:
+        floor = ev.id_tuple(after)
+        for event in list(self.sink.events):
+            if ev.id_tuple(event["id"]) > floor:
+                yield event
+
+    def trace(self) -> Trace:
+        from ._trace import Trace
+
+        return Trace(self.id, list(self.sink.events))
+
+    # --- lifecycle, driven by run_local ----------------------------------
+    def _started(self, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.sink.emit(
+            ev.make(
+                ev.RUN_STARTED,
+                workflow=self.workflow,
+                kind=comp.kind,
+                mode="local",
+                input=preview({"args": list(args), "kwargs": kwargs}, redact=comp.redact),
+            )
+        )
+
+    def _succeeded(self, value: Any) -> None:
+        self._value, self._status = value, "succeeded"
+        self.sink.emit(ev.make(ev.RUN_SUCCEEDED, output=preview(value)))
+        self._done.set()
+
+    def _failed(self, error: BaseException) -> None:
+        self._error = error
+        if isinstance(error, RunCancelled):
+            self._status = "cancelled"
+            self.sink.emit(ev.make(ev.RUN_CANCELLED, reason="cancelled"))
+        else:
+            self._status = "failed"
+            self.sink.emit(
+                ev.make(
+                    ev.RUN_FAILED,
+                    error=_describe(error),
+                    error_type=type(error).__name__,
+                    traceback=_format_traceback(error),
+                )
+            )
+        self._done.set()
+
+
+def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``comp`` as the root of a new in-process run."""
+    ctx.install_thread_propagation()
+    run = LocalRun(comp.name)
+    set_last(run)
+    run._started(comp, args, kwargs)
+    if comp.is_async:
+        return _run_async(run, comp, args, kwargs)
+    token = ctx.enter(ctx.Frame(run.context, None, ""))
+    try:
+        value = comp._call_sync(args, kwargs)
+    except BaseException as error:
+        run._failed(error)
+        raise
+    finally:
+        ctx.leave(token)
+    run._succeeded(value)
+    return value
+
+
+async def _run_async(run: LocalRun, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    token = ctx.enter(ctx.Frame(run.context, None, ""))
+    try:
+        value = await comp._call_async(args, kwargs)
+    except BaseException as error:
+        run._failed(error)
+        raise
+    finally:
+        ctx.leave(token)
+    run._succeeded(value)
+    return value

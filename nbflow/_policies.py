@@ -1,0 +1,94 @@
+"""Retry, cache and time-out policies: validated once, immutable after."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .errors import ConfigError
+
+Seconds = float | int | timedelta
+BACKOFFS = ("exponential", "fixed")
+
+
+def seconds(value: Seconds | None, what: str, *, allow_zero: bool = True) -> float | None:
+    """A time argument as float seconds: a number or a timedelta, never negative."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff: str = "exponential"
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    jitter: float = 0.1
+    on: tuple[type[BaseException], ...] = (Exception,)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        attempts: int = 3,
+        backoff: str = "exponential",
+        initial_s: Seconds = 0.5,
+        max_s: Seconds = 30.0,
+        jitter: float = 0.1,
+        on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    ) -> RetryPolicy:
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ConfigError(f"attempts must be an integer >= 1, got {attempts!r}")
+        if backoff not in BACKOFFS:
+            raise ConfigError(f"unknown backoff {backoff!r}; use one of {', '.join(BACKOFFS)}")
+        if not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
+            raise ConfigError(f"jitter must be a fraction between 0 and 1, got {jitter!r}")
+        on_types = on if isinstance(on, tuple) else (on,)
+        for exc in on_types:
+            if not (isinstance(exc, type) and issubclass(exc, BaseException)):
+                raise ConfigError(f"on= takes exception classes, got {exc!r}")
+        initial = seconds(initial_s, "initial_s") or 0.0
+        cap = seconds(max_s, "max_s") or 0.0
+        return cls(attempts, backoff, initial, max(cap, initial), float(jitter), on_types)
+
+    def retries(self, error: BaseException) -> bool:
+        return isinstance(error, self.on)
+
+    def delay_s(self, attempt: int) -> float:
+        """Back-off before attempt ``attempt + 1`` (attempts count from 1)."""
+        base = self.initial_s if self.backoff == "fixed" else self.initial_s * 2 ** (attempt - 1)
+        base = min(base, self.max_s)
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    ttl_s: float | None = None
+    key: Callable[..., Any] | None = None
+    ignore: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        ttl_s: Seconds | None = None,
+        key: Callable[..., Any] | None = None,
+        ignore: tuple[str, ...] | list[str] = (),
+    ) -> CachePolicy:
+        if key is not None and not callable(key):
+            raise ConfigError(f"cache key= must be a callable taking the component's arguments, got {key!r}")
+        return cls(seconds(ttl_s, "ttl_s", allow_zero=False), key, tuple(ignore))
+
+
+def timeout(value: Seconds | None) -> float | None:
+    return seconds(value, "timeout_s", allow_zero=False)

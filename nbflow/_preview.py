@@ -1,0 +1,56 @@
+"""JSON-safe previews of inputs and outputs recorded in spans.
+
+Values are cut past ``MAX_PREVIEW_CHARS`` so that one huge argument cannot bloat
+a run's log; secrets named in ``redact`` never reach the log at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .constants import MAX_PREVIEW_CHARS, REDACTED
+
+_MAX_ITEMS = 50
+_MAX_DEPTH = 6
+
+
+def preview(value: Any, *, redact: Iterable[str] = (), max_chars: int = MAX_PREVIEW_CHARS) -> Any:
+    """A JSON-safe copy of ``value``, truncated and with ``redact`` keys hidden."""
+    return _preview(value, frozenset(redact), max_chars, 0)
+
+
+def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return truncate(value, max_chars)
+    if depth >= _MAX_DEPTH:
+        return truncate(repr(value), max_chars)
+    if isinstance(value, Mapping):
+        return _preview_mapping(value, redact, max_chars, depth)
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_preview(v, redact, max_chars, depth + 1) for v in list(value)[:_MAX_ITEMS]]
+        if len(value) > _MAX_ITEMS:
+            items.append(f"… +{len(value) - _MAX_ITEMS} more")
+        return items
+    return truncate(repr(value), max_chars)
+
+
+def _preview_mapping(
+    value: Mapping[Any, Any], redact: frozenset[str], max_chars: int, depth: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for i, (k, v) in enumerate(value.items()):
+        if i == _MAX_ITEMS:
+            out["…"] = f"+{len(value) - _MAX_ITEMS} more"
+            break
+        key = str(k)
+        out[key] = REDACTED if key in redact else _preview(v, redact, max_chars, depth + 1)
+    return out
+
+
+def truncate(text: str, max_chars: int = MAX_PREVIEW_CHARS) -> str:
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}… [+{len(text) - max_chars} chars]"

@@ -1,0 +1,157 @@
+"""One call of a component inside a run: its span's events, cache and memo."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from . import _context as ctx
+from . import _events as ev
+from ._cache import canonical, digest
+from ._preview import preview, truncate
+from ._testing import is_testing
+from .errors import CacheKeyError, RunCancelled
+
+if TYPE_CHECKING:
+    from ._component import Component
+
+MAX_TRACEBACK_CHARS = 8_000
+
+
+class Step:
+    __slots__ = ("cache_key", "comp", "done", "frame", "parent_id", "value")
+
+    def __init__(self, comp: Component, frame: ctx.Frame, parent_id: str | None) -> None:
+        self.comp = comp
+        self.frame = frame
+        self.parent_id = parent_id
+        self.cache_key: str | None = None
+        self.done = False
+        self.value: Any = None
+
+    @classmethod
+    def open(cls, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step:
+        parent = ctx.current()
+        assert parent is not None
+        run = parent.run
+        if run.cancelled.is_set():
+            raise RunCancelled(f"run {run.run_id} was cancelled")
+        bound = _bound_arguments(comp, args, kwargs)
+        step_key = parent.child_step(comp.name, _arg_digest(bound))
+        frame = ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key)
+        step = cls(comp, frame, parent.span_id)
+        if run.memo is not None:
+            step.done, step.value = run.memo.lookup(step_key)
+            if step.done:
+                return step
+        if comp.cache is not None:
+            step.cache_key = _cache_key(comp, args, kwargs, bound)
+        step._start(bound)
+        if step.cache_key is not None:
+            step._try_cache()
+        return step
+
+    def _start(self, bound: dict[str, Any]) -> None:
+        self.frame.run.emit(
+            ev.make(
+                ev.SPAN_STARTED,
+                span_id=self.frame.span_id,
+                parent_id=self.parent_id,
+                name=self.comp.name,
+                kind=self.comp.kind,
+                step=self.frame.step,
+                input=preview(bound, redact=self.comp.redact),
+            )
+        )
+
+    def _try_cache(self) -> None:
+        assert self.cache_key is not None
+        hit, value = self.frame.run.cache.get(self.cache_key)
+        if hit:
+            self.done, self.value = True, value
+            self._finish("ok", attempts=0, cached=True, output=preview(value))
+
+    def failed(self, error: BaseException, attempt: int) -> float | None:
+        """Record a failed attempt; the back-off delay if it is retried, else None."""
+        if isinstance(error, RunCancelled | asyncio.CancelledError | KeyboardInterrupt):
+            self._finish("cancelled", attempts=attempt, error=_describe(error))
+            return None
+        policy = self.comp.retry
+        if policy and attempt < policy.attempts and policy.retries(error):
+            if not self.frame.run.cancelled.is_set():
+                delay = 0.0 if is_testing() else policy.delay_s(attempt)
+                self.frame.run.emit(
+                    ev.make(
+                        ev.SPAN_RETRY,
+                        span_id=self.frame.span_id,
+                        attempt=attempt,
+                        error=_describe(error),
+                        error_type=type(error).__name__,
+                        delay_s=round(delay, 4),
+                    )
+                )
+                return delay
+        self._finish(
+            "error",
+            attempts=attempt,
+            error=_describe(error),
+            error_type=type(error).__name__,
+            traceback=_format_traceback(error),
+        )
+        return None
+
+    def succeeded(self, value: Any, attempt: int) -> Future[None] | None:
+        run = self.frame.run
+        if self.cache_key is not None:
+            assert self.comp.cache is not None
+            run.cache.set(self.cache_key, value, self.comp.cache.ttl_s)
+        event = self._event("ok", attempts=attempt, output=preview(value))
+        return run.sink.commit_step(event, self.frame.step, value)
+
+    def _finish(self, status: str, **fields: Any) -> None:
+        self.frame.run.emit(self._event(status, **fields))
+
+    def _event(self, status: str, **fields: Any) -> ev.Event:
+        fields.setdefault("cached", False)
+        if self.frame.attrs:
+            fields["attrs"] = dict(self.frame.attrs)
+        return ev.make(ev.SPAN_FINISHED, span_id=self.frame.span_id, status=status, **fields)
+
+
+def _bound_arguments(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if comp.signature is not None:
+        try:
+            return dict(comp.signature.bind_partial(*args, **kwargs).arguments)
+        except TypeError:
+            pass  # the call itself will raise the user's TypeError, recorded on the span
+    return {"args": list(args), **kwargs}
+
+
+def _arg_digest(bound: dict[str, Any]) -> str:
+    try:
+        return digest(canonical(bound, "args"))[:12]
+    except CacheKeyError:
+        return ""  # unhashable arguments: steps are told apart by call order alone
+
+
+def _cache_key(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]) -> str:
+    policy = comp.cache
+    assert policy is not None
+    if policy.key is not None:
+        material = canonical(policy.key(*args, **kwargs), f"{comp.name} cache key")
+    else:
+        kept = {k: v for k, v in bound.items() if k not in policy.ignore}
+        material = {k: canonical(v, k) for k, v in kept.items()}
+    return digest([comp.name, comp.code_digest, material])
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return truncate(f"{type(error).__name__}: {text}" if text else type(error).__name__)
+
+
+def _format_traceback(error: BaseException) -> str:
+    text = "".join(traceback.format_exception(error))
+    return text if len(text) <= MAX_TRACEBACK_CHARS else "…" + text[-MAX_TRACEBACK_CHARS:]

@@ -1,0 +1,86 @@
+"""Workflows: the root of a run, and the things code inside a run can say."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import _context as ctx
+from . import _events as ev
+from ._component import Component
+from ._policies import CachePolicy, RetryPolicy, Seconds
+from ._preview import truncate
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .runtime.client import Run, Runtime
+
+PROGRESS_STATES = ("pending", "running", "done", "failed", "retrying")
+
+
+class Workflow(Component):
+    """A component that can be the root of a run, in-process or on the runtime.
+
+    Called as a function it runs in-process; called inside another run it is a
+    nested span like any component; ``submit`` sends it to the runtime.
+    """
+
+    kind = "workflow"
+
+    @property
+    def description(self) -> str:
+        return (self.fn.__doc__ or "").strip()
+
+    def submit(self, *args: Any, **kwargs: Any) -> Run:
+        """Start a run on the runtime (the embedded default unless connected elsewhere)."""
+        from .runtime.client import get_runtime
+
+        return get_runtime().submit(self, args, kwargs)
+
+    def deploy(self, *, runtime: Runtime | None = None) -> str:
+        """Publish this workflow by name, so the REST API and other clients can start it."""
+        from .runtime.client import get_runtime
+
+        return (runtime or get_runtime()).deploy(self)
+
+
+def workflow(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | int | dict[str, Any] | None = None,
+    cache: CachePolicy | float | bool | dict[str, Any] | None = None,
+    timeout_s: Seconds | None = None,
+    redact: Iterable[str] = (),
+) -> Any:
+    """Make ``fn`` a workflow: ``@nf.workflow`` or ``@nf.workflow(name=...)``."""
+    options: dict[str, Any] = {
+        "name": name, "retry": retry, "cache": cache, "timeout_s": timeout_s, "redact": redact
+    }
+    if fn is None:
+        return lambda f: Workflow(f, **options)
+    return Workflow(fn, **options)
+
+
+def progress(step: str, detail: Any = None, *, state: str = "running") -> None:
+    """Mark a named step of the current run for UIs; a new running step ends the last one."""
+    if state not in PROGRESS_STATES:
+        raise ConfigError(f"unknown progress state {state!r}; use one of {', '.join(PROGRESS_STATES)}")
+    frame = ctx.current()
+    if frame is None:
+        return
+    detail = truncate(detail) if isinstance(detail, str) else detail
+    frame.run.emit(ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail))
+
+
+def emit(chunk: Any) -> None:
+    """Stream a piece of output from the current run (outside a run it is dropped)."""
+    frame = ctx.current()
+    if frame is None:
+        return
+    frame.run.emit(ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk)))
+
+
+def current_run_id() -> str | None:
+    frame = ctx.current()
+    return None if frame is None else frame.run.run_id

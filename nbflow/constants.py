@@ -1,0 +1,67 @@
+"""Every name and default nbflow shares between processes: one home for all of them.
+
+Redis keys of one run share the hash tag ``{<run_id>}`` so that a run lives on
+one Redis Cluster slot and its keys can change together in one transaction.
+"""
+
+from __future__ import annotations
+
+PREFIX = "nbflow"
+
+# --- global keys -----------------------------------------------------------
+WORK_STREAM = f"{PREFIX}:work"  # run requests, read by the worker group
+WORK_GROUP = "workers"
+RUNS_INDEX = f"{PREFIX}:runs"  # zset run_id -> created_at (s)
+LEASES = f"{PREFIX}:leases"  # zset run_id -> lease expiry (ms)
+WORKERS = f"{PREFIX}:workers"  # zset worker_id -> last heartbeat (ms)
+CODE_KEY = PREFIX + ":code:{digest}"  # signed shipped code, content-addressed
+CACHE_KEY = PREFIX + ":cache:{key}"
+DEPLOYED = f"{PREFIX}:deployed"  # hash workflow name -> code digest
+RATE_KEY = PREFIX + ":rate:{scope}"
+
+
+# --- per-run keys (one hash slot per run) -----------------------------------
+def run_log(run_id: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}:log"
+
+
+def run_meta(run_id: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}:meta"
+
+
+def run_steps(run_id: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}:steps"
+
+
+def run_lease(run_id: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}:lease"
+
+
+def run_sweep_lock(run_id: str) -> str:
+    return f"{PREFIX}:{{{run_id}}}:sweep"
+
+
+# --- defaults --------------------------------------------------------------
+RETENTION_S = 7 * 24 * 3600  # finished runs expire after this
+MAX_LOG_EVENTS = 1_000_000  # one run's stream is capped here, with a marker
+LEASE_MS = 5_000
+HEARTBEAT_MS = 1_000
+SWEEP_INTERVAL_MS = 1_000
+SWEEP_LOCK_MS = 5_000
+RECLAIM_IDLE_MS = 10_000  # work messages claimed by a dead consumer
+MAX_RESTARTS = 3
+DRAIN_TIMEOUT_S = 30.0
+WORKER_CONCURRENCY = 8
+EMBEDDED_WORKERS = 2
+
+# Inputs and outputs recorded in spans are cut past this many characters.
+MAX_PREVIEW_CHARS = 2_000
+REDACTED = "[redacted]"
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+ENV_REDIS_URL = "NBFLOW_REDIS_URL"
+ENV_HOME = "NBFLOW_HOME"
+ENV_SECRET = "NBFLOW_SECRET"
+ENV_API_TOKEN = "NBFLOW_API_TOKEN"

@@ -1,0 +1,1 @@
+"""The Redis-stream runtime: client, workers, leases, step memo, embedded server."""
