@@ -1,0 +1,65 @@
+"""The ``nbflow`` command: thin sub-commands over the runtime, API and views."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .runtime.worker import Worker, WorkerOptions
+
+    url = args.redis or _default_url(start_pool=False)
+    options = WorkerOptions(concurrency=args.concurrency, drain_timeout_s=args.drain_timeout)
+    return Worker(url, app=args.app, options=options).run()
+
+
+def _default_url(*, start_pool: bool) -> str:
+    import os
+
+    from .constants import ENV_REDIS_URL
+
+    url = os.environ.get(ENV_REDIS_URL)
+    if url:
+        return url
+    from .runtime import embedded
+
+    return embedded.ensure_server()
+
+
+def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .constants import DRAIN_TIMEOUT_S, WORKER_CONCURRENCY
+
+    p = sub.add_parser("worker", help="run a worker process (claims and executes runs)")
+    p.add_argument("--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)")
+    p.add_argument("--concurrency", type=int, default=WORKER_CONCURRENCY, help="runs at once")
+    p.add_argument("--app", help="importable module whose workflows this worker serves by name")
+    p.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
+                   help="seconds in-flight runs get to finish on SIGTERM before they are handed back")
+    p.set_defaults(func=_worker)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_worker]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nbflow", description="Durable AI-agent workflows from Jupyter.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Jupyter integration: magics, the live run view, the server extension."""

@@ -1,0 +1,310 @@
+"""The runtime client: submit runs, attach to them, read and follow their logs.
+
+Clients only write run requests and read streams; they never talk to workers.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .. import _events as ev
+from .. import constants as c
+from .._local import new_run_id, set_last
+from .._preview import preview
+from ..errors import ConfigError, RunCancelled, RunFailed, RunNotFound
+from . import codeship, scripts
+from .connection import SyncRedis, is_cluster, sync_client
+from .protocol import decode_entry, decode_meta, dumps, encode_event
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .._trace import Trace
+    from .._workflow import Workflow
+
+READ_BATCH = 1_000
+BLOCK_MS = 1_000
+
+
+class Runtime:
+    """A connection to one runtime: a Redis URL and the secret its workers share."""
+
+    def __init__(self, url: str, *, secret: bytes | None = None, cluster: bool | None = None) -> None:
+        self.url = url
+        self.cluster = is_cluster(url) if cluster is None else cluster
+        self.redis: SyncRedis = sync_client(url, cluster=self.cluster)
+        self.secret = secret if secret is not None else codeship.load_secret()
+        self._cancel = self.redis.register_script(scripts.CANCEL)
+        self._shipped: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<nbflow Runtime {self.url}>"
+
+    def close(self) -> None:
+        self.redis.close()
+
+    # --- starting runs -------------------------------------------------------
+    def submit(self, wf: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any], **origin: Any) -> Run:
+        code = self.ship(wf)
+        return self._enqueue(wf.name, code, args, kwargs, preview_redact=wf.redact, origin=origin)
+
+    def start(self, name: str, kwargs: dict[str, Any], **origin: Any) -> Run:
+        """Start a workflow by name: deployed from a notebook, or registered by a worker's ``--app``."""
+        deployed = self.redis.hget(c.DEPLOYED, name)
+        code = deployed.decode() if deployed else ""
+        return self._enqueue(name, code, (), kwargs, preview_redact=(), origin=origin)
+
+    def ship(self, wf: Workflow) -> str:
+        """Store the workflow's code by value, signed and content-addressed; its digest."""
+        blob = codeship.pack(wf, self.secret)
+        digest = codeship.digest(blob)
+        if self._shipped.get(digest) is None:
+            self.redis.set(c.CODE_KEY.format(digest=digest), blob, ex=c.RETENTION_S)
+            self._shipped[digest] = digest
+        return digest
+
+    def deploy(self, wf: Workflow) -> str:
+        digest = self.ship(wf)
+        self.redis.persist(c.CODE_KEY.format(digest=digest))
+        self.redis.hset(c.DEPLOYED, wf.name, digest)
+        return digest
+
+    def _enqueue(
+        self,
+        name: str,
+        code: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        preview_redact: tuple[str, ...],
+        origin: dict[str, Any],
+    ) -> Run:
+        run_id = new_run_id()
+        now = time.time()
+        shown = preview({"args": list(args), "kwargs": kwargs}, redact=preview_redact)
+        meta = {
+            "run_id": run_id,
+            "workflow": name,
+            "status": "queued",
+            "created_at": repr(now),
+            "code": code,
+            "input": dumps(shown),
+            "args": codeship.pack((args, kwargs), self.secret),
+            **{k: str(v) for k, v in {**default_origin(), **origin}.items() if v is not None},
+        }
+        queued = ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(c.run_meta(run_id), mapping=meta)
+        pipe.xadd(c.run_log(run_id), {"e": encode_event(queued)})
+        pipe.zadd(c.RUNS_INDEX, {run_id: now})
+        pipe.xadd(c.WORK_STREAM, {"run": run_id})
+        pipe.execute()
+        run = Run(self, run_id)
+        set_last(run)
+        return run
+
+    # --- reading -----------------------------------------------------------
+    def attach(self, run_id: str) -> Run:
+        if not self.redis.exists(c.run_meta(run_id)):
+            raise RunNotFound(f"no run {run_id!r} on {self.url}")
+        return Run(self, run_id)
+
+    def run_ids(self, *, limit: int = 100) -> list[str]:
+        return [r.decode() for r in self.redis.zrevrange(c.RUNS_INDEX, 0, limit - 1)]
+
+    def metas(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hgetall(c.run_meta(run_id))
+        return [decode_meta(raw) for raw in pipe.execute() if raw]
+
+    def runs(self, *, limit: int = 100, workflow: str | None = None, status: str | None = None,
+             notebook: str | None = None) -> pd.DataFrame:
+        from .views import runs_frame
+
+        metas = self.metas(self.run_ids(limit=limit))
+        wanted = {"workflow": workflow, "status": status, "notebook": notebook}
+        metas = [m for m in metas if all(v is None or m.get(k) == v for k, v in wanted.items())]
+        return runs_frame(metas)
+
+    def queue_depth(self) -> int:
+        try:
+            groups = self.redis.xinfo_groups(c.WORK_STREAM)
+        except Exception:
+            return 0
+        return sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups)
+
+    def workers(self) -> list[dict[str, Any]]:
+        cutoff_ms = (time.time() * 1000) - 3 * c.LEASE_MS
+        live = self.redis.zrangebyscore(c.WORKERS, cutoff_ms, "+inf", withscores=True)
+        return [{"worker": w.decode(), "last_seen_ms": s} for w, s in live]
+
+
+class Run:
+    """A handle on one run of a runtime."""
+
+    def __init__(self, runtime: Runtime, run_id: str) -> None:
+        self.runtime = runtime
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<nbflow run {self.id}>"
+
+    @property
+    def _r(self) -> SyncRedis:
+        return self.runtime.redis
+
+    def meta(self) -> dict[str, Any]:
+        raw = self._r.hgetall(c.run_meta(self.id))
+        if not raw:
+            raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
+        return decode_meta(raw)
+
+    def status(self) -> str:
+        value = self._r.hget(c.run_meta(self.id), "status")
+        if value is None:
+            raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
+        return str(value.decode())
+
+    @property
+    def workflow(self) -> str:
+        return str(self.meta().get("workflow", ""))
+
+    def cancel(self) -> str:
+        """Ask the run to stop at its next component boundary; what happened."""
+        requested = ev.make(ev.RUN_CANCEL_REQUESTED)
+        cancelled = ev.make(ev.RUN_CANCELLED, reason="cancelled")
+        outcome = self.runtime._cancel(
+            keys=[c.run_meta(self.id), c.run_log(self.id)],
+            args=[encode_event(requested), encode_event(cancelled), c.RETENTION_S, repr(time.time())],
+        )
+        result = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        if result == "missing":
+            raise RunNotFound(f"no run {self.id!r}")
+        return result
+
+    def wait(self, timeout_s: float | None = None) -> str:
+        """Block until the run ends (or ``timeout_s`` passes); its status."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last = self._last_id()
+        while True:
+            status = self.status()
+            if status in c.TERMINAL_STATUSES:
+                return status
+            remaining_ms = BLOCK_MS if deadline is None else int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise TimeoutError(f"run {self.id} still {status} after {timeout_s} s")
+            reply = self._r.xread({c.run_log(self.id): last}, count=READ_BATCH, block=min(remaining_ms, BLOCK_MS))
+            for _stream, entries in reply or []:
+                last = entries[-1][0]
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise."""
+        status = self.wait(timeout_s)
+        if status == "succeeded":
+            blob = self._r.hget(c.run_meta(self.id), "result")
+            return None if blob is None else codeship.unpack(blob, self.runtime.secret)
+        meta = self.meta()
+        if status == "cancelled":
+            raise RunCancelled(f"run {self.id} was cancelled")
+        raise RunFailed(
+            f"run {self.id} ({meta.get('workflow')}) failed: {meta.get('error') or meta.get('reason')}",
+            run_id=self.id,
+            error_type=str(meta.get("error_type", "")),
+            remote_traceback=str(meta.get("traceback", "")),
+        )
+
+    def events(self, after: str = "0", *, follow: bool = True, block_ms: int = BLOCK_MS) -> Iterator[ev.Event]:
+        """Every event after ``after`` in order, then live ones until the run ends."""
+        key = c.run_log(self.id)
+        last = _valid_id(after)
+        while True:
+            reply = self._r.xread({key: last}, count=READ_BATCH, block=block_ms if follow else None)
+            entries = reply[0][1] if reply else []
+            for entry_id, fields in entries:
+                event = decode_entry(entry_id, fields)
+                last = event["id"]
+                yield event
+                if event["type"] in ev.TERMINAL_EVENTS:
+                    return
+            if not entries and (not follow or self._ended_without_more(key, last)):
+                return
+
+    def _ended_without_more(self, key: str, last: str) -> bool:
+        # Safety net for logs whose terminal event was trimmed or that expired.
+        status = self._r.hget(c.run_meta(self.id), "status")
+        if status is None:
+            return True
+        return status.decode() in c.TERMINAL_STATUSES and not self._r.xread({key: last}, count=1)
+
+    def trace(self) -> Trace:
+        from .._trace import Trace
+
+        return Trace(self.id, list(self.events(follow=False)))
+
+    def _last_id(self) -> str:
+        newest = self._r.xrevrange(c.run_log(self.id), count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+
+def _valid_id(event_id: str) -> str:
+    try:
+        ev.id_tuple(event_id)
+    except ValueError:
+        raise ConfigError(f"not a stream id: {event_id!r} (expected '<ms>-<seq>' or '0')") from None
+    return event_id
+
+
+def default_origin() -> dict[str, Any]:
+    """Who started a run, and from which notebook and kernel, for listings and re-attach."""
+    from ..jupyter.origin import kernel_origin
+
+    return {"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(), **kernel_origin()}
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def connect(url: str | None = None, *, workers: int | None = None, start_workers: bool = True,
+            secret: bytes | None = None) -> Runtime:
+    """Connect this process to a runtime, starting the embedded default when no URL is given."""
+    global _runtime
+    url = url or os.environ.get(c.ENV_REDIS_URL)
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.close()
+        if url:
+            _runtime = Runtime(url, secret=secret)
+        else:
+            _runtime = _embedded_runtime(workers, start_workers, secret)
+        return _runtime
+
+
+def _embedded_runtime(workers: int | None, start_workers: bool, secret: bytes | None) -> Runtime:
+    from . import embedded, pool
+
+    home = embedded.home()
+    url = embedded.ensure_server(home)
+    if start_workers:
+        pool.ensure_pool(url, home, workers=workers or c.EMBEDDED_WORKERS)
+    return Runtime(url, secret=secret or embedded.secret(home), cluster=False)
+
+
+def get_runtime() -> Runtime:
+    """The connected runtime, connecting to the default (env or embedded) on first use."""
+    if _runtime is None:
+        return connect()
+    return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    with _runtime_lock:
+        _runtime = runtime

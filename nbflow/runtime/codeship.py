@@ -1,0 +1,72 @@
+"""Signed pickles: how code and Python values travel between processes.
+
+Unpickling runs code, so nothing is unpickled unless its HMAC-SHA256 signature,
+made with the runtime's shared secret, checks out. The Python minor version is
+part of the signed header: bytecode from another version is refused with a
+clear reason rather than crashing a worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from ..constants import ENV_SECRET
+from ..errors import PayloadRejected
+
+MAGIC = b"NBF1"
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def load_secret(home: Path | None = None) -> bytes:
+    """``NBFLOW_SECRET``, else the embedded runtime's secret file."""
+    env = os.environ.get(ENV_SECRET)
+    if env:
+        return env.encode()
+    from .embedded import secret
+
+    return secret(home)
+
+
+def pack(obj: Any, secret: bytes) -> bytes:
+    payload = cloudpickle.dumps(obj)
+    header = json.dumps({"py": PYTHON, "sig": _sign(secret, PYTHON, payload)}).encode()
+    return MAGIC + len(header).to_bytes(4, "big") + header + payload
+
+
+def unpack(blob: bytes, secret: bytes) -> Any:
+    payload = verify(blob, secret)
+    return cloudpickle.loads(payload)
+
+
+def verify(blob: bytes, secret: bytes) -> bytes:
+    """The payload of a signed blob; PayloadRejected says why it is refused."""
+    if not isinstance(blob, bytes) or not blob.startswith(MAGIC) or len(blob) < 8:
+        raise PayloadRejected("payload is not a signed nbflow payload")
+    size = int.from_bytes(blob[4:8], "big")
+    try:
+        header = json.loads(blob[8 : 8 + size])
+        py, sig = str(header["py"]), str(header["sig"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise PayloadRejected("payload header is malformed") from error
+    payload = blob[8 + size :]
+    if not hmac.compare_digest(sig, _sign(secret, py, payload)):
+        raise PayloadRejected("payload signature does not match this runtime's secret (tampered, or signed with another NBFLOW_SECRET)")
+    if py != PYTHON:
+        raise PayloadRejected(f"payload was pickled by Python {py}; this worker runs Python {PYTHON}")
+    return payload
+
+
+def digest(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _sign(secret: bytes, py: str, payload: bytes) -> str:
+    return hmac.new(secret, py.encode() + b"\0" + payload, hashlib.sha256).hexdigest()

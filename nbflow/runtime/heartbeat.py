@@ -1,0 +1,68 @@
+"""Lease renewal on its own thread and connection.
+
+Heartbeats must not depend on the run's code yielding: a step blocked in C code
+or a sync call inside an async workflow would otherwise starve the event loop
+and get its run stolen by a sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .. import constants as c
+from . import scripts
+from .connection import sync_client
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("nbflow.worker")
+
+
+class Heartbeat:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="nbflow-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        redis = sync_client(self.worker.url, cluster=self.worker.cluster)
+        renew = redis.register_script(scripts.RENEW)
+        interval_s = self.worker.options.heartbeat_ms / 1000
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.beat(redis, renew)
+                except Exception as error:
+                    log.warning("heartbeat failed: %s", error)
+                self._stop.wait(interval_s)
+        finally:
+            redis.close()
+
+    def beat(self, redis: object, renew: object) -> None:
+        worker = self.worker
+        run_ids = list(worker.active)
+        lease_ms = worker.options.lease_ms
+        now_ms = int(time.time() * 1000)
+        pipe = redis.pipeline(transaction=False)  # type: ignore[attr-defined]
+        for run_id in run_ids:
+            renew(keys=[c.run_lease(run_id), c.run_meta(run_id)], args=[worker.id, lease_ms], client=pipe)  # type: ignore[operator]
+        if run_ids:
+            pipe.zadd(c.LEASES, dict.fromkeys(run_ids, now_ms + lease_ms))
+        pipe.zadd(c.WORKERS, {worker.id: now_ms})
+        replies = pipe.execute()
+        for run_id, (owned, cancel) in zip(run_ids, replies[: len(run_ids)], strict=True):
+            if not owned:
+                worker.request_cancel(run_id, lost=True)
+            elif cancel:
+                worker.request_cancel(run_id)

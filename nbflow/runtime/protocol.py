@@ -1,0 +1,59 @@
+"""Encoding of events and run metadata in Redis."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .._events import Event
+
+META_FLOATS = ("created_at", "started_at", "ended_at", "cost_usd")
+META_INTS = ("attempts", "restarts", "input_tokens", "output_tokens", "total_tokens", "llm_calls")
+META_JSON = ("input", "output", "progress")
+META_BLOBS = ("args", "result")
+
+
+def encode_event(event: Event) -> str:
+    body = {k: v for k, v in event.items() if k != "id"}
+    return json.dumps(body, separators=(",", ":"), default=str)
+
+
+def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+    raw = fields.get(b"e")
+    event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    try:
+        event: Event = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        event = {}
+    if not isinstance(event, dict) or "type" not in event:
+        event = {"type": "invalid", "ts": 0.0, "raw": repr(fields)[:200]}
+    event["id"] = event_id
+    return event
+
+
+def decode_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key_b, value_b in raw.items():
+        key = key_b.decode()
+        if key in META_BLOBS:
+            continue
+        value = value_b.decode(errors="replace")
+        meta[key] = _convert(key, value)
+    return meta
+
+
+def _convert(key: str, value: str) -> Any:
+    try:
+        if key in META_FLOATS:
+            return float(value)
+        if key in META_INTS:
+            return int(value)
+        if key in META_JSON:
+            return json.loads(value)
+    except ValueError:
+        return value
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

@@ -1,0 +1,112 @@
+"""Lua scripts: the run-state changes that must be atomic.
+
+Every script touches only the keys of one run (one hash slot), so each works on
+Redis Cluster. Event payloads are built in Python and passed in as JSON.
+"""
+
+from __future__ import annotations
+
+# KEYS: lease, meta  ARGV: worker, lease_ms, now_s, started_event_json, max_len
+# -> 1 claimed, 0 someone holds the lease, -1 run is finished or unknown
+ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local status = redis.call('HGET', KEYS[2], 'status')
+if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  return -1
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'status', 'running', 'worker', ARGV[1])
+redis.call('HSETNX', KEYS[2], 'started_at', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+return 1
+"""
+
+# KEYS: lease, meta  ARGV: worker, lease_ms -> {owned 0|1, cancel requested 0|1}
+RENEW = """
+local cancel = redis.call('HGET', KEYS[2], 'cancel_requested') == '1' and 1 or 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, cancel}
+end
+return {0, cancel}
+"""
+
+# Append one event while holding the run's lease; with a step, record its result
+# in the same atomic step, so a finished step is never both absent and reported.
+# KEYS: log, lease, steps  ARGV: worker, event_json[, step, blob] -> 1, or 0 if the lease is lost
+APPEND = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if ARGV[3] then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+return 1
+"""
+
+# KEYS: lease, meta, log, steps  ARGV: worker, status, event_json, retention_s, then field/value pairs
+FINISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'status', ARGV[2])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return 1
+"""
+
+# Hand a run back to the queue (drain, lost lease). KEYS: lease, meta, log
+# ARGV: worker ('' = whoever), event_json -> 1 if requeued
+REQUEUE = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[2], 'status')
+if status ~= 'running' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'status', 'queued')
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
+return 1
+"""
+
+# The sweeper's verdict on a run whose lease looked expired.
+# KEYS: lease, meta, log, steps  ARGV: max_restarts, restarted_json, failed_json, retention_s, now_s
+# -> 'alive' | 'done' | 'queued' | 'requeue' | 'failed'
+SWEEP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'alive' end
+local status = redis.call('HGET', KEYS[2], 'status')
+if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  return 'done'
+end
+if status == 'queued' then return 'queued' end
+local restarts = redis.call('HINCRBY', KEYS[2], 'restarts', 1)
+if restarts > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[2], 'status', 'failed', 'reason', 'worker_lost', 'ended_at', ARGV[5],
+             'error', 'worker lost more than ' .. ARGV[1] .. ' times')
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[4])
+  return 'failed'
+end
+redis.call('HSET', KEYS[2], 'status', 'queued', 'reason', 'worker_lost')
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
+return 'requeue'
+"""
+
+# KEYS: meta, log  ARGV: requested_json, cancelled_json, retention_s, now_s
+# -> 'cancelled' (was queued), 'requested' (running), 'finished', 'missing'
+CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'finished' end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'ended_at', ARGV[4], 'reason', 'cancelled')
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  return 'cancelled'
+end
+if redis.call('HGET', KEYS[1], 'cancel_requested') ~= '1' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[1])
+end
+return 'requested'
+"""

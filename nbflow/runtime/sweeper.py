@@ -1,0 +1,88 @@
+"""Finding runs whose worker died, and putting them back to work.
+
+Every worker runs a sweeper; a per-run lock with a time-out keeps two sweepers
+from handling the same run, and a crashed sweeper's lock simply expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .. import _events as ev
+from .. import constants as c
+from . import scripts
+from .protocol import encode_event
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("nbflow.worker")
+SWEEP_BATCH = 100
+
+
+class Sweeper:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._sweep = worker.redis.register_script(scripts.SWEEP)
+
+    async def run(self) -> None:
+        interval_s = self.worker.options.sweep_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sweep_once()
+            except Exception as error:
+                log.warning("sweep failed: %s", error)
+
+    async def sweep_once(self) -> dict[str, int]:
+        redis = self.worker.redis
+        now_ms = int(time.time() * 1000)
+        expired = await redis.zrangebyscore(c.LEASES, "-inf", now_ms, start=0, num=SWEEP_BATCH)
+        verdicts: dict[str, int] = {}
+        for raw in expired:
+            run_id = raw.decode()
+            if run_id in self.worker.active:
+                continue
+            verdict = await self._sweep_run(run_id)
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
+        await self._reclaim_orphaned_messages()
+        await redis.zremrangebyscore(c.RUNS_INDEX, "-inf", time.time() - self.worker.options.retention_s)
+        await redis.zremrangebyscore(c.WORKERS, "-inf", now_ms - 60_000)
+        return verdicts
+
+    async def _sweep_run(self, run_id: str) -> str:
+        redis = self.worker.redis
+        if not await redis.set(c.run_sweep_lock(run_id), self.worker.id, nx=True, px=c.SWEEP_LOCK_MS):
+            return "locked"
+        options = self.worker.options
+        restarted = ev.make(ev.RUN_RESTARTED, reason="worker_lost", by=self.worker.id)
+        failed = ev.make(ev.RUN_FAILED, reason="worker_lost", error_type="WorkerLost",
+                         error=f"the run lost its worker more than {options.max_restarts} times")
+        verdict = await self._sweep(
+            keys=[c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id), c.run_steps(run_id)],
+            args=[options.max_restarts, encode_event(restarted), encode_event(failed),
+                  options.retention_s, repr(time.time())],
+        )
+        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        if verdict in ("requeue", "queued"):
+            log.info("run %s lost its worker; back on the queue", run_id)
+            await redis.xadd(c.WORK_STREAM, {"run": run_id})
+        if verdict != "alive":
+            await redis.zrem(c.LEASES, run_id)
+        return verdict
+
+    async def _reclaim_orphaned_messages(self) -> None:
+        # A worker that died between reading a work message and taking the run's
+        # lease leaves the message pending under its name: claim it for ourselves.
+        worker = self.worker
+        if worker.draining or len(worker.active) >= worker.options.concurrency:
+            return
+        reply = await worker.redis.xautoclaim(
+            c.WORK_STREAM, c.WORK_GROUP, worker.id, min_idle_time=c.RECLAIM_IDLE_MS, start_id="0-0", count=10
+        )
+        for msg_id, fields in reply[1]:
+            if fields:
+                await worker.take(msg_id, fields)

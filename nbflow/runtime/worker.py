@@ -1,0 +1,375 @@
+"""The worker: claims runs from the work stream and executes them.
+
+Workers are stateless: everything about a run is in Redis. A lease per run,
+renewed by a heartbeat thread that does not depend on the run's code yielding,
+tells the sweepers (one in every worker) which runs lost their worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _context as ctx
+from .. import _events as ev
+from .. import constants as c
+from .._preview import preview
+from .._step import _describe, _format_traceback
+from .._workflow import Workflow
+from ..errors import NbflowError, PayloadRejected, RunCancelled
+from . import codeship, scripts
+from .connection import async_client, is_cluster, sync_client
+from .heartbeat import Heartbeat
+from .protocol import dumps, encode_event
+from .sweeper import Sweeper
+from .writer import EventWriter, RedisCache, RedisSink, StepMemo
+
+log = logging.getLogger("nbflow.worker")
+CLAIM_BLOCK_MS = 100  # drain must stop reading within this after SIGTERM
+
+
+class UnknownWorkflow(NbflowError):
+    pass
+
+
+@dataclass
+class Active:
+    run_id: str
+    context: ctx.RunContext
+    task: asyncio.Task[Any] | None = None  # the whole execution
+    inner: asyncio.Task[Any] | None = None  # an async workflow's own task, cancelled at once
+    handback: bool = False
+    lost: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class WorkerOptions:
+    concurrency: int = c.WORKER_CONCURRENCY
+    lease_ms: int = c.LEASE_MS
+    heartbeat_ms: int = c.HEARTBEAT_MS
+    sweep_interval_ms: int = c.SWEEP_INTERVAL_MS
+    drain_timeout_s: float = c.DRAIN_TIMEOUT_S
+    max_restarts: int = c.MAX_RESTARTS
+    retention_s: int = c.RETENTION_S
+
+
+class Worker:
+    def __init__(self, url: str, *, app: str | None = None, secret: bytes | None = None,
+                 options: WorkerOptions | None = None) -> None:
+        self.url = url
+        self.options = options or WorkerOptions()
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.secret = secret if secret is not None else codeship.load_secret()
+        self.registry = load_app(app) if app else {}
+        self.cluster = is_cluster(url)
+        self.active: dict[str, Active] = {}
+        self.draining = False
+        self._code_cache: dict[str, Workflow] = {}
+        self._stop = asyncio.Event()
+
+    # --- lifecycle -----------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, drain, and return the exit status."""
+        return asyncio.run(self.main())
+
+    async def main(self, *, install_signals: bool = True) -> int:
+        ctx.install_thread_propagation()
+        self.loop = asyncio.get_running_loop()
+        self.redis = async_client(self.url, cluster=self.cluster)
+        self.sync = sync_client(self.url, cluster=self.cluster)
+        self.writer = EventWriter(self.redis, self.loop)
+        self.cache = RedisCache(self.sync, self.secret)
+        self._slot = asyncio.Event()
+        self._acquire_script = self.redis.register_script(scripts.ACQUIRE)
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self.drain)
+        await self._ensure_group()
+        heartbeat = Heartbeat(self)
+        sweeper = Sweeper(self)
+        heartbeat.start()
+        tasks = [asyncio.create_task(t) for t in (self.writer.run(), sweeper.run(), self._claim_loop())]
+        log.info("worker %s serving %s (concurrency %d)", self.id, self.url, self.options.concurrency)
+        try:
+            await self._stop.wait()
+            await self._drain()
+        finally:
+            heartbeat.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.writer.flush()
+            await self.redis.aclose()
+            self.sync.close()
+        return 0
+
+    def stop(self) -> None:
+        """Drain from any thread."""
+        self.loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """Stop claiming at once; in-flight runs get ``drain_timeout_s`` to finish."""
+        if not self.draining:
+            log.info("worker %s draining", self.id)
+        self.draining = True
+        self._slot.set()
+        self._stop.set()
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(c.WORK_STREAM, c.WORK_GROUP, id="0", mkstream=True)
+        except Exception as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    # --- claiming ---------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self.draining:
+            free = self.options.concurrency - len(self.active)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            try:
+                reply = await self.redis.xreadgroup(
+                    c.WORK_GROUP, self.id, {c.WORK_STREAM: ">"}, count=free, block=CLAIM_BLOCK_MS
+                )
+            except Exception as error:
+                await self._after_redis_error(error)
+                continue
+            for _stream, entries in reply or []:
+                for msg_id, fields in entries:
+                    await self.take(msg_id, fields)
+
+    async def _after_redis_error(self, error: Exception) -> None:
+        if "NOGROUP" in str(error):
+            await self._ensure_group()  # the server lost the group (restart without persistence)
+            return
+        log.warning("claim failed: %s", error)
+        await asyncio.sleep(0.2)
+
+    async def take(self, msg_id: bytes, fields: dict[bytes, bytes]) -> None:
+        run_id = (fields.get(b"run") or b"").decode(errors="replace")
+        if not run_id or not run_id.isalnum() or len(run_id) > 64:
+            log.warning("dropping malformed work message %r: %r", msg_id, fields)
+            await self._ack(msg_id)
+            return
+        if run_id in self.active:
+            await self._ack(msg_id)
+            return
+        await self.redis.zadd(c.LEASES, {run_id: _now_ms() + self.options.lease_ms})
+        claimed = await self._acquire(run_id)
+        await self._ack(msg_id)
+        if claimed == -1:
+            await self.redis.zrem(c.LEASES, run_id)
+        if claimed != 1:
+            return
+        self.active[run_id] = Active(run_id, ctx.RunContext(run_id, RedisSink(self.writer, run_id, self.id, self.secret), self.cache))
+        self.active[run_id].task = asyncio.create_task(self._execute(self.active[run_id]))
+
+    async def _acquire(self, run_id: str) -> int:
+        result = await self._acquire_script(
+            keys=[c.run_lease(run_id), c.run_meta(run_id)],
+            args=[self.id, self.options.lease_ms, repr(time.time())],
+        )
+        return int(result)
+
+    async def _ack(self, msg_id: bytes) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
+        pipe.xdel(c.WORK_STREAM, msg_id)
+        await pipe.execute()
+
+    # --- executing ----------------------------------------------------------------
+    async def _execute(self, active: Active) -> None:
+        run_id = active.run_id
+        try:
+            await self._execute_inner(active)
+        except Exception:
+            log.exception("run %s: internal error", run_id)
+        finally:
+            self.active.pop(run_id, None)
+            self._slot.set()
+            await self.redis.zrem(c.LEASES, run_id)
+
+    async def _execute_inner(self, active: Active) -> None:
+        run_id = active.run_id
+        raw = await self.redis.hgetall(c.run_meta(run_id))
+        attempt = int(raw.get(b"attempts", b"1"))
+        sink = active.context.sink
+        sink.emit(ev.make(ev.RUN_STARTED, workflow=raw.get(b"workflow", b"").decode(), worker=self.id,
+                          attempt=attempt, mode="runtime"))
+        try:
+            wf = await self._load_workflow(raw)
+            args, kwargs = codeship.unpack(raw.get(b"args", b""), self.secret)
+            steps = await self.redis.hgetall(c.run_steps(run_id))
+        except (PayloadRejected, UnknownWorkflow) as error:
+            reason = "unknown_workflow" if isinstance(error, UnknownWorkflow) else "payload_rejected"
+            await self._finish(active, "failed", error=error, reason=reason)
+            return
+        active.context.memo = StepMemo(steps, self.secret) if steps else None
+        await self._run_workflow(active, wf, args, kwargs)
+
+    async def _run_workflow(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
+        try:
+            if wf.is_async:
+                active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
+                value = await active.inner
+            else:
+                value = await self.loop.run_in_executor(None, _call_sync, active.context, wf, args, kwargs)
+        except (RunCancelled, asyncio.CancelledError) as error:
+            await self._stopped(active, error)
+        except Exception as error:
+            await self._finish(active, "failed", error=error)
+        else:
+            await self._finish(active, "succeeded", value=value, redact=wf.redact)
+
+    async def _stopped(self, active: Active, error: BaseException) -> None:
+        if active.lost or active.run_id in self.writer.lost:
+            log.warning("run %s: lease lost; another worker has it", active.run_id)
+        elif active.handback:
+            await self.hand_back(active.run_id, "worker_draining")
+        else:
+            await self._finish(active, "cancelled", error=error, reason="cancelled")
+
+    async def _load_workflow(self, raw: dict[bytes, bytes]) -> Workflow:
+        name = raw.get(b"workflow", b"").decode()
+        digest = raw.get(b"code", b"").decode()
+        if not digest:
+            if name in self.registry:
+                return self.registry[name]
+            raise UnknownWorkflow(f"workflow {name!r} is not registered on worker {self.id} (start it with --app, or deploy it)")
+        if digest not in self._code_cache:
+            blob = await self.redis.get(c.CODE_KEY.format(digest=digest))
+            if blob is None:
+                raise PayloadRejected(f"code {digest} for workflow {name!r} is missing from the runtime")
+            wf = codeship.unpack(blob, self.secret)
+            if not isinstance(wf, Workflow):
+                raise PayloadRejected(f"code {digest} is not a workflow")
+            self._code_cache[digest] = wf
+        return self._code_cache[digest]
+
+    async def _finish(self, active: Active, status: str, *, value: Any = None, error: BaseException | None = None,
+                      reason: str | None = None, redact: tuple[str, ...] = ()) -> None:
+        if active.run_id in self.writer.lost:
+            return
+        fields: dict[str, Any] = {"ended_at": repr(time.time())}
+        sink = active.context.sink
+        if isinstance(sink, RedisSink) and sink.progress:
+            final = "done" if status == "succeeded" else "failed"
+            steps = {k: final if v in ("running", "retrying") else v for k, v in sink.progress.items()}
+            fields["progress"] = dumps(steps)
+        if status == "succeeded":
+            fields["output"] = dumps(preview(value, redact=redact))
+            try:
+                fields["result"] = codeship.pack(value, self.secret)
+            except Exception as pickling:
+                log.warning("run %s: result cannot be pickled (%s); only its preview is kept", active.run_id, pickling)
+            event = ev.make(ev.RUN_SUCCEEDED, output=preview(value, redact=redact))
+        else:
+            event = _error_event(status, error, reason)
+            fields.update({k: str(event[k]) for k in ("error", "error_type", "traceback", "reason") if event.get(k)})
+        args: list[Any] = [self.id, status, encode_event(event), self.options.retention_s]
+        for key, val in fields.items():
+            args.extend((key, val))
+        await asyncio.wrap_future(self.writer.call(active.run_id, "finish", args))
+
+    async def hand_back(self, run_id: str, reason: str) -> bool:
+        """Put a run this worker holds back on the queue, for another worker to resume."""
+        event = ev.make(ev.RUN_RESTARTED, reason=reason, worker=self.id)
+        done = await asyncio.wrap_future(self.writer.call(run_id, "requeue", [self.id, encode_event(event)]))
+        if int(done) == 1:
+            await self.redis.xadd(c.WORK_STREAM, {"run": run_id})
+            await self.redis.zrem(c.LEASES, run_id)
+            return True
+        return False
+
+    # --- signals from the heartbeat thread ----------------------------------------
+    def request_cancel(self, run_id: str, *, lost: bool = False) -> None:
+        active = self.active.get(run_id)
+        if active is None:
+            return
+        active.lost = active.lost or lost
+        active.context.cancelled.set()
+        if active.inner is not None:
+            self.loop.call_soon_threadsafe(active.inner.cancel)
+
+    async def _drain(self) -> None:
+        pending = [a.task for a in self.active.values() if a.task is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=self.options.drain_timeout_s)
+        for active in list(self.active.values()):
+            active.handback = True
+            active.context.cancelled.set()
+            await self.hand_back(active.run_id, "worker_draining")
+        await self.writer.flush()
+
+
+def _error_event(status: str, error: BaseException | None, reason: str | None) -> ev.Event:
+    if status == "cancelled":
+        return ev.make(ev.RUN_CANCELLED, reason=reason or "cancelled")
+    assert error is not None
+    return ev.make(
+        ev.RUN_FAILED,
+        error=_describe(error),
+        error_type=type(error).__name__,
+        traceback=_format_traceback(error),
+        reason=reason or "error",
+    )
+
+
+def _call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
+    token = ctx.enter(ctx.Frame(context, None, ""))
+    try:
+        return wf._call_sync(tuple(args), dict(kwargs))
+    finally:
+        ctx.leave(token)
+
+
+async def _call_async(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
+    token = ctx.enter(ctx.Frame(context, None, ""))
+    try:
+        return await wf._call_async(tuple(args), dict(kwargs))
+    finally:
+        ctx.leave(token)
+
+
+def load_app(module_name: str) -> dict[str, Workflow]:
+    """The workflows an importable module defines, by name: served with no pickling."""
+    module = importlib.import_module(module_name)
+    found = {obj.name: obj for obj in vars(module).values() if isinstance(obj, Workflow)}
+    if not found:
+        raise NbflowError(f"module {module_name!r} defines no nbflow workflows")
+    return found
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def run_in_thread(worker: Worker) -> threading.Thread:
+    """Serve ``worker`` on a background thread (tests, notebooks); stop with ``worker.drain()``."""
+    started = threading.Event()
+
+    def target() -> None:
+        async def main() -> None:
+            worker_task = asyncio.create_task(worker.main(install_signals=False))
+            started.set()
+            await worker_task
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=target, name=f"nbflow-worker-{worker.id}", daemon=True)
+    thread.start()
+    started.wait(10)
+    return thread

@@ -1,0 +1,248 @@
+"""The worker's side of a run's log: buffered, pipelined event writes.
+
+Code on any thread appends events; one asyncio task writes whatever has piled
+up in a single pipeline. An idle writer sends each event at once, a busy one
+batches naturally while the previous round trip is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _events as ev
+from .. import constants as c
+from . import codeship, scripts
+from .connection import AsyncRedis, SyncRedis
+from .protocol import dumps, encode_event
+
+log = logging.getLogger("nbflow.worker")
+MAX_BATCH = 2_000
+USAGE = {
+    "gen_ai.usage.input_tokens": "input_tokens",
+    "gen_ai.usage.output_tokens": "output_tokens",
+}
+
+
+@dataclass
+class _Item:
+    """One script call on one run's keys, in log order."""
+
+    run_id: str
+    script: str  # "append" | "finish" | "requeue"
+    args: list[Any]
+    event: ev.Event | None = None  # for token accounting
+    done: Future[Any] | None = None
+    meta: dict[str, str] | None = None
+    extra: int = 0  # metadata commands sent after the script
+
+
+KEYS = {
+    "append": lambda r: [c.run_log(r), c.run_lease(r), c.run_steps(r)],
+    "finish": lambda r: [c.run_lease(r), c.run_meta(r), c.run_log(r), c.run_steps(r)],
+    "requeue": lambda r: [c.run_lease(r), c.run_meta(r), c.run_log(r)],
+}
+
+
+class EventWriter:
+    def __init__(self, redis: AsyncRedis, loop: asyncio.AbstractEventLoop) -> None:
+        self._redis = redis
+        self._loop = loop
+        self._items: collections.deque[_Item] = collections.deque()
+        self._wake = asyncio.Event()
+        self._scripts = {
+            "append": redis.register_script(scripts.APPEND),
+            "finish": redis.register_script(scripts.FINISH),
+            "requeue": redis.register_script(scripts.REQUEUE),
+        }
+        self.lost: set[str] = set()  # runs whose lease this worker lost
+
+    def put(self, item: _Item) -> None:
+        self._items.append(item)
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    def call(self, run_id: str, script: str, args: list[Any]) -> Future[Any]:
+        """Queue a run-state script behind the run's pending events; its reply."""
+        done: Future[Any] = Future()
+        self.put(_Item(run_id, script, args, done=done))
+        return done
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._items:
+                batch = [self._items.popleft() for _ in range(min(len(self._items), MAX_BATCH))]
+                await self._write(batch)
+
+    async def flush(self) -> None:
+        while self._items:
+            batch = [self._items.popleft() for _ in range(min(len(self._items), MAX_BATCH))]
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Item]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                replies = await self._send(batch)
+                break
+            except (ConnectionError, OSError, TimeoutError) as error:
+                # Redis is restarting or unreachable: keep the events and retry.
+                log.warning("event write failed (%s); retrying in %.2f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception as error:  # redis.ConnectionError is not an OSError
+                if "onnection" not in type(error).__name__:
+                    raise
+                log.warning("event write failed (%s); retrying in %.2f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self._settle(batch, replies)
+
+    async def _send(self, batch: list[_Item]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for item in batch:
+            keys = KEYS[item.script](item.run_id)
+            await self._scripts[item.script](keys=keys, args=item.args, client=pipe)
+            item.extra = _account(pipe, item)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _settle(self, batch: list[_Item], replies: list[Any]) -> None:
+        index = 0
+        for item in batch:
+            reply = replies[index]
+            index += 1 + item.extra
+            if item.script == "append" and reply == 0:
+                self.lost.add(item.run_id)
+            if item.done is not None and not item.done.done():
+                if isinstance(reply, Exception):
+                    item.done.set_exception(reply)
+                else:
+                    item.done.set_result(reply)
+
+
+def _usage(event: ev.Event) -> dict[str, int]:
+    if event.get("type") != ev.SPAN_FINISHED or event.get("cached"):
+        return {}
+    attrs = event.get("attrs") or {}
+    return {name: int(attrs[key]) for key, name in USAGE.items() if isinstance(attrs.get(key), int | float)}
+
+
+def _account(pipe: Any, item: _Item) -> int:
+    """Keep token totals and progress in the run's metadata; how many commands it sent."""
+    meta = c.run_meta(item.run_id)
+    sent = 0
+    if item.meta:
+        pipe.hset(meta, mapping=item.meta)
+        sent += 1
+    usage = _usage(item.event) if item.event else {}
+    if not usage:
+        return sent
+    for name, value in usage.items():
+        pipe.hincrby(meta, name, value)
+    pipe.hincrby(meta, "total_tokens", sum(usage.values()))
+    pipe.hincrby(meta, "llm_calls", 1)
+    sent += len(usage) + 2
+    cost = ((item.event or {}).get("attrs") or {}).get("nbflow.cost_usd")
+    if isinstance(cost, int | float):
+        pipe.hincrbyfloat(meta, "cost_usd", float(cost))
+        sent += 1
+    return sent
+
+
+@dataclass
+class RedisSink:
+    """A run's sink on a worker: events to the run's stream, steps to its memo."""
+
+    writer: EventWriter
+    run_id: str
+    worker: str
+    secret: bytes
+    max_events: int = c.MAX_LOG_EVENTS
+    count: int = 0
+    progress: dict[str, str] = field(default_factory=dict)
+
+    def emit(self, event: ev.Event) -> None:
+        if not self._room(event):
+            return
+        meta = None
+        if event["type"] == ev.PROGRESS:
+            self._track_progress(event)
+            meta = {"progress": dumps(self.progress)}
+        self.writer.put(self._append(event, meta=meta))
+
+    def _append(self, event: ev.Event, *extra: Any, **fields: Any) -> _Item:
+        return _Item(self.run_id, "append", [self.worker, encode_event(event), *extra], event, **fields)
+
+    def _track_progress(self, event: ev.Event) -> None:
+        state = event.get("state", "running")
+        if state == "running":
+            for step, old in self.progress.items():
+                if old == "running":
+                    self.progress[step] = "done"
+        self.progress[event["step"]] = state
+
+    def commit_step(self, event: ev.Event, step: str, value: Any) -> Future[None] | None:
+        try:
+            blob = codeship.pack(value, self.secret)
+        except Exception as error:  # an unpicklable result still finishes the step
+            log.warning("step %s result cannot be recorded (%s); it will re-run after a restart", step, error)
+            self.emit(event)
+            return None
+        done: Future[None] = Future()
+        self.count += 1
+        self.writer.put(self._append(event, step, blob, done=done))
+        return done
+
+    def _room(self, event: ev.Event) -> bool:
+        self.count += 1
+        if self.count < self.max_events:
+            return True
+        if self.count == self.max_events:
+            marker = ev.make(ev.LOG_TRUNCATED, max_events=self.max_events)
+            self.writer.put(self._append(marker))
+        return False
+
+
+class StepMemo:
+    """A run's recorded step results, read once when the run (re)starts."""
+
+    def __init__(self, blobs: dict[bytes, bytes], secret: bytes) -> None:
+        self._blobs = {k.decode(): v for k, v in blobs.items()}
+        self._secret = secret
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def lookup(self, step: str) -> tuple[bool, Any]:
+        blob = self._blobs.get(step)
+        if blob is None:
+            return False, None
+        return True, codeship.unpack(blob, self._secret)
+
+
+class RedisCache:
+    """Component caches shared by every worker of the runtime."""
+
+    def __init__(self, redis: SyncRedis, secret: bytes) -> None:
+        self._redis = redis
+        self._secret = secret
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        blob = self._redis.get(c.CACHE_KEY.format(key=key))
+        if blob is None:
+            return False, None
+        return True, codeship.unpack(blob, self._secret)
+
+    def set(self, key: str, value: Any, ttl_s: float | None) -> None:
+        blob = codeship.pack(value, self._secret)
+        px = None if ttl_s is None else max(1, int(ttl_s * 1000))
+        self._redis.set(c.CACHE_KEY.format(key=key), blob, px=px)
+
