@@ -54,10 +54,17 @@ def canonical(value: Any, path: str) -> Any:
         return [canonical(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, set | frozenset):
         items = [canonical(v, f"{path}{{}}") for v in value]
-        return {"set": sorted(items, key=lambda v: json.dumps(v, sort_keys=True))}
+        return {"set": sorted(items, key=_json_sort_key)}
     if isinstance(value, Mapping):
-        return {"map": sorted((str(k), canonical(v, f"{path}[{k!r}]")) for k, v in value.items())}
+        # Keys keep their type ({1: x} and {"1": x} differ) and pairs sort by their JSON
+        # form, which never compares values of different types.
+        pairs = [[canonical(k, path), canonical(v, f"{path}[{k!r}]")] for k, v in value.items()]
+        return {"map": sorted(pairs, key=_json_sort_key)}
     return _canonical_object(value, path)
+
+
+def _json_sort_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _canonical_object(value: Any, path: str) -> Any:
@@ -69,12 +76,16 @@ def _canonical_object(value: Any, path: str) -> Any:
         return {type(value).__qualname__: canonical(dump(), path)}
     raise CacheKeyError(
         f"argument {path!r} ({type(value).__name__}) cannot be part of a cache key; "
-        "pass with_cache(ignore=(...)) to leave it out or with_cache(key=fn) to build the key yourself"
+        "pass with_cache(ignore=(...)) to leave it out "
+        "or with_cache(key=fn) to build the key yourself"
     )
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    text = _ENCODER.encode(obj)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

@@ -20,7 +20,6 @@ from . import _context as ctx
 from ._cache import code_digest
 from ._policies import CachePolicy, RetryPolicy, Seconds, timeout
 from ._step import Step
-from ._testing import is_testing
 from .errors import ConfigError, StepTimeout
 
 KINDS = ("component", "workflow", "llm")
@@ -28,6 +27,7 @@ KINDS = ("component", "workflow", "llm")
 
 class Component:
     kind = "component"
+    fn: Callable[..., Any]
 
     def __init__(
         self,
@@ -43,7 +43,9 @@ class Component:
         if isinstance(fn, Component):
             fn = fn.fn
         if not callable(fn):
-            raise TypeError(f"nbflow.{type(self).__name__.lower()} decorates a function, got {fn!r}")
+            raise TypeError(
+                f"nbflow.{type(self).__name__.lower()} decorates a function, got {fn!r}"
+            )
         if kind is not None and kind not in KINDS:
             raise ConfigError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
         self.fn = fn
@@ -56,7 +58,8 @@ class Component:
         self.is_async = inspect.iscoroutinefunction(fn)
         self.code_digest = code_digest(fn)
         self.signature = _signature(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        self.positional_names = _positional_names(self.signature)
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<nbflow {self.kind} {self.name!r}>"
@@ -79,7 +82,12 @@ class Component:
         on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     ) -> Component:
         policy = RetryPolicy.build(
-            attempts=attempts, backoff=backoff, initial_s=initial_s, max_s=max_s, jitter=jitter, on=on
+            attempts=attempts,
+            backoff=backoff,
+            initial_s=initial_s,
+            max_s=max_s,
+            jitter=jitter,
+            on=on,
         )
         return self._replace(retry=policy)
 
@@ -206,16 +214,31 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
+def _positional_names(signature: inspect.Signature | None) -> tuple[str, ...] | None:
+    """Parameter names when all of them can be passed by position, else None."""
+    if signature is None:
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = signature.parameters.values()
+    if any(p.kind not in positional for p in params):
+        return None
+    return tuple(p.name for p in params)
+
+
 def _retry_policy(value: RetryPolicy | int | dict[str, Any] | None) -> RetryPolicy | None:
     if value is None or isinstance(value, RetryPolicy):
         return value
     if isinstance(value, bool):
-        raise ConfigError(f"retry= takes attempts, a dict of with_retry options or a RetryPolicy, got {value!r}")
+        raise ConfigError(
+            f"retry= takes attempts, a dict of with_retry options or a RetryPolicy, got {value!r}"
+        )
     if isinstance(value, int):
         return RetryPolicy.build(attempts=value)
     if isinstance(value, dict):
         return RetryPolicy.build(**value)
-    raise ConfigError(f"retry= takes attempts, a dict of with_retry options or a RetryPolicy, got {value!r}")
+    raise ConfigError(
+        f"retry= takes attempts, a dict of with_retry options or a RetryPolicy, got {value!r}"
+    )
 
 
 def _cache_policy(value: CachePolicy | float | bool | dict[str, Any] | None) -> CachePolicy | None:
@@ -227,7 +250,10 @@ def _cache_policy(value: CachePolicy | float | bool | dict[str, Any] | None) -> 
         return CachePolicy.build(ttl_s=value)
     if isinstance(value, dict):
         return CachePolicy.build(**value)
-    raise ConfigError(f"cache= takes a ttl in seconds, True, a dict of with_cache options or a CachePolicy, got {value!r}")
+    raise ConfigError(
+        "cache= takes a ttl in seconds, True, a dict of with_cache options "
+        f"or a CachePolicy, got {value!r}"
+    )
 
 
 def component(
@@ -241,7 +267,11 @@ def component(
 ) -> Any:
     """Make ``fn`` a component: ``@nf.component`` or ``@nf.component(name=..., retry=...)``."""
     options: dict[str, Any] = {
-        "name": name, "retry": retry, "cache": cache, "timeout_s": timeout_s, "redact": redact
+        "name": name,
+        "retry": retry,
+        "cache": cache,
+        "timeout_s": timeout_s,
+        "redact": redact,
     }
     if fn is None:
         return lambda f: Component(f, **options)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import threading
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,7 +51,7 @@ class Frame:
     span_id: str | None
     step: str
     attrs: dict[str, Any] = field(default_factory=dict)
-    _children: Counter[str] = field(default_factory=Counter)
+    _children: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def child_step(self, name: str, arg_digest: str) -> str:
@@ -60,12 +59,13 @@ class Frame:
         # has: the k-th call of a name with the same arguments under one parent.
         base = f"{name}:{arg_digest}"
         with self._lock:
-            self._children[base] += 1
-            k = self._children[base]
+            k = self._children[base] = self._children.get(base, 0) + 1
         return f"{self.step}/{base}#{k}"
 
 
-_current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar("nbflow_frame", default=None)
+_current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(
+    "nbflow_frame", default=None
+)
 
 
 def current() -> Frame | None:
@@ -120,4 +120,4 @@ def _patch_executor_submit() -> None:
             return original_submit(self, ctx.run, fn, *args, **kwargs)
         return original_submit(self, fn, *args, **kwargs)
 
-    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]

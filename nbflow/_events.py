@@ -58,13 +58,18 @@ class MemorySink:
         self._lock = threading.Lock()
         self._last_ms = 0
         self._seq = 0
-        self._listeners: list[Any] = []
+        self._listeners: tuple[Any, ...] = ()
 
     def emit(self, event: Event) -> None:
+        ms = time.time_ns() // 1_000_000
         with self._lock:
-            event["id"] = self._next_id()
+            if ms > self._last_ms:
+                self._last_ms, self._seq = ms, 0
+            else:
+                self._seq += 1
+            event["id"] = f"{self._last_ms}-{self._seq}"
             self.events.append(event)
-            listeners = list(self._listeners)
+            listeners = self._listeners
         for listener in listeners:
             listener(event)
 
@@ -74,15 +79,7 @@ class MemorySink:
 
     def subscribe(self, listener: Any) -> None:
         with self._lock:
-            self._listeners.append(listener)
-
-    def _next_id(self) -> str:
-        ms = int(time.time() * 1000)
-        if ms > self._last_ms:
-            self._last_ms, self._seq = ms, 0
-        else:
-            self._seq += 1
-        return f"{self._last_ms}-{self._seq}"
+            self._listeners = (*self._listeners, listener)
 
 
 def id_tuple(event_id: str) -> tuple[int, int]:

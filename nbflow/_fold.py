@@ -101,7 +101,13 @@ class RunState:
             handler(self, event)
 
     def usage(self) -> dict[str, Any]:
-        totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0, "cost_usd": 0.0, "llm_calls": 0}
+        totals = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "total_tokens": 0,
+            "cost_usd": 0.0,
+            "llm_calls": 0,
+        }
         for span in self.spans.values():
             if span.kind != "llm" or span.cached:
                 continue
@@ -132,7 +138,9 @@ class RunState:
                 span.restarts += 1
 
     def _ended(self, e: ev.Event) -> None:
-        self.status = {ev.RUN_SUCCEEDED: "succeeded", ev.RUN_FAILED: "failed"}.get(e["type"], "cancelled")
+        self.status = {ev.RUN_SUCCEEDED: "succeeded", ev.RUN_FAILED: "failed"}.get(
+            e["type"], "cancelled"
+        )
         self.ended_at = e["ts"]
         self.output = e.get("output")
         self.error, self.error_type = e.get("error"), e.get("error_type")
@@ -167,7 +175,9 @@ class RunState:
     def _span_retry(self, e: ev.Event) -> None:
         span = self.spans.get(e["span_id"])
         if span is not None:
-            span.retries.append({k: e.get(k) for k in ("attempt", "error", "error_type", "delay_s", "ts")})
+            span.retries.append(
+                {k: e.get(k) for k in ("attempt", "error", "error_type", "delay_s", "ts")}
+            )
             span.attempts = e.get("attempt", 0) + 1
 
     def _span_finished(self, e: ev.Event) -> None:

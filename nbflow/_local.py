@@ -11,7 +11,7 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import local_cache
 from ._preview import preview
-from ._step import _describe, _format_traceback
+from ._step import _bound_arguments, _describe, _format_traceback
 from .errors import RunCancelled
 
 if TYPE_CHECKING:
@@ -85,13 +85,13 @@ class LocalRun:
                 workflow=self.workflow,
                 kind=comp.kind,
                 mode="local",
-                input=preview({"args": list(args), "kwargs": kwargs}, redact=comp.redact),
+                input=preview(_bound_arguments(comp, args, kwargs), redact=comp.redact),
             )
         )
 
-    def _succeeded(self, value: Any) -> None:
+    def _succeeded(self, value: Any, redact: tuple[str, ...]) -> None:
         self._value, self._status = value, "succeeded"
-        self.sink.emit(ev.make(ev.RUN_SUCCEEDED, output=preview(value)))
+        self.sink.emit(ev.make(ev.RUN_SUCCEEDED, output=preview(value, redact=redact)))
         self._done.set()
 
     def _failed(self, error: BaseException) -> None:
@@ -128,11 +128,13 @@ def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         raise
     finally:
         ctx.leave(token)
-    run._succeeded(value)
+    run._succeeded(value, comp.redact)
     return value
 
 
-async def _run_async(run: LocalRun, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _run_async(
+    run: LocalRun, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     token = ctx.enter(ctx.Frame(run.context, None, ""))
     try:
         value = await comp._call_async(args, kwargs)
@@ -141,5 +143,5 @@ async def _run_async(run: LocalRun, comp: Component, args: tuple[Any, ...], kwar
         raise
     finally:
         ctx.leave(token)
-    run._succeeded(value)
+    run._succeeded(value, comp.redact)
     return value

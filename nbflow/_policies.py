@@ -67,8 +67,8 @@ class RetryPolicy:
     def delay_s(self, attempt: int) -> float:
         """Back-off before attempt ``attempt + 1`` (attempts count from 1)."""
         base = self.initial_s if self.backoff == "fixed" else self.initial_s * 2 ** (attempt - 1)
-        base = min(base, self.max_s)
-        return base * (1 + random.uniform(-self.jitter, self.jitter))
+        jittered = min(base, self.max_s) * (1 + random.uniform(-self.jitter, self.jitter))
+        return min(jittered, self.max_s)
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,11 @@ class CachePolicy:
         ignore: tuple[str, ...] | list[str] = (),
     ) -> CachePolicy:
         if key is not None and not callable(key):
-            raise ConfigError(f"cache key= must be a callable taking the component's arguments, got {key!r}")
-        return cls(seconds(ttl_s, "ttl_s", allow_zero=False), key, tuple(ignore))
+            raise ConfigError(
+                f"cache key= must be a callable taking the component's arguments, got {key!r}"
+            )
+        names = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+        return cls(seconds(ttl_s, "ttl_s", allow_zero=False), key, names)
 
 
 def timeout(value: Seconds | None) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import traceback
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from ._component import Component
 
 MAX_TRACEBACK_CHARS = 8_000
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 class Step:
@@ -62,7 +64,7 @@ class Step:
                 name=self.comp.name,
                 kind=self.comp.kind,
                 step=self.frame.step,
-                input=preview(bound, redact=self.comp.redact),
+                input=self._preview(bound),
             )
         )
 
@@ -71,7 +73,7 @@ class Step:
         hit, value = self.frame.run.cache.get(self.cache_key)
         if hit:
             self.done, self.value = True, value
-            self._finish("ok", attempts=0, cached=True, output=preview(value))
+            self._finish("ok", attempts=0, cached=True, output=self._preview(value))
 
     def failed(self, error: BaseException, attempt: int) -> float | None:
         """Record a failed attempt; the back-off delay if it is retried, else None."""
@@ -79,20 +81,24 @@ class Step:
             self._finish("cancelled", attempts=attempt, error=_describe(error))
             return None
         policy = self.comp.retry
-        if policy and attempt < policy.attempts and policy.retries(error):
-            if not self.frame.run.cancelled.is_set():
-                delay = 0.0 if is_testing() else policy.delay_s(attempt)
-                self.frame.run.emit(
-                    ev.make(
-                        ev.SPAN_RETRY,
-                        span_id=self.frame.span_id,
-                        attempt=attempt,
-                        error=_describe(error),
-                        error_type=type(error).__name__,
-                        delay_s=round(delay, 4),
-                    )
+        if (
+            policy is not None
+            and attempt < policy.attempts
+            and policy.retries(error)
+            and not self.frame.run.cancelled.is_set()
+        ):
+            delay = 0.0 if is_testing() else policy.delay_s(attempt)
+            self.frame.run.emit(
+                ev.make(
+                    ev.SPAN_RETRY,
+                    span_id=self.frame.span_id,
+                    attempt=attempt,
+                    error=_describe(error),
+                    error_type=type(error).__name__,
+                    delay_s=round(delay, 4),
                 )
-                return delay
+            )
+            return delay
         self._finish(
             "error",
             attempts=attempt,
@@ -107,8 +113,11 @@ class Step:
         if self.cache_key is not None:
             assert self.comp.cache is not None
             run.cache.set(self.cache_key, value, self.comp.cache.ttl_s)
-        event = self._event("ok", attempts=attempt, output=preview(value))
+        event = self._event("ok", attempts=attempt, output=self._preview(value))
         return run.sink.commit_step(event, self.frame.step, value)
+
+    def _preview(self, value: Any) -> Any:
+        return preview(value, redact=self.comp.redact)
 
     def _finish(self, status: str, **fields: Any) -> None:
         self.frame.run.emit(self._event(status, **fields))
@@ -120,7 +129,12 @@ class Step:
         return ev.make(ev.SPAN_FINISHED, span_id=self.frame.span_id, status=status, **fields)
 
 
-def _bound_arguments(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _bound_arguments(
+    comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    names = comp.positional_names
+    if names is not None and not kwargs and len(args) <= len(names):
+        return dict(zip(names, args, strict=False))  # bind_partial's answer, without its cost
     if comp.signature is not None:
         try:
             return dict(comp.signature.bind_partial(*args, **kwargs).arguments)
@@ -130,13 +144,20 @@ def _bound_arguments(comp: Component, args: tuple[Any, ...], kwargs: dict[str, A
 
 
 def _arg_digest(bound: dict[str, Any]) -> str:
+    if all(type(v) in _SCALARS for v in bound.values()):
+        # The common case, on every call: repr is exact and stable for these types and
+        # far cheaper than canonical JSON; it never starts like the JSON form below.
+        text = repr(tuple(bound.items()))
+        return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
     try:
-        return digest(canonical(bound, "args"))[:12]
+        return digest({k: canonical(v, k) for k, v in bound.items()})[:12]
     except CacheKeyError:
         return ""  # unhashable arguments: steps are told apart by call order alone
 
 
-def _cache_key(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]) -> str:
+def _cache_key(
+    comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]
+) -> str:
     policy = comp.cache
     assert policy is not None
     if policy.key is not None:

@@ -21,7 +21,10 @@ class Trace:
 
     def __repr__(self) -> str:
         s = self.state
-        return f"<nbflow Trace run={self.run_id} status={s.status} spans={len(s.spans)} events={s.count}>"
+        return (
+            f"<nbflow Trace run={self.run_id} status={s.status} "
+            f"spans={len(s.spans)} events={s.count}>"
+        )
 
     @cached_property
     def spans(self) -> pd.DataFrame:

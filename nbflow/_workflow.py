@@ -55,7 +55,11 @@ def workflow(
 ) -> Any:
     """Make ``fn`` a workflow: ``@nf.workflow`` or ``@nf.workflow(name=...)``."""
     options: dict[str, Any] = {
-        "name": name, "retry": retry, "cache": cache, "timeout_s": timeout_s, "redact": redact
+        "name": name,
+        "retry": retry,
+        "cache": cache,
+        "timeout_s": timeout_s,
+        "redact": redact,
     }
     if fn is None:
         return lambda f: Workflow(f, **options)
@@ -65,12 +69,16 @@ def workflow(
 def progress(step: str, detail: Any = None, *, state: str = "running") -> None:
     """Mark a named step of the current run for UIs; a new running step ends the last one."""
     if state not in PROGRESS_STATES:
-        raise ConfigError(f"unknown progress state {state!r}; use one of {', '.join(PROGRESS_STATES)}")
+        raise ConfigError(
+            f"unknown progress state {state!r}; use one of {', '.join(PROGRESS_STATES)}"
+        )
     frame = ctx.current()
     if frame is None:
         return
     detail = truncate(detail) if isinstance(detail, str) else detail
-    frame.run.emit(ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail))
+    frame.run.emit(
+        ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail)
+    )
 
 
 def emit(chunk: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,14 +12,24 @@ from collections.abc import Callable, Sequence
 def _worker(args: argparse.Namespace) -> int:
     from .runtime.worker import Worker, WorkerOptions
 
-    url = args.redis or _default_url(start_pool=False)
-    options = WorkerOptions(concurrency=args.concurrency, drain_timeout_s=args.drain_timeout)
-    return Worker(url, app=args.app, options=options).run()
+    url = args.redis or _default_url()
+    options = WorkerOptions(
+        concurrency=args.concurrency,
+        drain_timeout_s=args.drain_timeout,
+        lease_ms=args.lease_ms,
+        heartbeat_ms=max(50, args.lease_ms // 5),
+        sweep_interval_ms=max(50, args.lease_ms // 5),
+        max_restarts=args.max_restarts,
+    )
+    code = Worker(url, app=args.app, options=options).run()
+    # Threads still inside handed-back sync steps must not keep the process alive.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-def _default_url(*, start_pool: bool) -> str:
-    import os
-
+def _default_url() -> str:
     from .constants import ENV_REDIS_URL
 
     url = os.environ.get(ENV_REDIS_URL)
@@ -30,7 +41,7 @@ def _default_url(*, start_pool: bool) -> str:
 
 
 def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .constants import DRAIN_TIMEOUT_S, WORKER_CONCURRENCY
+    from .constants import DRAIN_TIMEOUT_S, LEASE_MS, MAX_RESTARTS, WORKER_CONCURRENCY
 
     p = sub.add_parser("worker", help="run a worker process (claims and executes runs)")
     p.add_argument("--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)")
@@ -38,6 +49,10 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--app", help="importable module whose workflows this worker serves by name")
     p.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
                    help="seconds in-flight runs get to finish on SIGTERM before they are handed back")
+    p.add_argument("--lease-ms", type=int, default=LEASE_MS,
+                   help="a run whose worker is silent this long is restarted elsewhere")
+    p.add_argument("--max-restarts", type=int, default=MAX_RESTARTS,
+                   help="restarts after lost workers before a run fails with reason worker_lost")
     p.set_defaults(func=_worker)
 
 

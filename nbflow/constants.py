@@ -65,3 +65,23 @@ ENV_REDIS_URL = "NBFLOW_REDIS_URL"
 ENV_HOME = "NBFLOW_HOME"
 ENV_SECRET = "NBFLOW_SECRET"
 ENV_API_TOKEN = "NBFLOW_API_TOKEN"
+
+
+# --- embedded runtime: files under NBFLOW_HOME and their time-outs -----------
+# (added with nbflow/runtime/embedded.py and nbflow/runtime/pool.py)
+HOME_SECRET_FILE = "secret"  # hex signing key, mode 0600
+SERVER_LOCK_FILE = ".lock"  # flock: one process starts or stops the server at a time
+SERVER_STATE_FILE = "server.json"  # pid and url of the running embedded server
+SERVER_CONFIG_FILE = "valkey.conf"
+SERVER_SOCKET_FILE = "valkey.sock"
+SERVER_LOG_FILE = "valkey.log"
+SERVER_DATA_DIR = "data"  # the append-only file lives here
+POOL_LOCK_FILE = ".pool.lock"
+POOL_STATE_FILE = "pool.json"  # supervisor pid and current worker pids
+POOL_LOG_DIR = "logs"  # pool.log and worker-<n>.log
+SERVER_START_TIMEOUT_S = 10.0
+SERVER_STOP_TIMEOUT_S = 10.0
+POOL_START_TIMEOUT_S = 10.0
+POOL_RESTART_INTERVAL_S = 1.0  # at most one restart per second per worker slot
+POOL_KILL_MARGIN_S = 5.0  # past DRAIN_TIMEOUT_S before the pool kills stragglers
+ENV_WORKER_CMD = "NBFLOW_WORKER_CMD"  # JSON list overriding the pool's worker command

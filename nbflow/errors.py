@@ -38,7 +38,9 @@ class RunCancelled(NbflowError):
 
 
 class RunFailed(NbflowError):
-    def __init__(self, message: str, *, run_id: str, error_type: str = "", remote_traceback: str = ""):
+    def __init__(
+        self, message: str, *, run_id: str, error_type: str = "", remote_traceback: str = ""
+    ):
         super().__init__(message)
         self.run_id = run_id
         self.error_type = error_type

@@ -104,7 +104,7 @@ def _bar_label(row: Any) -> str:
     if row["cached"]:
         marks.append("cached")
     if row["attempts"] and row["attempts"] > 1:
-        marks.append(f"×{row['attempts']} attempts")
+        marks.append(f"{row['attempts']} attempts")
     return " · ".join(marks)
 
 
@@ -123,7 +123,10 @@ def timeline(spans: pd.DataFrame, *, title: str = "") -> go.Figure:
     frame = frame.assign(
         offset_ms=(frame["start"] - t0).dt.total_seconds() * 1000,
         length_ms=((end - frame["start"]).dt.total_seconds() * 1000).clip(lower=0.5),
-        label=[f"{'  ' * d}{n} [{i}]" for i, (d, n) in enumerate(zip(frame["depth"], frame["name"], strict=True))],
+        label=[
+            f"{'  ' * d}{n} [{i}]"
+            for i, (d, n) in enumerate(zip(frame["depth"], frame["name"], strict=True))
+        ],
         marks=frame.apply(_bar_label, axis=1),
     )
     for status, group in frame.groupby("status", sort=False):
@@ -149,7 +152,11 @@ def timeline(spans: pd.DataFrame, *, title: str = "") -> go.Figure:
         title=title,
         barmode="overlay",
         xaxis_title="ms since run start",
-        yaxis={"autorange": "reversed", "categoryorder": "array", "categoryarray": list(frame["label"])},
+        yaxis={
+            "autorange": "reversed",
+            "categoryorder": "array",
+            "categoryarray": list(frame["label"]),
+        },
         height=max(240, 22 * len(frame) + 120),
         legend_title="status",
     )
@@ -165,7 +172,9 @@ def slowest(spans: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 def tokens_by_model(spans: pd.DataFrame) -> pd.DataFrame:
     llm = spans[(spans["kind"] == "llm") & ~spans["cached"].astype(bool)]
     return (
-        llm.groupby("model", dropna=False)[["input_tokens", "output_tokens", "total_tokens", "cost_usd"]]
+        llm.groupby("model", dropna=False)[
+            ["input_tokens", "output_tokens", "total_tokens", "cost_usd"]
+        ]
         .sum()
         .assign(calls=llm.groupby("model", dropna=False).size())
         .sort_values("total_tokens", ascending=False)
@@ -174,10 +183,11 @@ def tokens_by_model(spans: pd.DataFrame) -> pd.DataFrame:
 
 def retries_by_component(spans: pd.DataFrame) -> pd.DataFrame:
     grouped = spans.assign(retries=(spans["attempts"] - 1).clip(lower=0)).groupby("name")
-    return (
-        grouped.agg(calls=("span_id", "size"), retries=("retries", "sum"), errors=("status", lambda s: int((s == "error").sum())))
-        .sort_values("retries", ascending=False)
-    )
+    return grouped.agg(
+        calls=("span_id", "size"),
+        retries=("retries", "sum"),
+        errors=("status", lambda s: int((s == "error").sum())),
+    ).sort_values("retries", ascending=False)
 
 
 def span_table(state: RunState) -> str:

@@ -32,6 +32,8 @@ def is_cluster(url: str) -> bool:
 
 
 def _strip_cluster(url: str) -> str:
+    if "cluster=" not in url:
+        return url  # geturl() would turn unix:///path into unix:/path
     parsed = urlparse(url)
     query = "&".join(
         part for part in parsed.query.split("&") if part and not part.startswith("cluster=")

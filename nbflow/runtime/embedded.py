@@ -104,7 +104,7 @@ def ensure_server(home: Path | str | None = None) -> str:
     """Start this home's server unless it already runs, and return its redis url."""
     root = resolve_home(home)
     with locked(root / constants.SERVER_LOCK_FILE):
-        state = read_json(root / constants.SERVER_STATE_FILE)
+        state = _recorded(root)
         if state is not None and _reusable(root, state):
             return str(state["url"])
         return _start_server(root)
@@ -116,11 +116,10 @@ def stop_server(
     """Stop this home's server; the append-only file keeps its data. False if none was running."""
     root = resolve_home(home)
     with locked(root / constants.SERVER_LOCK_FILE):
-        state = read_json(root / constants.SERVER_STATE_FILE)
-        pid = _pid_of(state)
-        running = pid is not None and process_running(pid, _SERVER_MARK)
-        if running and pid is not None and state is not None:
-            _shutdown(pid, Path(state["socket"]), timeout_s)
+        state = _recorded(root)
+        running = state is not None and _alive(state)
+        if state is not None and running:
+            _shutdown(state["pid"], Path(state["socket"]), timeout_s)
         (root / constants.SERVER_STATE_FILE).unlink(missing_ok=True)
         return running
 
@@ -128,27 +127,49 @@ def stop_server(
 def server_status(home: Path | str | None = None) -> dict[str, Any]:
     root = resolve_home(home)
     state = read_json(root / constants.SERVER_STATE_FILE) or {}
-    pid = _pid_of(state)
-    alive = pid is not None and process_running(pid, _SERVER_MARK)
     data_dir = root / constants.SERVER_DATA_DIR
     return {
         "home": str(root),
-        "pid": pid,
+        "pid": state.get("pid"),
         "url": state.get("url"),
-        "running": alive and ping(Path(state["socket"])),
+        "socket": state.get("socket"),
+        "running": _alive(state) and ping(Path(state["socket"])),
         "data_dir": str(data_dir),
         "aof_bytes": _tree_size(data_dir),
         "log": str(root / constants.SERVER_LOG_FILE),
     }
 
 
+def _recorded(root: Path) -> dict[str, Any] | None:
+    state = read_json(root / constants.SERVER_STATE_FILE)
+    if state is not None:
+        return state
+    # server.json is gone (removed by hand) but a server may still serve this home: adopt
+    # it, as a second server on the same append-only file would corrupt it.
+    sock = socket_path(root)
+    pid = _serving_pid(sock)
+    if pid is None:
+        return None
+    state = _state(pid, sock)
+    write_json(root / constants.SERVER_STATE_FILE, state)
+    return state
+
+
+def _state(pid: int, sock: Path) -> dict[str, Any]:
+    return {"pid": pid, "url": "unix://" + quote(str(sock)), "socket": str(sock)}
+
+
+def _alive(state: Mapping[str, Any]) -> bool:
+    pid = state.get("pid")
+    return isinstance(pid, int) and pid > 0 and process_running(pid, _SERVER_MARK)
+
+
 def _reusable(root: Path, state: Mapping[str, Any]) -> bool:
-    pid = _pid_of(state)
-    if pid is None or not process_running(pid, _SERVER_MARK):
+    if not _alive(state):
         return False
     # A live server that does not answer yet may still be loading a large AOF; starting a
     # second server on the same data would corrupt it, so wait for this one instead.
-    _wait_until_ready(root, pid, Path(state["socket"]))
+    _wait_until_ready(root, state["pid"], Path(state["socket"]))
     return True
 
 
@@ -166,9 +187,9 @@ def _start_server(root: Path) -> str:
     except BaseException:
         _kill(pid)
         raise
-    url = "unix://" + quote(str(sock))
-    write_json(root / constants.SERVER_STATE_FILE, {"pid": pid, "url": url, "socket": str(sock)})
-    return url
+    state = _state(pid, sock)
+    write_json(root / constants.SERVER_STATE_FILE, state)
+    return str(state["url"])
 
 
 def _server_options(root: Path, sock: Path) -> dict[str, str]:
@@ -217,6 +238,14 @@ def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     wait_for_exit(pid, 1.0)
+
+
+def _serving_pid(sock: Path) -> int | None:
+    try:
+        with _client(sock) as client:
+            return int(client.info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
 
 
 def ping(sock: Path) -> bool:
@@ -284,11 +313,6 @@ def _tree_size(directory: Path) -> int:
     return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
-def _pid_of(state: Mapping[str, Any] | None) -> int | None:
-    pid = None if state is None else state.get("pid")
-    return pid if isinstance(pid, int) and pid > 0 else None
-
-
 # --- processes and files shared with the worker pool --------------------------
 def spawn_detached(
     argv: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, str] | None = None
@@ -339,7 +363,7 @@ def _describe(pid: int) -> tuple[str, str] | None:
             return None
         return state, command
     done = subprocess.run(
-        ["ps", "-o", "stat=", "-o", "command=", "-p", str(pid)],
+        ["ps", "-ww", "-o", "stat=", "-o", "command=", "-p", str(pid)],
         capture_output=True,
         text=True,
         check=False,
@@ -384,7 +408,10 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 def log_tail(path: Path, lines: int = 20) -> str:
     try:
-        text = path.read_text(errors="replace")
+        with path.open("rb") as handle:
+            # Logs are never rotated; only their end matters here.
+            handle.seek(max(0, path.stat().st_size - 16_384))
+            text = handle.read().decode(errors="replace")
     except FileNotFoundError:
         return f"({path} does not exist)"
     tail = "\n".join(text.splitlines()[-lines:])

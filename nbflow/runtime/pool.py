@@ -228,6 +228,14 @@ class _Slot:
                 return
         log.info("worker %d started, pid %d", self.index, self.proc.pid)
 
+    def restart(self) -> None:
+        if self.proc is not None:
+            log.warning(
+                "worker %d (pid %d) exited with %s", self.index, self.proc.pid, self.proc.returncode
+            )
+            self.signal(signal.SIGKILL)  # whatever the dead worker left in its group
+        self.start()
+
     def signal(self, signum: int) -> None:
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -252,12 +260,14 @@ class _Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         log.info("supervisor %d for %s with %d workers", os.getpid(), self.url, len(self.slots))
-        while not self.stopping:
-            if self._tend():
-                self._publish()
-            time.sleep(_TICK_S)
-        self._drain()
-        (self.root / constants.POOL_STATE_FILE).unlink(missing_ok=True)
+        try:
+            while not self.stopping:
+                if self._tend():
+                    self._publish()
+                time.sleep(_TICK_S)
+        finally:  # even after an unexpected error, no worker outlives its supervisor
+            self._drain()
+            (self.root / constants.POOL_STATE_FILE).unlink(missing_ok=True)
         log.info("supervisor %d stopped", os.getpid())
         return 0
 
@@ -266,19 +276,10 @@ class _Supervisor:
 
     def _tend(self) -> bool:
         now = time.monotonic()
-        changed = False
-        for slot in self.slots:
-            if slot.is_down() and slot.may_restart(now):
-                if slot.proc is not None:
-                    log.warning(
-                        "worker %d (pid %d) exited with %s",
-                        slot.index,
-                        slot.proc.pid,
-                        slot.proc.returncode,
-                    )
-                slot.start()
-                changed = True
-        return changed
+        due = [slot for slot in self.slots if slot.is_down() and slot.may_restart(now)]
+        for slot in due:
+            slot.restart()
+        return bool(due)
 
     def _publish(self) -> None:
         workers = [{"slot": s.index, "pid": s.proc.pid} for s in self.slots if s.proc is not None]

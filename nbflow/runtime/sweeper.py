@@ -30,7 +30,9 @@ class Sweeper:
 
     async def run(self) -> None:
         interval_s = self.worker.options.sweep_interval_ms / 1000
-        while True:
+        # A cancelled Redis call can surface as a plain error, so the loop also
+        # checks the drain flag rather than relying on cancellation alone.
+        while not self.worker.draining:
             await asyncio.sleep(interval_s)
             try:
                 await self.sweep_once()

@@ -61,6 +61,7 @@ class WorkerOptions:
     drain_timeout_s: float = c.DRAIN_TIMEOUT_S
     max_restarts: int = c.MAX_RESTARTS
     retention_s: int = c.RETENTION_S
+    max_log_events: int = c.MAX_LOG_EVENTS
 
 
 class Worker:
@@ -79,8 +80,17 @@ class Worker:
 
     # --- lifecycle -----------------------------------------------------------
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT, drain, and return the exit status."""
-        return asyncio.run(self.main())
+        """Serve until SIGTERM/SIGINT, drain, and return the exit status.
+
+        Sync steps of handed-back runs may still be running on threads; nothing
+        can stop them, so the loop is closed without waiting for them (the
+        caller exits the process).
+        """
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(self.main())
+        finally:
+            loop.close()
 
     async def main(self, *, install_signals: bool = True) -> int:
         ctx.install_thread_propagation()
@@ -107,7 +117,7 @@ class Worker:
             heartbeat.stop()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=2.0)
             await self.writer.flush()
             await self.redis.aclose()
             self.sync.close()
@@ -174,8 +184,11 @@ class Worker:
             await self.redis.zrem(c.LEASES, run_id)
         if claimed != 1:
             return
-        self.active[run_id] = Active(run_id, ctx.RunContext(run_id, RedisSink(self.writer, run_id, self.id, self.secret), self.cache))
+        self.active[run_id] = Active(run_id, ctx.RunContext(run_id, self._sink(run_id), self.cache))
         self.active[run_id].task = asyncio.create_task(self._execute(self.active[run_id]))
+
+    def _sink(self, run_id: str) -> RedisSink:
+        return RedisSink(self.writer, run_id, self.id, self.secret, self.options.max_log_events)
 
     async def _acquire(self, run_id: str) -> int:
         result = await self._acquire_script(
@@ -235,6 +248,8 @@ class Worker:
             await self._finish(active, "succeeded", value=value, redact=wf.redact)
 
     async def _stopped(self, active: Active, error: BaseException) -> None:
+        if active.handback:
+            return  # _drain already put it back on the queue
         if active.lost or active.run_id in self.writer.lost:
             log.warning("run %s: lease lost; another worker has it", active.run_id)
         elif active.handback:
@@ -312,6 +327,7 @@ class Worker:
             active.handback = True
             active.context.cancelled.set()
             await self.hand_back(active.run_id, "worker_draining")
+            self.active.pop(active.run_id, None)
         await self.writer.flush()
 
 

@@ -1,0 +1,110 @@
+"""Every error the API answers is JSON ``{"error": {"type", "message"}}``.
+
+Handlers here turn FastAPI's own errors (unknown route, bad body) and ours into
+that one shape, so clients parse one thing whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import RunNotFound, RuntimeUnavailable
+
+log = logging.getLogger("nbflow.api")
+
+HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    422: "invalid_input",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type_: str, message: str, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+
+def error_response(status: int, type_: str, message: str, *, headers: dict[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    body = {"error": {"type": type_, "message": message, **extra}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def field_errors(errors: Sequence[Any], *, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "input.topic", "message": ...}``, one per problem."""
+    fields = []
+    for error in errors:
+        loc = (*prefix, *error.get("loc", ()))
+        fields.append({"field": ".".join(str(part) for part in loc) or "body", "message": error.get("msg", "")})
+    return fields
+
+
+def invalid_input(fields: list[dict[str, str]]) -> ApiError:
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid input"
+    return ApiError(422, "invalid_input", message, fields=fields)
+
+
+async def _api_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.type, error.message, headers=error.headers, **error.extra)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    return error_response(error.status_code, HTTP_TYPES.get(error.status_code, "http_error"),
+                          str(error.detail), headers=error.headers)
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    fields = field_errors([_without_request_part(e) for e in error.errors()])
+    return await _api_error(request, invalid_input(fields))
+
+
+def _without_request_part(error: Any) -> Any:
+    # FastAPI prefixes locations with "body"/"query"/"header"; the field path reads better without.
+    loc = tuple(error.get("loc", ()))
+    if loc[:1] == ("body",):
+        loc = loc[1:]
+    return {**error, "loc": loc}
+
+
+async def _run_not_found(request: Request, error: Exception) -> JSONResponse:
+    return error_response(404, "run_not_found", str(error))
+
+
+async def _unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("%s %s: runtime unavailable: %s", request.method, request.url.path, error)
+    return error_response(503, "runtime_unavailable", f"the runtime cannot be reached: {error}")
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    # Starlette re-raises after this response is sent, so the server logs the traceback.
+    return error_response(500, "internal_error", "internal error (the API server's log has the traceback)")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RunNotFound, _run_not_found)
+    app.add_exception_handler(RuntimeUnavailable, _unavailable)
+    app.add_exception_handler(redis.RedisError, _unavailable)
+    app.add_exception_handler(Exception, _unexpected)

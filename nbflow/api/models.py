@@ -1,0 +1,107 @@
+"""Request and response bodies: what ``/docs`` shows, and what every route returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"input": {"topic": "otters"}}]})
+
+    input: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The workflow's arguments by name; GET /workflows gives the JSON Schema of each.",
+    )
+
+
+class WorkflowInfo(BaseModel):
+    name: str
+    description: str
+    source: Literal["app", "deployed"] = Field(description="served from --app, or deployed from a notebook")
+    input_schema: dict[str, Any] = Field(description="JSON Schema of `input`, from the type hints")
+    problem: str | None = Field(None, description="why a deployed workflow's code could not be read here")
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowInfo]
+
+
+class RunStarted(BaseModel):
+    run_id: str
+    status: Status
+
+
+class RunError(BaseModel):
+    type: str = Field(description="the exception's class name")
+    message: str
+    reason: str | None = Field(None, description="e.g. 'error', 'unknown_workflow', 'max_restarts'")
+    traceback: str | None = None
+
+
+class RunResult(BaseModel):
+    run_id: str
+    status: Status
+    output: Any = Field(None, description="the return value if JSON-serialisable, else its preview")
+    error: RunError | None = None
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    llm_calls: int = 0
+
+
+class Step(BaseModel):
+    step: str
+    state: str = Field(description="pending, running, done, failed or retrying")
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    workflow: str
+    status: Status
+    reason: str | None = Field(None, description="why the run ended, or went back to the queue")
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    attempts: int = 0
+    restarts: int = 0
+    usage: Usage
+
+
+class RunDetail(RunSummary):
+    input: Any = Field(None, description="a preview of the arguments the run was started with")
+    output: Any = Field(None, description="the return value if JSON-serialisable, else its preview")
+    error: RunError | None = None
+    progress: list[Step] = Field(default_factory=list, description="named steps, in the order first seen")
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+
+
+class Cancelled(BaseModel):
+    run_id: str
+    outcome: Literal["cancelled", "requested", "finished"] = Field(
+        description="cancelled (it was queued), requested (it stops at its next step), finished (too late)"
+    )
+    status: Status
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,234 @@
+"""Following run logs from the API: one Redis reader per followed run, fanned out to its clients.
+
+A thousand SSE clients on one run cost one ``XREAD BLOCK``, not a thousand. Each
+client still owns its position (the last stream id it was sent): the shared
+feed keeps only a window of recent events in memory, and a client behind that
+window reads what it missed from Redis itself, so no client depends on the
+window for correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator
+from functools import cached_property
+
+import redis
+
+from .. import _events as ev
+from .. import constants as c
+from ..runtime.connection import AsyncRedis
+from ..runtime.protocol import decode_entry
+
+log = logging.getLogger("nbflow.api")
+
+READ_BATCH = 1_000
+BLOCK_MS = 1_000
+WINDOW_EVENTS = 10_000  # events a feed keeps for clients that join late or fall behind
+RETRY_S = 0.5  # after a failed read, before the feed reads again
+
+StreamId = tuple[int, int]
+_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_MAX_PART = 2**64 - 1
+
+
+def parse_id(text: str) -> StreamId:
+    """A stream id as ``(ms, seq)``; ValueError for anything Redis would not take as one."""
+    match = _ID.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a stream id: {text!r} (expected '<ms>-<seq>' or '0')")
+    ms, seq = int(match[1]), int(match[2] or 0)
+    if ms > _MAX_PART or seq > _MAX_PART:
+        raise ValueError(f"stream id out of range: {text!r}")
+    return ms, seq
+
+
+class Item:
+    """One event as delivered: shared by every client of a feed, so it is encoded once."""
+
+    def __init__(self, event: ev.Event) -> None:
+        self.event = event
+        self.id: str = event["id"]
+        self.position = parse_id(self.id)
+        self.type = str(event.get("type", "invalid")).replace("\n", " ").replace("\r", " ")
+
+    @cached_property
+    def json(self) -> str:
+        return json.dumps(self.event, separators=(",", ":"), default=str)
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in ev.TERMINAL_EVENTS
+
+
+def _items(reply: list[list[object]] | None) -> list[Item]:
+    if not reply:
+        return []
+    entries = reply[0][1]
+    assert isinstance(entries, list)
+    return [Item(decode_entry(entry_id, fields)) for entry_id, fields in entries]
+
+
+class Feed:
+    """The live tail of one run's log, read once for all of its subscribers."""
+
+    def __init__(self, run_id: str, origin: str, *, window_events: int) -> None:
+        self.run_id = run_id
+        self.key = c.run_log(run_id)
+        self.floor = parse_id(origin)  # the window holds every event after this that the feed read
+        self.last = origin
+        self.window_events = window_events
+        self.positions: list[StreamId] = []
+        self.items: list[Item] = []
+        self.version = 0
+        self.ended = False
+        self.subscribers = 0
+        self.task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def since(self, position: StreamId) -> list[Item] | None:
+        """Items after ``position``, or None when the window no longer reaches back that far."""
+        if position < self.floor:
+            return None
+        start = bisect.bisect_right(self.positions, position)
+        return self.items[start : start + READ_BATCH]
+
+    async def changed(self, version: int, timeout_s: float | None) -> bool:
+        """Wait until the feed moves past ``version``; False if ``timeout_s`` passed first."""
+        if self.version != version:
+            return True
+        changed = self._changed
+        try:
+            async with asyncio.timeout(timeout_s):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def pump(self, client: AsyncRedis, block_ms: int) -> None:
+        while not self.ended:
+            try:
+                reply = await client.xread({self.key: self.last}, count=READ_BATCH, block=block_ms)
+                items = _items(reply)
+                if items:
+                    self._publish(items)
+                elif await run_over(client, self.run_id, self.last):
+                    self._end()
+            except redis.RedisError as error:
+                log.warning("following run %s: %s", self.run_id, error)
+                await asyncio.sleep(RETRY_S)
+
+    def _publish(self, items: list[Item]) -> None:
+        self.positions.extend(item.position for item in items)
+        self.items.extend(items)
+        self.last = items[-1].id
+        self.ended = self.ended or any(item.terminal for item in items)
+        if len(self.items) > self.window_events:
+            drop = len(self.items) - self.window_events // 2
+            self.floor = self.positions[drop - 1]
+            del self.positions[:drop], self.items[:drop]
+        self._notify()
+
+    def _end(self) -> None:
+        self.ended = True
+        self._notify()
+
+    def _notify(self) -> None:
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+async def run_over(client: AsyncRedis, run_id: str, last: str) -> bool:
+    """A safety net for logs whose terminal event was trimmed, or that expired."""
+    status = await client.hget(c.run_meta(run_id), "status")
+    if status is None:
+        return True
+    ended = status.decode() in c.TERMINAL_STATUSES
+    return ended and not await client.xread({c.run_log(run_id): last}, count=1)
+
+
+class Hub:
+    """Every feed of one API process; a feed lives while it has subscribers."""
+
+    def __init__(self, client: AsyncRedis, *, block_ms: int = BLOCK_MS,
+                 window_events: int = WINDOW_EVENTS) -> None:
+        self.redis = client
+        self.block_ms = block_ms
+        self.window_events = window_events
+        self.feeds: dict[str, Feed] = {}
+
+    async def follow(self, run_id: str, after: str = "0", *,
+                     idle_s: float | None = None) -> AsyncGenerator[list[Item], None]:
+        """Batches of the events after ``after`` in order, until the run's terminal one.
+
+        Yields an empty batch after each ``idle_s`` without events, for keep-alives.
+        """
+        ms, seq = parse_id(after)
+        feed = self._join(run_id, f"{ms}-{seq}")
+        try:
+            async with contextlib.aclosing(self._follow(feed, f"{ms}-{seq}", idle_s)) as batches:
+                async for batch in batches:
+                    yield batch
+        finally:
+            self._leave(feed)
+
+    async def _follow(self, feed: Feed, last: str, idle_s: float | None) -> AsyncGenerator[list[Item], None]:
+        while True:
+            version = feed.version
+            items = feed.since(parse_id(last))
+            if items is None:
+                items = _items(await self.redis.xread({feed.key: last}, count=READ_BATCH))
+            if items:
+                batch = _through_terminal(items)
+                last = batch[-1].id
+                yield batch
+                if batch[-1].terminal:
+                    return
+            elif feed.ended:
+                return
+            elif not await feed.changed(version, idle_s):
+                yield []
+
+    def _join(self, run_id: str, origin: str) -> Feed:
+        feed = self.feeds.get(run_id)
+        if feed is None:
+            feed = self.feeds[run_id] = Feed(run_id, origin, window_events=self.window_events)
+            feed.task = asyncio.create_task(feed.pump(self.redis, self.block_ms))
+        feed.subscribers += 1
+        return feed
+
+    def _leave(self, feed: Feed) -> None:
+        feed.subscribers -= 1
+        if feed.subscribers > 0:
+            return
+        if feed.task is not None:
+            feed.task.cancel()
+        if self.feeds.get(feed.run_id) is feed:
+            del self.feeds[feed.run_id]
+
+    async def close(self) -> None:
+        tasks = [feed.task for feed in self.feeds.values() if feed.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.feeds.clear()
+
+
+def _through_terminal(items: list[Item]) -> list[Item]:
+    for n, item in enumerate(items):
+        if item.terminal:
+            return items[: n + 1]
+    return items
+
+
+async def wait_until_ended(hub: Hub, run_id: str) -> None:
+    async for _batch in hub.follow(run_id):
+        pass

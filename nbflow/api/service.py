@@ -1,0 +1,106 @@
+"""What the routes do, over Redis: start runs through the runtime client, read runs and logs directly."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import to_thread
+
+from .. import constants as c
+from .._workflow import Workflow
+from ..runtime.client import Run, Runtime
+from ..runtime.connection import AsyncRedis, async_client
+from ..runtime.protocol import decode_meta
+from . import views
+from .catalog import Catalog
+from .errors import ApiError
+from .models import Cancelled, RunDetail, RunResult, RunSummary
+from .reader import Hub
+
+LIST_PAGE = 200
+LIST_SCAN_MAX = 10_000  # runs a filtered listing looks through at most
+
+
+@dataclass
+class Service:
+    runtime: Runtime
+    redis: AsyncRedis
+    hub: Hub
+    catalog: Catalog
+
+    @classmethod
+    def open(cls, runtime: Runtime, app: dict[str, Workflow]) -> Service:
+        client = async_client(runtime.url, cluster=runtime.cluster)
+        return cls(runtime, client, Hub(client), Catalog(client, runtime.secret, app))
+
+    async def close(self) -> None:
+        await self.hub.close()
+        await self.redis.aclose()
+
+    # --- writes: through the runtime client ---------------------------------
+    async def start(self, name: str, data: dict[str, Any]) -> str:
+        """Validate ``data`` and start a run; nothing is written unless both succeed."""
+        served = await self.catalog.get(name)
+        kwargs = served.input.validate(data)
+        start = functools.partial(self.runtime.start, name, kwargs, via="api")
+        run: Run = await to_thread.run_sync(start)
+        return run.id
+
+    async def cancel(self, run_id: str) -> Cancelled:
+        outcome = await to_thread.run_sync(Run(self.runtime, check_id(run_id)).cancel)
+        return Cancelled(run_id=run_id, outcome=outcome, status=await self.status(run_id))
+
+    # --- reads: straight from Redis ---------------------------------------------
+    async def status(self, run_id: str) -> Any:
+        value = await self.redis.hget(c.run_meta(check_id(run_id)), "status")
+        if value is None:
+            raise not_found(run_id)
+        return value.decode()
+
+    async def exists(self, run_id: str) -> None:
+        if not await self.redis.exists(c.run_meta(check_id(run_id))):
+            raise not_found(run_id)
+
+    async def detail(self, run_id: str) -> RunDetail:
+        raw = await self.redis.hgetall(c.run_meta(check_id(run_id)))
+        if not raw:
+            raise not_found(run_id)
+        return await to_thread.run_sync(views.detail, raw, self.runtime.secret)
+
+    async def result(self, run_id: str) -> RunResult:
+        run = await self.detail(run_id)
+        return RunResult(run_id=run_id, status=run.status, output=run.output, error=run.error)
+
+    async def runs(self, *, limit: int, workflow: str | None, status: str | None) -> list[RunSummary]:
+        wanted = {k: v for k, v in {"workflow": workflow, "status": status}.items() if v is not None}
+        page = limit if not wanted else max(limit, LIST_PAGE)
+        found: list[RunSummary] = []
+        for start in range(0, LIST_SCAN_MAX if wanted else limit, page):
+            ids = await self.redis.zrevrange(c.RUNS_INDEX, start, start + page - 1)
+            found += [views.summary(m) for m in await self._metas(ids) if _matches(m, wanted)]
+            if len(found) >= limit or len(ids) < page:
+                break
+        return found[:limit]
+
+    async def _metas(self, ids: list[bytes]) -> list[dict[str, Any]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(c.run_meta(run_id.decode()))
+        return [decode_meta(raw) for raw in await pipe.execute() if raw]
+
+
+def _matches(meta: dict[str, Any], wanted: dict[str, str]) -> bool:
+    return all(meta.get(k) == v for k, v in wanted.items())
+
+
+def check_id(run_id: str) -> str:
+    # Run ids are short hex; anything else names no run (and never reaches a Redis key).
+    if not run_id.isalnum() or len(run_id) > 64:
+        raise not_found(run_id)
+    return run_id
+
+
+def not_found(run_id: str) -> ApiError:
+    return ApiError(404, "run_not_found", f"no run {run_id!r} (unknown, or expired after its retention)")

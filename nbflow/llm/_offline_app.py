@@ -1,0 +1,467 @@
+"""The offline model's HTTP side: OpenAI-shaped JSON and SSE over the model in `offline`.
+
+Kept apart from `offline` so that importing the handle does not import Starlette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from nbflow.errors import ConfigError
+from nbflow.llm.offline import (
+    EMBEDDING_DIMS,
+    Completion,
+    Fault,
+    FaultQueue,
+    Stats,
+    complete,
+    count_tokens,
+    embed,
+)
+
+Json = dict[str, Any]
+
+LISTED_MODELS = ("gpt-4o-mini", "gpt-4.1-mini", "o4-mini", "text-embedding-3-small")
+_MODELS_CREATED = 1_700_000_000  # a fixed date keeps /v1/models byte-identical between runs
+
+_FAULT_HEADERS = {
+    "x-nbflow-fault-retry-after": "retry_after_s",
+    "x-nbflow-fault-delay": "delay_s",
+    "x-nbflow-fault-after-chunks": "after_chunks",
+}
+
+
+def header_fault(headers: Mapping[str, str]) -> Fault | None:
+    kind = headers.get("x-nbflow-fault")
+    if kind is None:
+        return None
+    fields = {key: headers[name] for name, key in _FAULT_HEADERS.items() if name in headers}
+    return Fault.from_json({"kind": kind, **fields})
+
+
+class StreamCut(Exception):
+    """Raised inside a stream to drop the connection mid-body, as a flaky network would."""
+
+
+class _Reject(Exception):
+    """Ends a request early with an OpenAI-style error response."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+# --- request parsing ------------------------------------------------------------
+def _error(status: int, message: str, type_: str, code: str | None, **headers: str) -> Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _invalid(message: str) -> _Reject:
+    return _Reject(_error(400, message, "invalid_request_error", None))
+
+
+def _fault_response(fault: Fault) -> Response:
+    if fault.kind == "500":
+        message = "The server had an error while processing your request (injected fault)."
+        return _error(500, message, "server_error", "server_error")
+    message = f"Rate limit reached (injected fault); retry after {fault.retry_after_s:g} s."
+    return _error(
+        429,
+        message,
+        "requests",
+        "rate_limit_exceeded",
+        # retry-after must be whole seconds (RFC 9110); the -ms header carries the precision.
+        **{
+            "retry-after": str(math.ceil(fault.retry_after_s)),
+            "retry-after-ms": str(round(fault.retry_after_s * 1000)),
+        },
+    )
+
+
+def _check_auth(request: Request) -> None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        message = "You didn't provide an API key (any bearer key works offline)."
+        raise _Reject(_error(401, message, "invalid_request_error", "invalid_api_key"))
+
+
+async def _json_object(request: Request) -> Json:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise _invalid("The request body must be a JSON object.")
+    return body
+
+
+def _model_name(body: Json) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("'model' is required.")
+    return model
+
+
+def _output_cap(body: Json, *keys: str) -> int | None:
+    for key in keys:
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or value < 1:
+            raise _invalid(f"'{key}' must be a positive integer.")
+        return value
+    return None
+
+
+def _text_of(content: object) -> str:
+    """Text of a message, content part or input item, whichever shape the client sent."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(filter(None, map(_text_of, content)))
+    if isinstance(content, dict):
+        for key in ("text", "content", "output"):
+            if key in content:
+                return _text_of(content[key])
+    return ""
+
+
+def _chat_turns(body: Json) -> list[tuple[str, str]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("'messages' must be a non-empty list.")
+    return [(str(m.get("role", "user")), _text_of(m)) for m in messages if isinstance(m, dict)]
+
+
+def _response_turns(body: Json) -> list[tuple[str, str]]:
+    turns = [("system", _text_of(body["instructions"]))] if body.get("instructions") else []
+    items = body.get("input")
+    if isinstance(items, str):
+        return [*turns, ("user", items)]
+    if not isinstance(items, list) or not items:
+        raise _invalid("'input' must be a string or a non-empty list.")
+    return turns + [(str(i.get("role", "user")), _text_of(i)) for i in items if isinstance(i, dict)]
+
+
+def _embedding_texts(value: object) -> list[str]:
+    if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], int)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _invalid("'input' must be a string or a non-empty list.")
+    texts = [" ".join(map(str, v)) if isinstance(v, list) else v for v in value]
+    if not all(isinstance(t, str) and t for t in texts):
+        raise _invalid("'input' cannot contain an empty or non-text item.")
+    return texts
+
+
+# --- payloads ---------------------------------------------------------------------
+def _chat_usage(c: Completion) -> Json:
+    return {
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _chat_head(c: Completion) -> Json:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": c.model,
+        "system_fingerprint": "fp_nbflow_offline",
+        "service_tier": "default",
+    }
+
+
+def _chat_object(c: Completion) -> Json:
+    message: Json = {"role": "assistant", "content": c.text, "refusal": None, "annotations": []}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": c.finish_reason}
+    return {
+        **_chat_head(c),
+        "object": "chat.completion",
+        "choices": [choice],
+        "usage": _chat_usage(c),
+    }
+
+
+def _chat_chunks(c: Completion, *, include_usage: bool) -> Iterator[Json]:
+    head = {**_chat_head(c), "object": "chat.completion.chunk"}
+    # With include_usage every chunk carries "usage": null until the last, as upstream does.
+    tail: Json = {"usage": None} if include_usage else {}
+
+    def chunk(delta: Json, finish_reason: str | None) -> Json:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**head, "choices": [choice], **tail}
+
+    yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
+    for piece in c.pieces:
+        yield chunk({"content": piece}, None)
+    yield chunk({}, c.finish_reason)
+    if include_usage:
+        yield {**head, "choices": [], "usage": _chat_usage(c)}
+
+
+def _response_usage(c: Completion) -> Json:
+    return {
+        "input_tokens": c.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": c.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+    }
+
+
+def _output_message(msg_id: str, text: str, status: str) -> Json:
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    content = [part] if status != "in_progress" else []
+    return {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
+
+
+class _ResponseBuilder:
+    """Builds one Responses API object in its successive states (in progress, then final)."""
+
+    def __init__(self, c: Completion, body: Json) -> None:
+        self.c = c
+        self.body = body
+        self.id = f"resp_{uuid.uuid4().hex}"
+        self.msg_id = f"msg_{uuid.uuid4().hex}"
+        self.created_at = int(time.time())
+        self.final_status = "incomplete" if c.truncated else "completed"
+
+    def message(self, status: str) -> Json:
+        return _output_message(self.msg_id, self.c.text, status)
+
+    def response(self, *, final: bool) -> Json:
+        status = self.final_status if final else "in_progress"
+        incomplete = {"reason": "max_output_tokens"} if final and self.c.truncated else None
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "completed_at": int(time.time()) if final else None,
+            "status": status,
+            "model": self.c.model,
+            "output": [self.message(self.final_status)] if final else [],
+            "usage": _response_usage(self.c) if final else None,
+            "incomplete_details": incomplete,
+            "error": None,
+            "instructions": self.body.get("instructions"),
+            "max_output_tokens": self.body.get("max_output_tokens"),
+            "metadata": self.body.get("metadata") or {},
+            "parallel_tool_calls": True,
+            "temperature": self.body.get("temperature", 1.0),
+            "top_p": self.body.get("top_p", 1.0),
+            "tool_choice": "auto",
+            "tools": [],
+            "text": {"format": {"type": "text"}},
+        }
+
+    def events(self) -> Iterator[Json]:
+        at = {"item_id": self.msg_id, "output_index": 0, "content_index": 0}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        yield {"type": "response.created", "response": self.response(final=False)}
+        yield {"type": "response.in_progress", "response": self.response(final=False)}
+        item = self.message("in_progress")
+        yield {"type": "response.output_item.added", "output_index": 0, "item": item}
+        yield {"type": "response.content_part.added", **at, "part": part}
+        for piece in self.c.pieces:
+            yield {"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []}
+        yield {"type": "response.output_text.done", **at, "text": self.c.text, "logprobs": []}
+        yield {"type": "response.content_part.done", **at, "part": {**part, "text": self.c.text}}
+        item = self.message(self.final_status)
+        yield {"type": "response.output_item.done", "output_index": 0, "item": item}
+        yield {"type": f"response.{self.final_status}", "response": self.response(final=True)}
+
+
+def _sse(payload: Json, *, named: bool) -> bytes:
+    data = json.dumps(payload, separators=(",", ":"))
+    return (f"event: {payload['type']}\n" if named else "").encode() + f"data: {data}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class _Call:
+    body: Json
+    stream: bool
+    fault: Fault | None
+
+    @property
+    def cut_after(self) -> int | None:
+        fault = self.fault
+        return fault.after_chunks if fault is not None and fault.kind == "cut_stream" else None
+
+
+class OfflineModel:
+    """The app plus its mutable state: pacing, queued faults and request counts."""
+
+    def __init__(self, *, latency_s: float = 0.0, token_interval_s: float = 0.0) -> None:
+        self.latency_s = latency_s
+        self.token_interval_s = token_interval_s
+        self.faults = FaultQueue()
+        self.stats = Stats()
+        self.app = Starlette(routes=self._routes(), exception_handlers=self._handlers())
+
+    def _routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/responses", self._responses, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self._model, methods=["GET"]),
+            Route("/_nbflow/faults", self._faults, methods=["GET", "POST", "DELETE"]),
+            Route("/_nbflow/stats", self._stats, methods=["GET", "DELETE"]),
+        ]
+
+    @staticmethod
+    def _handlers() -> dict[type[Exception], Any]:
+        def rejected(_: Request, exc: Exception) -> Response:
+            assert isinstance(exc, _Reject)
+            return exc.response
+
+        def bad_config(_: Request, exc: Exception) -> Response:
+            return _error(400, str(exc), "invalid_request_error", None)
+
+        return {_Reject: rejected, ConfigError: bad_config}
+
+    async def _admit(self, request: Request, endpoint: str) -> _Call:
+        self.stats.count_request(endpoint)
+        _check_auth(request)
+        body = await _json_object(request)
+        stream = body.get("stream") is True
+        fault = header_fault(request.headers) or self.faults.take(stream=stream)
+        if fault is None or not fault.applies_to(stream=stream):
+            return _Call(body, stream, None)
+        self.stats.count_fault(fault.kind)
+        if fault.kind in ("429", "500"):
+            raise _Reject(_fault_response(fault))
+        if fault.kind == "slow_first_token":
+            await asyncio.sleep(fault.delay_s)
+        return _Call(body, stream, fault)
+
+    async def _pace(self, c: Completion) -> None:
+        await asyncio.sleep(self.latency_s + self.token_interval_s * c.completion_tokens)
+
+    async def _events(
+        self, payloads: Iterator[Json], call: _Call, named: bool
+    ) -> AsyncIterator[bytes]:
+        await asyncio.sleep(self.latency_s)
+        for sent, payload in enumerate(payloads):
+            if sent == call.cut_after:
+                raise StreamCut
+            if sent and self.token_interval_s:
+                await asyncio.sleep(self.token_interval_s)
+            yield _sse(payload, named=named)
+        # The Responses API ends with its completed event; only chat sends [DONE].
+        if not named:
+            yield b"data: [DONE]\n\n"
+
+    def _stream(self, payloads: Iterator[Json], call: _Call, *, named: bool) -> Response:
+        body = self._events(payloads, call, named)
+        headers = {"cache-control": "no-cache", "x-request-id": _request_id()}
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+
+    async def _chat(self, request: Request) -> Response:
+        call = await self._admit(request, "chat.completions")
+        cap = _output_cap(call.body, "max_completion_tokens", "max_tokens")
+        c = complete(_model_name(call.body), _chat_turns(call.body), max_tokens=cap)
+        if call.stream:
+            options = call.body.get("stream_options")
+            usage = isinstance(options, dict) and options.get("include_usage") is True
+            chunks = _chat_chunks(c, include_usage=usage)
+            return self._stream(chunks, call, named=False)
+        await self._pace(c)
+        return _json(_chat_object(c))
+
+    async def _responses(self, request: Request) -> Response:
+        call = await self._admit(request, "responses")
+        cap = _output_cap(call.body, "max_output_tokens")
+        c = complete(_model_name(call.body), _response_turns(call.body), max_tokens=cap)
+        builder = _ResponseBuilder(c, call.body)
+        if call.stream:
+            events = ({**e, "sequence_number": i} for i, e in enumerate(builder.events()))
+            return self._stream(events, call, named=True)
+        await self._pace(c)
+        return _json(builder.response(final=True))
+
+    async def _embeddings(self, request: Request) -> Response:
+        call = await self._admit(request, "embeddings")
+        model = _model_name(call.body)
+        texts = _embedding_texts(call.body.get("input"))
+        dims = _output_cap(call.body, "dimensions") or EMBEDDING_DIMS
+        as_base64 = call.body.get("encoding_format") == "base64"
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(embed(t, dims), as_base64)}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(map(count_tokens, texts))
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        await asyncio.sleep(self.latency_s)
+        return _json({"object": "list", "data": data, "model": model, "usage": usage})
+
+    async def _models(self, request: Request) -> Response:
+        self.stats.count_request("models")
+        _check_auth(request)
+        return _json({"object": "list", "data": [_model_card(m) for m in LISTED_MODELS]})
+
+    async def _model(self, request: Request) -> Response:
+        self.stats.count_request("models")
+        _check_auth(request)
+        return _json(_model_card(request.path_params["model_id"]))
+
+    async def _faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            self.faults.add(Fault.from_json(await _json_object(request)))
+        elif request.method == "DELETE":
+            self.faults.clear()
+        return JSONResponse({"pending": [asdict(f) for f in self.faults.pending()]})
+
+    async def _stats(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.stats.reset()
+        return JSONResponse(self.stats.snapshot())
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def _json(payload: Json) -> Response:
+    return JSONResponse(payload, headers={"x-request-id": _request_id()})
+
+
+def _model_card(model_id: str) -> Json:
+    return {"id": model_id, "object": "model", "created": _MODELS_CREATED, "owned_by": "nbflow"}
+
+
+def _vector(values: list[float], as_base64: bool) -> list[float] | str:
+    # The SDK asks for base64 unless told otherwise: little-endian float32, as upstream.
+    if not as_base64:
+        return values
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()

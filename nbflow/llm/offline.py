@@ -1,0 +1,454 @@
+"""The offline model: an OpenAI-compatible server for demos, notebooks and tests.
+
+    with serve_offline() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="offline")
+        server.inject("429", count=2, retry_after_s=0.2)
+
+Replies are a pure function of the model name and the messages, token counts are
+exact for the offline tokenizer (`count_tokens`), and embeddings are hashed bags of
+words, so tests can predict every number. Faults are queued from Python
+(`OfflineServer.inject`), from another process (``POST /_nbflow/faults`` with
+``{"kind", "count", "retry_after_s", "delay_s", "after_chunks"}``) or for one
+request (header ``x-nbflow-fault: 429``, with ``x-nbflow-fault-retry-after``,
+``-delay`` or ``-after-chunks``). ``GET /_nbflow/stats`` counts requests per
+endpoint and faults served. Run it in the foreground with
+``python -m nbflow.llm.offline --port 8777``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import re
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, get_args
+
+from nbflow.errors import ConfigError, NbflowError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from nbflow.llm._offline_app import OfflineModel
+
+__all__ = ["Fault", "OfflineServer", "count_tokens", "embed", "main", "reply_text", "serve_offline"]
+
+FaultKind = Literal["429", "500", "slow_first_token", "cut_stream"]
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+ENDPOINTS = ("chat.completions", "responses", "embeddings", "models")
+EMBEDDING_DIMS = 64
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_CLI_PORT = 8777
+_START_TIMEOUT_S = 5.0
+_STOP_TIMEOUT_S = 5.0
+
+# One token is a word or a punctuation mark: close enough to BPE for budgets and charts,
+# and it lets a streamed chunk be exactly one token.
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_PIECE = re.compile(r"\s*(?:\w+|[^\w\s])")
+_TOKENS_PER_MESSAGE = 3
+
+# Request words that would make a poor topic ("Explain matters because ...").
+_FILLER = frozenset({
+    "about", "also", "briefly", "could", "describe", "explain", "from", "give", "have", "into",
+    "just", "list", "make", "more", "please", "short", "should", "show", "some", "tell", "than",
+    "that", "their", "there", "these", "they", "this", "what", "when", "where", "which", "with",
+    "would", "write", "your",
+})  # fmt: skip
+_VOCAB = (
+    "context", "signal", "budget", "trace", "source", "draft", "outline", "evidence",
+    "latency", "summary", "retry", "detail", "pattern", "window", "result", "review",
+)  # fmt: skip
+_TEMPLATES = (
+    "The {a} depends on the {b}.",
+    "A closer look at {a} shows how {b} and {c} interact.",
+    "In short, {a} comes before {b}.",
+    "Each {a} should be checked against the {b}.",
+    "Most of the {a} is explained by {b} and {c}.",
+    "Keep the {a} small and the {b} explicit.",
+    "{A} matters because the {b} changes over time.",
+    "Without {a}, the {b} drifts toward {c}.",
+)
+
+
+def count_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+class _Picker:
+    """Choices from a SHA-256 chain: stable across Python versions, unlike ``random.Random``."""
+
+    def __init__(self, seed: str) -> None:
+        self._state = hashlib.sha256(seed.encode()).digest()
+        self._pool: list[int] = []
+
+    def below(self, n: int) -> int:
+        if not self._pool:
+            self._state = hashlib.sha256(self._state).digest()
+            self._pool = list(struct.unpack("<8I", self._state))
+        return self._pool.pop() % n
+
+    def choice(self, words: tuple[str, ...]) -> str:
+        return words[self.below(len(words))]
+
+
+def _topic_words(text: str) -> tuple[str, ...]:
+    words = (w.lower() for w in re.findall(r"[^\W\d_]{4,}", text))
+    topic = dict.fromkeys(w for w in words if w not in _FILLER)
+    return tuple(topic)[:6] or _VOCAB[:3]
+
+
+def _sentence(picker: _Picker, first: str, pool: tuple[str, ...]) -> str:
+    a, b, c = first, picker.choice(pool), picker.choice(pool)
+    return picker.choice(_TEMPLATES).format(a=a, A=a.capitalize(), b=b, c=c)
+
+
+def reply_text(model: str, turns: list[tuple[str, str]]) -> str:
+    picker = _Picker(json.dumps([model, turns]))
+    last_user = next((text for role, text in reversed(turns) if role == "user"), "")
+    topic = _topic_words(last_user)
+    pool = topic + _VOCAB
+    sentences = [_sentence(picker, topic[0], pool)]
+    sentences += [_sentence(picker, picker.choice(pool), pool) for _ in range(1 + picker.below(4))]
+    return " ".join(sentences)
+
+
+@dataclass(frozen=True)
+class Completion:
+    model: str
+    pieces: tuple[str, ...]  # one token each, streamed one per chunk
+    prompt_tokens: int
+    truncated: bool
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.pieces)
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.truncated else "stop"
+
+
+def complete(model: str, turns: list[tuple[str, str]], *, max_tokens: int | None) -> Completion:
+    pieces = tuple(_PIECE.findall(reply_text(model, turns)))
+    truncated = max_tokens is not None and len(pieces) > max_tokens
+    # Like upstream chat prompts: a few tokens of framing per message and to prime the reply.
+    prompt_tokens = sum(count_tokens(text) + _TOKENS_PER_MESSAGE for _, text in turns)
+    return Completion(
+        model=model,
+        pieces=pieces[:max_tokens] if truncated else pieces,
+        prompt_tokens=prompt_tokens + _TOKENS_PER_MESSAGE,
+        truncated=truncated,
+    )
+
+
+def embed(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
+    """Signed feature hashing of words, so texts sharing words get a positive cosine."""
+    vector = [0.0] * dims
+    for word in _TOKEN.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        vector[int.from_bytes(digest[:4], "little") % dims] += 1.0 if digest[4] & 1 else -1.0
+    # A half-weight feature for the whole text: word features are integers, so the
+    # vector can never cancel out to zero and break the normalisation.
+    text_digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
+    vector[int.from_bytes(text_digest, "little") % dims] += 0.5
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector]
+
+
+# --- faults and stats ---------------------------------------------------------
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    count: int = 1
+    retry_after_s: float = 1.0
+    delay_s: float = 1.0
+    after_chunks: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ConfigError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+        if self.count < 1 or self.after_chunks < 0:
+            raise ConfigError("fault count must be >= 1 and after_chunks >= 0")
+        if not (0 <= self.retry_after_s < math.inf and 0 <= self.delay_s < math.inf):
+            raise ConfigError("fault retry_after_s and delay_s must be finite and >= 0")
+
+    @classmethod
+    def from_json(cls, data: object) -> Fault:
+        if not isinstance(data, dict) or "kind" not in data:
+            raise ConfigError('a fault is a JSON object with at least a "kind"')
+        unknown = set(data) - {"kind", "count", "retry_after_s", "delay_s", "after_chunks"}
+        if unknown:
+            raise ConfigError(f"unknown fault fields: {sorted(unknown)}")
+        try:
+            return cls(
+                kind=str(data["kind"]),
+                count=int(data.get("count", 1)),
+                retry_after_s=float(data.get("retry_after_s", 1.0)),
+                delay_s=float(data.get("delay_s", 1.0)),
+                after_chunks=int(data.get("after_chunks", 1)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad fault field: {exc}") from exc
+
+    def applies_to(self, *, stream: bool) -> bool:
+        # Only a stream can be cut; a cut queued for the next stream waits for one.
+        return stream or self.kind != "cut_stream"
+
+
+class FaultQueue:
+    """Faults waiting for the next requests; the app thread and the caller's thread share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._queue.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+
+    def pending(self) -> list[Fault]:
+        with self._lock:
+            return list(self._queue)
+
+    def take(self, *, stream: bool) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self._queue):
+                if fault.applies_to(stream=stream):
+                    if fault.count == 1:
+                        del self._queue[i]
+                    else:
+                        self._queue[i] = replace(fault, count=fault.count - 1)
+                    return fault
+        return None
+
+
+class Stats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: Counter[str] = Counter()
+        self._faults: Counter[str] = Counter()
+
+    def count_request(self, endpoint: str) -> None:
+        with self._lock:
+            self._requests[endpoint] += 1
+
+    def count_fault(self, kind: str) -> None:
+        with self._lock:
+            self._faults[kind] += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._faults.clear()
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {
+                "requests": {name: self._requests[name] for name in ENDPOINTS},
+                "faults": {kind: self._faults[kind] for kind in FAULT_KINDS},
+            }
+
+
+# --- the server ------------------------------------------------------------------
+
+
+class OfflineServer:
+    """A running offline model; pass ``base_url`` to ``openai.OpenAI(base_url=...)``.
+
+    ``model.latency_s`` and ``model.token_interval_s`` may be changed while it runs.
+    """
+
+    def __init__(
+        self,
+        model: OfflineModel,
+        server: uvicorn.Server,
+        sock: socket.socket,
+        thread: threading.Thread,
+    ) -> None:
+        self.model = model
+        address = sock.getsockname()
+        self.host: str = address[0]
+        self.port: int = address[1]
+        self.url = _root_url(self.host, self.port)  # the control endpoints live here
+        self.base_url = f"{self.url}/v1"
+        self._server = server
+        self._sock = sock
+        self._thread = thread
+
+    def inject(
+        self,
+        kind: FaultKind,
+        *,
+        count: int = 1,
+        retry_after_s: float = 1.0,
+        delay_s: float = 1.0,
+        after_chunks: int = 1,
+    ) -> None:
+        fault = Fault(
+            kind,
+            count=count,
+            retry_after_s=retry_after_s,
+            delay_s=delay_s,
+            after_chunks=after_chunks,
+        )
+        self.model.faults.add(fault)
+
+    def clear_faults(self) -> None:
+        self.model.faults.clear()
+
+    def pending_faults(self) -> list[Fault]:
+        return self.model.faults.pending()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return self.model.stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self.model.stats.reset()
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(_STOP_TIMEOUT_S)
+        if self._thread.is_alive():
+            # Streams still open past the grace period: stop waiting for them.
+            self._server.force_exit = True
+            self._thread.join()
+        self._sock.close()
+
+    def __enter__(self) -> OfflineServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<OfflineServer {self.base_url}>"
+
+    def _wait_started(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise NbflowError(f"the offline model did not start on {self.url}")
+            time.sleep(0.002)
+
+
+def serve_offline(
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    latency_s: float = 0.0,
+    token_interval_s: float = 0.0,
+) -> OfflineServer:
+    """Start the offline model on a background thread; ``port=0`` picks a free port."""
+    model, server, sock = _prepare(host, port, latency_s, token_interval_s, foreground=False)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="nbflow-offline-model", daemon=True
+    )
+    thread.start()
+    handle = OfflineServer(model, server, sock, thread)
+    try:
+        handle._wait_started()
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _prepare(
+    host: str, port: int, latency_s: float, token_interval_s: float, *, foreground: bool
+) -> tuple[OfflineModel, uvicorn.Server, socket.socket]:
+    import uvicorn
+
+    from nbflow.llm._offline_app import OfflineModel
+
+    _hide_stream_cuts()
+    model = OfflineModel(latency_s=latency_s, token_interval_s=token_interval_s)
+    # Binding before uvicorn starts is what makes port=0 work: the port is known at once.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    # A background server must not reconfigure the host process's logging.
+    quiet = {} if foreground else {"log_config": None, "log_level": None}
+    config = uvicorn.Config(
+        model.app,
+        http="h11",
+        loop="asyncio",
+        ws="none",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        **quiet,  # type: ignore[arg-type]
+    )
+    return model, uvicorn.Server(config), sock
+
+
+class _DropStreamCuts(logging.Filter):
+    """An injected ``cut_stream`` is on purpose; uvicorn would log it as an app crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from nbflow.llm._offline_app import StreamCut
+
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamCut))
+
+
+def _hide_stream_cuts() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DropStreamCuts) for f in logger.filters):
+        logger.addFilter(_DropStreamCuts())
+
+
+def _root_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nbflow.llm.offline",
+        description="Serve nbflow's offline OpenAI-compatible model in the foreground.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_CLI_PORT, help="0 picks a free port")
+    parser.add_argument("--latency-s", type=float, default=0.0, help="delay before the first token")
+    parser.add_argument("--token-interval-s", type=float, default=0.0, help="delay between chunks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _, server, sock = _prepare(
+        args.host, args.port, args.latency_s, args.token_interval_s, foreground=True
+    )
+    host, port = sock.getsockname()[:2]
+    print(f"nbflow offline model at {_root_url(host, port)}/v1 (any API key works)", flush=True)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl+C it handled gracefully; the shutdown is already done.
+        pass
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

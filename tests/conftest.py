@@ -1,0 +1,133 @@
+"""Shared fixtures: one real Redis per session, a clean keyspace per test, workers that clean up.
+
+The server is the embedded Valkey (a fresh NBFLOW_HOME), or the Redis at
+``NBFLOW_TEST_REDIS_URL`` when that is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import nbflow as nf
+from nbflow.runtime.client import Runtime, set_runtime
+from nbflow.runtime.worker import Worker, WorkerOptions, run_in_thread
+
+from .redis_servers import start_embedded, stop_embedded
+
+TEST_SECRET = b"nbflow-test-secret"
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"lease_ms": 1_000, "heartbeat_ms": 200, "sweep_interval_ms": 200}
+
+
+@pytest.fixture(scope="session")
+def test_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="nbf-"))
+    os.environ["NBFLOW_HOME"] = str(home)
+    os.environ["NBFLOW_SECRET"] = TEST_SECRET.decode()
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(test_home: Path) -> Iterator[str]:
+    external = os.environ.get("NBFLOW_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    url = start_embedded(test_home / "server")
+    yield url
+    stop_embedded(test_home / "server")
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A raw client on a flushed keyspace."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def runtime(redis_url: str, r: redis.Redis) -> Iterator[Runtime]:
+    rt = Runtime(redis_url, secret=TEST_SECRET, cluster=False)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+    rt.close()
+
+
+@pytest.fixture
+def worker(redis_url: str, runtime: Runtime) -> Iterator[Callable[..., Worker]]:
+    """Start in-process workers (on threads); all are drained at the end of the test."""
+    started: list[tuple[Worker, Any]] = []
+
+    def start(
+        *, concurrency: int = 4, app: str | None = None, url: str | None = None, **options: Any
+    ) -> Worker:
+        w = Worker(
+            url or redis_url,
+            app=app,
+            secret=TEST_SECRET,
+            options=WorkerOptions(concurrency=concurrency, **{**FAST, **options}),
+        )
+        started.append((w, run_in_thread(w)))
+        return w
+
+    yield start
+    for w, thread in started:
+        w.options.drain_timeout_s = 2.0
+        w.stop()
+    for _w, thread in started:
+        thread.join(15)
+        assert not thread.is_alive(), "a worker did not stop"
+
+
+@pytest.fixture
+def worker_process(
+    redis_url: str, runtime: Runtime
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``nbflow worker`` processes serving tests/runtime/rt_apps.py; killed at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str, lease_ms: int = 1_000) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT / 'tests' / 'runtime'}{os.pathsep}{ROOT}",
+            "NBFLOW_SECRET": TEST_SECRET.decode(),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "nbflow.cli",
+            "worker",
+            "--redis",
+            redis_url,
+            "--app",
+            "rt_apps",
+            "--lease-ms",
+            str(lease_ms),
+            *extra,
+        ]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()

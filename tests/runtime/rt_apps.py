@@ -1,0 +1,44 @@
+"""Workflows served by name to worker processes in the runtime tests.
+
+Side effects go to Redis (INCR per step) so tests can count executions across
+processes; the URL comes from the input.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+import nbflow as nf
+
+
+def _count(url: str, key: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.incr(key)
+    client.close()
+
+
+@nf.component
+def slow_step(url: str, tag: str, i: int, sleep_s: float) -> int:
+    time.sleep(sleep_s)
+    _count(url, f"effects:{tag}:{i}")  # the side effect happens as the step finishes
+    return i * 10
+
+
+@nf.workflow
+def steps(url: str, tag: str, n: int = 5, sleep_s: float = 0.3) -> int:
+    total = 0
+    for i in range(n):
+        nf.progress(f"step {i}")
+        total += slow_step(url, tag, i, sleep_s)
+    return total
+
+
+@nf.workflow
+def blocking(url: str, tag: str, sleep_s: float = 5.0) -> str:
+    # One long step that never reaches a component boundary while it sleeps.
+    _count(url, f"started:{tag}")
+    time.sleep(sleep_s)
+    _count(url, f"finished:{tag}")
+    return "done"

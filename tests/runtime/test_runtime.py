@@ -1,0 +1,330 @@
+"""The runtime end to end: real Redis, real workers (threads and processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+import redis
+
+import nbflow as nf
+from nbflow import constants as c
+from nbflow.runtime import codeship
+from nbflow.runtime.client import Runtime
+
+from ..conftest import TEST_SECRET
+
+
+@nf.component
+def double(x: int) -> int:
+    return x * 2
+
+
+@nf.workflow
+def pipeline(x: int) -> int:
+    nf.progress("double")
+    y = double(x)
+    nf.emit(f"y={y}")
+    return double(y) + 1
+
+
+@nf.workflow
+def broken(x: int) -> int:
+    double(x)
+    raise ValueError(f"bad input {x}")
+
+
+def _types(run: Any) -> list[str]:
+    return [e["type"] for e in run.events()]
+
+
+def test_submitted_run_returns_the_workflow_value_and_the_same_trace_as_in_process(runtime, worker) -> None:
+    worker()
+    run = pipeline.submit(3)
+    assert run.result(timeout_s=10) == 13
+    assert run.status() == "succeeded"
+    remote = run.trace().spans[["name", "kind", "status", "parent_id"]]
+    assert pipeline(3) == 13
+    local = nf.last_run().trace().spans[["name", "kind", "status"]]
+    assert remote[["name", "kind", "status"]].values.tolist() == local.values.tolist()
+    root = remote.iloc[0]
+    assert root["parent_id"] is None or root["parent_id"] != root["parent_id"]  # None/NaN
+    assert run.trace().output == "y=6"
+    assert run.meta()["progress"] == {"double": "done"}
+
+
+def test_event_ids_are_the_stream_ids_unique_and_ordered(runtime, worker) -> None:
+    worker()
+    run = pipeline.submit(1)
+    run.result(timeout_s=10)
+    events = list(run.events())
+    ids = [e["id"] for e in events]
+    raw_ids = [i.decode() for i, _ in runtime.redis.xrange(c.run_log(run.id))]
+    assert ids == raw_ids
+    assert len(set(ids)) == len(ids)
+    assert events[0]["type"] == "run.queued" and events[-1]["type"] == "run.succeeded"
+
+
+def test_failed_run_raises_run_failed_with_the_remote_traceback(runtime, worker) -> None:
+    worker()
+    run = broken.submit(7)
+    with pytest.raises(nf.RunFailed) as info:
+        run.result(timeout_s=10)
+    assert "bad input 7" in str(info.value)
+    assert "in broken" in info.value.remote_traceback
+    assert info.value.error_type == "ValueError"
+    spans = run.trace().spans
+    assert spans.set_index("name").loc["double", "status"] == "ok"
+    assert spans.set_index("name").loc["broken", "status"] == "error"
+
+
+def test_a_run_accepted_with_no_worker_up_runs_when_one_starts(runtime, worker) -> None:
+    run = pipeline.submit(2)
+    time.sleep(0.3)
+    assert run.status() == "queued"
+    worker()
+    assert run.result(timeout_s=10) == 9
+
+
+def test_reattach_replays_the_full_log_then_resumes_from_any_id(runtime, worker) -> None:
+    worker()
+    run = pipeline.submit(5)
+    run.result(timeout_s=10)
+    again = nf.attach(run.id)
+    full = list(again.events())
+    middle = full[3]["id"]
+    rest = list(again.events(after=middle))
+    assert [e["id"] for e in rest] == [e["id"] for e in full[4:]]
+    with pytest.raises(nf.RunNotFound):
+        nf.attach("0123456789abcdef")
+    with pytest.raises(nf.ConfigError):
+        list(again.events(after="not-an-id"))
+
+
+def test_a_follower_started_before_the_run_sees_every_event(runtime, worker) -> None:
+    run = pipeline.submit(4)
+    seen: list[str] = []
+    import threading
+
+    follower = threading.Thread(target=lambda: seen.extend(e["id"] for e in nf.attach(run.id).events()))
+    follower.start()
+    time.sleep(0.2)
+    worker()
+    follower.join(10)
+    assert seen == [e["id"] for e in run.events()]
+
+
+@nf.component
+def nap(s: float) -> float:
+    time.sleep(s)
+    return s
+
+
+@nf.workflow
+def napper(n: int, s: float) -> int:
+    for _ in range(n):
+        nap(s)
+    return n
+
+
+def test_cancel_stops_a_running_run_at_the_next_component_boundary(runtime, worker) -> None:
+    worker()
+    run = napper.submit(50, 0.1)
+    _wait_for(lambda: run.status() == "running")
+    time.sleep(0.3)
+    assert run.cancel() == "requested"
+    with pytest.raises(nf.RunCancelled):
+        run.result(timeout_s=10)
+    types = _types(run)
+    assert types[-1] == "run.cancelled"
+    naps = sum(1 for e in run.events() if e["type"] == "span.started" and e["name"] == "nap")
+    assert naps < 20
+
+
+def test_cancel_of_a_queued_run_ends_it_before_any_worker_sees_it(runtime, worker) -> None:
+    run = napper.submit(1, 0.0)
+    assert run.cancel() == "cancelled"
+    assert run.status() == "cancelled"
+    worker()
+    time.sleep(0.5)
+    assert _types(run) == ["run.queued", "run.cancelled"]
+
+
+@nf.workflow
+async def async_sleeper(s: float) -> str:
+    await asyncio.sleep(s)
+    return "woke"
+
+
+def test_cancel_interrupts_an_async_step_at_once(runtime, worker) -> None:
+    worker()
+    run = async_sleeper.submit(30.0)
+    _wait_for(lambda: run.status() == "running")
+    started = time.monotonic()
+    run.cancel()
+    with pytest.raises(nf.RunCancelled):
+        run.result(timeout_s=10)
+    assert time.monotonic() - started < 5
+
+
+def test_two_workers_racing_run_each_run_exactly_once(runtime, worker, redis_url) -> None:
+    worker(concurrency=4)
+    worker(concurrency=4)
+    runs = [counted.submit(redis_url, i) for i in range(40)]
+    assert sorted(r.result(timeout_s=30) for r in runs) == list(range(40))
+    client = redis.Redis.from_url(redis_url)
+    counts = [int(client.get(f"counted:{i}") or 0) for i in range(40)]
+    client.close()
+    assert counts == [1] * 40
+
+
+@nf.workflow
+def counted(url: str, i: int) -> int:
+    client = redis.Redis.from_url(url)
+    client.incr(f"counted:{i}")
+    client.close()
+    return i
+
+
+def test_garbage_in_the_work_stream_does_not_kill_the_worker(runtime, worker, r) -> None:
+    worker()
+    r.xadd(c.WORK_STREAM, {"foo": "bar"})
+    r.xadd(c.WORK_STREAM, {"run": "no such run!"})
+    r.xadd(c.WORK_STREAM, {"run": "ffffffffffffffff"})
+    assert pipeline.submit(1).result(timeout_s=10) == 5
+
+
+def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(runtime, worker, redis_url) -> None:
+    worker()
+    forged = Runtime(redis_url, secret=b"another secret", cluster=False)
+    run = forged.submit(pipeline, (1,), {})
+    forged.close()
+    with pytest.raises(nf.RunFailed) as info:
+        run.result(timeout_s=10)
+    assert "signature" in str(info.value)
+    assert run.meta()["reason"] == "payload_rejected"
+    assert pipeline.submit(1).result(timeout_s=10) == 5
+
+
+def test_code_from_another_python_version_is_refused_with_a_clear_reason(runtime, worker, r) -> None:
+    worker()
+    blob = codeship.pack(pipeline, TEST_SECRET)
+    header_len = int.from_bytes(blob[4:8], "big")
+    payload = blob[8 + header_len :]
+    header = json.dumps({"py": "3.99", "sig": codeship._sign(TEST_SECRET, "3.99", payload)}).encode()
+    forged = codeship.MAGIC + len(header).to_bytes(4, "big") + header + payload
+    run = runtime.submit(pipeline, (1,), {})
+    run.wait(timeout_s=10)
+    digest = codeship.digest(forged)
+    r.set(c.CODE_KEY.format(digest=digest), forged)
+    second = runtime._enqueue("pipeline", digest, (1,), {}, preview_redact=(), origin={})
+    with pytest.raises(nf.RunFailed) as info:
+        second.result(timeout_s=10)
+    assert "Python 3.99" in str(info.value)
+
+
+def test_a_run_whose_worker_vanished_past_max_restarts_fails_with_worker_lost(runtime, worker, r) -> None:
+    run = napper.submit(1, 0.0)
+    r.delete(c.WORK_STREAM)  # as if a worker had taken it and then died
+    r.hset(c.run_meta(run.id), mapping={"status": "running", "restarts": "0"})
+    r.zadd(c.LEASES, {run.id: 0})
+    worker(max_restarts=0)
+    with pytest.raises(nf.RunFailed):
+        run.result(timeout_s=10)
+    assert run.meta()["reason"] == "worker_lost"
+    assert _types(run)[-1] == "run.failed"
+
+
+def test_a_run_whose_worker_vanished_is_restarted_and_says_why(runtime, worker, r) -> None:
+    run = napper.submit(2, 0.0)
+    r.delete(c.WORK_STREAM)
+    r.hset(c.run_meta(run.id), mapping={"status": "running"})
+    r.zadd(c.LEASES, {run.id: 0})
+    worker()
+    assert run.result(timeout_s=10) == 2
+    restarted = [e for e in run.events() if e["type"] == "run.restarted"]
+    assert restarted and restarted[0]["reason"] == "worker_lost"
+
+
+def test_kill_9_mid_run_resumes_elsewhere_and_every_step_happened_once(runtime, worker_process, redis_url, r) -> None:
+    first = worker_process()
+    run = runtime.start("steps", {"url": redis_url, "tag": "k9", "n": 6, "sleep_s": 0.4})
+    _wait_for(lambda: r.get("effects:k9:1") is not None, timeout_s=15)
+    first.send_signal(signal.SIGKILL)
+    first.wait(5)
+    worker_process()
+    assert run.result(timeout_s=30) == sum(i * 10 for i in range(6))
+    assert [int(r.get(f"effects:k9:{i}") or 0) for i in range(6)] == [1] * 6
+    restarted = [e for e in run.events() if e["type"] == "run.restarted"]
+    assert restarted[0]["reason"] == "worker_lost"
+
+
+def test_sigterm_drains_then_hands_back_and_another_worker_finishes(runtime, worker_process, redis_url, r) -> None:
+    first = worker_process("--drain-timeout", "0.3")
+    run = runtime.start("blocking", {"url": redis_url, "tag": "drain", "sleep_s": 3.0})
+    _wait_for(lambda: r.get("started:drain") is not None, timeout_s=15)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(10) == 0
+    restarted = [e for e in run.events(follow=False) if e["type"] == "run.restarted"]
+    assert restarted and restarted[0]["reason"] == "worker_draining"
+    worker_process()
+    assert run.result(timeout_s=30) == "done"
+
+
+def test_sigterm_with_nothing_running_exits_at_once(worker_process) -> None:
+    proc = worker_process()
+    time.sleep(1.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert time.monotonic() - started < 3
+
+
+def test_the_log_is_capped_with_a_visible_marker(runtime, worker) -> None:
+    worker(max_log_events=20)
+
+    @nf.workflow
+    def chatty(n: int) -> int:
+        for i in range(n):
+            nf.emit(str(i))
+        return n
+
+    run = chatty.submit(100)
+    assert run.result(timeout_s=10) == 100
+    types = _types(run)
+    assert "log.truncated" in types
+    assert types[-1] == "run.succeeded"
+    assert len(types) < 30
+
+
+def test_finished_runs_expire_after_their_retention(runtime, worker, r) -> None:
+    w = worker()
+    w.options.retention_s = 100
+    run = pipeline.submit(1)
+    run.result(timeout_s=10)
+    assert 0 < r.ttl(c.run_log(run.id)) <= 100
+    assert 0 < r.ttl(c.run_meta(run.id)) <= 100
+
+
+def test_runs_lists_runs_newest_first_with_their_metadata(runtime, worker) -> None:
+    worker()
+    first = pipeline.submit(1)
+    second = broken.submit(1)
+    first.wait(timeout_s=10)
+    second.wait(timeout_s=10)
+    frame = nf.runs()
+    assert list(frame["run_id"][:2]) == [second.id, first.id]
+    assert list(frame["status"][:2]) == ["failed", "succeeded"]
+    assert set(frame.columns) >= {"workflow", "created_at", "user", "duration_s", "total_tokens"}
+
+
+def _wait_for(check: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
