@@ -56,7 +56,42 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=_worker)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_worker]
+def _api(args: argparse.Namespace) -> int:
+    from .api import server
+
+    problem = server.refusal(args.host, server.configured_token())
+    if problem:  # before --redis defaults to the embedded server, which would start it
+        print(f"nbflow api: {problem}", file=sys.stderr)
+        return 2
+    url = args.redis or _default_url(start_pool=False)
+    return server.serve(url, host=args.host, port=args.port, app_module=args.app)
+
+
+def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .api.server import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser("api", help="serve workflows and runs over HTTP (REST, SSE)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind; other than loopback it needs NBFLOW_API_TOKEN")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
+    p.add_argument("--app", help="importable module whose workflows are served by name")
+    p.add_argument("--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)")
+    p.set_defaults(func=_api)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_worker,
+    _add_api,
+]
+
+
+def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._commands import add_commands
+
+    add_commands(sub)
+
+
+COMMANDS.append(_add_runtime_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
