@@ -14,7 +14,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 from . import _context as ctx
 from ._cache import code_digest
@@ -23,6 +23,8 @@ from ._step import Step
 from .errors import ConfigError, StepTimeout
 
 KINDS = ("component", "workflow", "llm")
+RetryOption = RetryPolicy | int | dict[str, Any] | None
+CacheOption = CachePolicy | float | bool | dict[str, Any] | None
 
 
 class Component:
@@ -34,8 +36,8 @@ class Component:
         fn: Callable[..., Any],
         *,
         name: str | None = None,
-        retry: RetryPolicy | int | dict[str, Any] | None = None,
-        cache: CachePolicy | float | bool | dict[str, Any] | None = None,
+        retry: RetryOption = None,
+        cache: CacheOption = None,
         timeout_s: Seconds | None = None,
         redact: Iterable[str] = (),
         kind: str | None = None,
@@ -225,7 +227,7 @@ def _positional_names(signature: inspect.Signature | None) -> tuple[str, ...] | 
     return tuple(p.name for p in params)
 
 
-def _retry_policy(value: RetryPolicy | int | dict[str, Any] | None) -> RetryPolicy | None:
+def _retry_policy(value: RetryOption) -> RetryPolicy | None:
     if value is None or isinstance(value, RetryPolicy):
         return value
     if isinstance(value, bool):
@@ -241,7 +243,7 @@ def _retry_policy(value: RetryPolicy | int | dict[str, Any] | None) -> RetryPoli
     )
 
 
-def _cache_policy(value: CachePolicy | float | bool | dict[str, Any] | None) -> CachePolicy | None:
+def _cache_policy(value: CacheOption) -> CachePolicy | None:
     if value is None or value is False or isinstance(value, CachePolicy):
         return value or None
     if value is True:
@@ -256,15 +258,39 @@ def _cache_policy(value: CachePolicy | float | bool | dict[str, Any] | None) -> 
     )
 
 
+@overload
+def component(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = ...,
+    retry: RetryOption = ...,
+    cache: CacheOption = ...,
+    timeout_s: Seconds | None = ...,
+    redact: Iterable[str] = ...,
+) -> Component: ...
+
+
+@overload
+def component(
+    fn: None = ...,
+    *,
+    name: str | None = ...,
+    retry: RetryOption = ...,
+    cache: CacheOption = ...,
+    timeout_s: Seconds | None = ...,
+    redact: Iterable[str] = ...,
+) -> Callable[[Callable[..., Any]], Component]: ...
+
+
 def component(
     fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
-    retry: RetryPolicy | int | dict[str, Any] | None = None,
-    cache: CachePolicy | float | bool | dict[str, Any] | None = None,
+    retry: RetryOption = None,
+    cache: CacheOption = None,
     timeout_s: Seconds | None = None,
     redact: Iterable[str] = (),
-) -> Any:
+) -> Component | Callable[[Callable[..., Any]], Component]:
     """Make ``fn`` a component: ``@nf.component`` or ``@nf.component(name=..., retry=...)``."""
     options: dict[str, Any] = {
         "name": name,

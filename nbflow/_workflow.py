@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from . import _context as ctx
 from . import _events as ev
-from ._component import Component
-from ._policies import CachePolicy, RetryPolicy, Seconds
+from ._component import CacheOption, Component, RetryOption
+from ._policies import Seconds
 from ._preview import truncate
 from .errors import ConfigError
 
@@ -44,15 +44,39 @@ class Workflow(Component):
         return (runtime or get_runtime()).deploy(self)
 
 
+@overload
+def workflow(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = ...,
+    retry: RetryOption = ...,
+    cache: CacheOption = ...,
+    timeout_s: Seconds | None = ...,
+    redact: Iterable[str] = ...,
+) -> Workflow: ...
+
+
+@overload
+def workflow(
+    fn: None = ...,
+    *,
+    name: str | None = ...,
+    retry: RetryOption = ...,
+    cache: CacheOption = ...,
+    timeout_s: Seconds | None = ...,
+    redact: Iterable[str] = ...,
+) -> Callable[[Callable[..., Any]], Workflow]: ...
+
+
 def workflow(
     fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
-    retry: RetryPolicy | int | dict[str, Any] | None = None,
-    cache: CachePolicy | float | bool | dict[str, Any] | None = None,
+    retry: RetryOption = None,
+    cache: CacheOption = None,
     timeout_s: Seconds | None = None,
     redact: Iterable[str] = (),
-) -> Any:
+) -> Workflow | Callable[[Callable[..., Any]], Workflow]:
     """Make ``fn`` a workflow: ``@nf.workflow`` or ``@nf.workflow(name=...)``."""
     options: dict[str, Any] = {
         "name": name,

@@ -54,14 +54,21 @@ class Heartbeat:
         run_ids = list(worker.active)
         lease_ms = worker.options.lease_ms
         now_ms = int(time.time() * 1000)
-        pipe = redis.pipeline(transaction=False)  # type: ignore[attr-defined]
-        for run_id in run_ids:
-            renew(keys=[c.run_lease(run_id), c.run_meta(run_id)], args=[worker.id, lease_ms], client=pipe)  # type: ignore[operator]
+        keys = [[c.run_lease(run_id), c.run_meta(run_id)] for run_id in run_ids]
+        if worker.cluster:  # cluster pipelines refuse scripts
+            renewed = [renew(keys=k, args=[worker.id, lease_ms]) for k in keys]  # type: ignore[operator]
+            pipe = redis.pipeline(transaction=False)  # type: ignore[attr-defined]
+        else:
+            pipe = redis.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for k in keys:
+                renew(keys=k, args=[worker.id, lease_ms], client=pipe)  # type: ignore[operator]
         if run_ids:
             pipe.zadd(c.LEASES, dict.fromkeys(run_ids, now_ms + lease_ms))
         pipe.zadd(c.WORKERS, {worker.id: now_ms})
         replies = pipe.execute()
-        for run_id, (owned, cancel) in zip(run_ids, replies[: len(run_ids)], strict=True):
+        if not worker.cluster:
+            renewed = replies[: len(run_ids)]
+        for run_id, (owned, cancel) in zip(run_ids, renewed, strict=True):
             if not owned:
                 worker.request_cancel(run_id, lost=True)
             elif cancel:

@@ -97,7 +97,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.redis = async_client(self.url, cluster=self.cluster)
         self.sync = sync_client(self.url, cluster=self.cluster)
-        self.writer = EventWriter(self.redis, self.loop)
+        self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self._slot = asyncio.Event()
         self._acquire_script = self.redis.register_script(scripts.ACQUIRE)

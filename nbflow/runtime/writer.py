@@ -49,8 +49,9 @@ KEYS = {
 
 
 class EventWriter:
-    def __init__(self, redis: AsyncRedis, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, redis: AsyncRedis, loop: asyncio.AbstractEventLoop, *, cluster: bool = False) -> None:
         self._redis = redis
+        self.cluster = cluster
         self._loop = loop
         self._items: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
@@ -107,12 +108,23 @@ class EventWriter:
         self._settle(batch, replies)
 
     async def _send(self, batch: list[_Item]) -> list[Any]:
+        if self.cluster:
+            return await self._send_in_order(batch)
         pipe = self._redis.pipeline(transaction=False)
         for item in batch:
             keys = KEYS[item.script](item.run_id)
             await self._scripts[item.script](keys=keys, args=item.args, client=pipe)
             item.extra = _account(pipe, item)
         return list(await pipe.execute(raise_on_error=False))
+
+    async def _send_in_order(self, batch: list[_Item]) -> list[Any]:
+        # Cluster pipelines refuse scripts, so each call goes on its own, in log order.
+        calls = _Calls(self._redis)
+        for item in batch:
+            keys = KEYS[item.script](item.run_id)
+            calls.add(self._scripts[item.script](keys=keys, args=item.args))
+            item.extra = _account(calls, item)
+        return await calls.execute()
 
     def _settle(self, batch: list[_Item], replies: list[Any]) -> None:
         index = 0
@@ -126,6 +138,32 @@ class EventWriter:
                     item.done.set_exception(reply)
                 else:
                     item.done.set_result(reply)
+
+
+class _Calls:
+    """A pipeline look-alike that awaits each command in turn."""
+
+    def __init__(self, redis: AsyncRedis) -> None:
+        self._redis = redis
+        self._pending: list[Any] = []
+
+    def add(self, awaitable: Any) -> None:
+        self._pending.append(awaitable)
+
+    def __getattr__(self, name: str) -> Any:
+        command = getattr(self._redis, name)
+        return lambda *args, **kwargs: self.add(command(*args, **kwargs))
+
+    async def execute(self) -> list[Any]:
+        replies: list[Any] = []
+        for awaitable in self._pending:
+            try:
+                replies.append(await awaitable)
+            except (ConnectionError, OSError, TimeoutError):
+                raise
+            except Exception as error:
+                replies.append(error)
+        return replies
 
 
 def _usage(event: ev.Event) -> dict[str, int]:

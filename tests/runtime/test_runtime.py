@@ -328,3 +328,70 @@ def _wait_for(check: Any, timeout_s: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def test_runs_complete_across_two_workers_on_a_three_master_cluster(tmp_path, worker, runtime) -> None:
+    from nbflow.runtime.client import Runtime, set_runtime
+
+    from ..redis_servers import start_cluster
+
+    with start_cluster(tmp_path) as cluster:
+        url = f"{cluster.url}?cluster=1"
+        rt = Runtime(url, secret=TEST_SECRET)
+        set_runtime(rt)
+        try:
+            worker(url=url)
+            worker(url=url)
+            runs = [pipeline.submit(i) for i in range(12)]
+            assert [r.result(timeout_s=30) for r in runs] == [4 * i + 1 for i in range(12)]
+            slots = {rt.redis.keyslot(c.run_log(r.id)) for r in runs}
+            assert len(slots) > 1  # runs really are spread over the cluster
+            assert all(rt.redis.keyslot(c.run_meta(r.id)) == rt.redis.keyslot(c.run_log(r.id)) for r in runs)
+            assert len(rt.runs()) == 12
+        finally:
+            set_runtime(runtime)
+            from ..redis_servers import close_cluster_client
+
+            close_cluster_client(rt.redis)
+
+
+def test_a_server_restart_with_persistence_mid_run_loses_nothing(worker_process, runtime) -> None:
+    import os
+    import tempfile
+
+    from nbflow.runtime import embedded
+    from nbflow.runtime.client import Runtime
+
+    home = tempfile.mkdtemp(prefix="nbf-p-")
+    url = embedded.ensure_server(home)
+    rt = Runtime(url, secret=TEST_SECRET, cluster=False)
+    env_url = os.environ.get("NBFLOW_TEST_REDIS_URL")
+    try:
+        run = rt.start("steps", {"url": url, "tag": "persist", "n": 6, "sleep_s": 0.3})
+        proc = _worker_on(url)
+        _wait_for(lambda: rt.redis.get("effects:persist:1") is not None, timeout_s=15)
+        embedded.stop_server(home)
+        time.sleep(0.5)
+        embedded.ensure_server(home)
+        assert run.result(timeout_s=30) == sum(i * 10 for i in range(6))
+        ids = [e["id"] for e in run.events()]
+        assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+        assert [int(rt.redis.get(f"effects:persist:{i}") or 0) for i in range(6)] == [1] * 6
+    finally:
+        del env_url
+        proc.kill()
+        proc.wait(10)
+        rt.close()
+        embedded.stop_server(home)
+
+
+def _worker_on(url: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'runtime'}{os.pathsep}{ROOT}"}
+    cmd = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", url, "--app", "rt_apps", "--lease-ms", "2000"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
