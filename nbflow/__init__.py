@@ -49,10 +49,13 @@ def runs(**filters: Any) -> pd.DataFrame:
     return get_runtime().runs(**filters)
 
 
-def load_ipython_extension(ipython: Any) -> None:
-    from .jupyter.magics import load_ipython_extension as _load
+def __getattr__(name: str) -> Any:
+    # ``nf.openai.OpenAI(...)``: the traced client, imported only when first used.
+    if name == "openai":
+        from . import llm
 
-    _load(ipython)
+        return llm
+    raise AttributeError(f"module 'nbflow' has no attribute {name!r}")
 
 
 __all__ = [

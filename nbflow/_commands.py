@@ -21,8 +21,10 @@ def _down(args: argparse.Namespace) -> int:
 
     stopped_pool = pool.stop_pool()
     stopped_server = embedded.stop_server()
-    print(f"worker pool {'stopped' if stopped_pool else 'was not running'}; "
-          f"server {'stopped (data kept)' if stopped_server else 'was not running'}")
+    print(
+        f"worker pool {'stopped' if stopped_pool else 'was not running'}; "
+        f"server {'stopped (data kept)' if stopped_server else 'was not running'}"
+    )
     return 0
 
 
@@ -54,7 +56,10 @@ def _print_status(info: dict[str, Any]) -> None:
     state = "running" if server.get("running") else "stopped"
     print(f"server   {state}  pid {server.get('pid')}  {server.get('url') or ''}")
     print(f"         data {server['data_dir']} ({server.get('aof_bytes', 0)} bytes)")
-    print(f"pool     {'running' if workers.get('running') else 'stopped'}  supervisor pid {workers.get('supervisor_pid')}")
+    print(
+        f"pool     {'running' if workers.get('running') else 'stopped'}  "
+        f"supervisor pid {workers.get('supervisor_pid')}"
+    )
     for w in workers.get("workers", []):
         print(f"         worker {w['slot']}  pid {w['pid']}  {'alive' if w['alive'] else 'dead'}")
     if "queue_depth" in info:
@@ -129,4 +134,3 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--topic", default="durable agents")
     p.add_argument("--redis", help="use this Redis instead of the embedded default")
     p.set_defaults(func=_demo)
-

@@ -58,8 +58,17 @@ class LivePrinter:
         if kind == ev.SPAN_RETRY:
             span = self.state.spans.get(e.get("span_id", ""))
             name = span.name if span else "?"
-            return f"{stamp}    ↻ {name} attempt {e.get('attempt')} failed: {e.get('error')} (retry in {e.get('delay_s')} s)"
-        if kind in (ev.RUN_QUEUED, ev.RUN_STARTED, ev.RUN_RESTARTED, ev.RUN_CANCEL_REQUESTED, ev.LOG_TRUNCATED):
+            return (
+                f"{stamp}    ↻ {name} attempt {e.get('attempt')} failed: {e.get('error')} "
+                f"(retry in {e.get('delay_s')} s)"
+            )
+        if kind in (
+            ev.RUN_QUEUED,
+            ev.RUN_STARTED,
+            ev.RUN_RESTARTED,
+            ev.RUN_CANCEL_REQUESTED,
+            ev.LOG_TRUNCATED,
+        ):
             extra = e.get("reason") or e.get("worker") or ""
             return f"{stamp}  {kind} {extra}".rstrip()
         if kind in ev.TERMINAL_EVENTS:
@@ -98,13 +107,17 @@ def summary(state: RunState) -> str:
 
 
 def print_runs(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
-    header = f"{'run':<17} {'workflow':<20} {'status':<10} {'started':<19} {'took':>8} {'tokens':>8}  notebook"
+    header = (
+        f"{'run':<17} {'workflow':<20} {'status':<10} {'started':<19} {'took':>8} "
+        f"{'tokens':>8}  notebook"
+    )
     out.write(header + "\n")
     for row in rows:
         started = row.get("started_at") or row.get("created_at")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else ""
         took = f"{row['duration_s']:.1f}s" if row.get("duration_s") is not None else ""
         out.write(
-            f"{row['run_id']:<17} {str(row.get('workflow') or '')[:20]:<20} {row.get('status') or '':<10} "
+            f"{row['run_id']:<17} {str(row.get('workflow') or '')[:20]:<20} "
+            f"{row.get('status') or '':<10} "
             f"{when:<19} {took:>8} {row.get('total_tokens') or 0:>8}  {row.get('notebook') or ''}\n"
         )

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import redis
 
-import nbflow as nf
 from nbflow.runtime.client import Runtime, set_runtime
 from nbflow.runtime.worker import Worker, WorkerOptions, run_in_thread
 
@@ -86,7 +85,7 @@ def worker(redis_url: str, runtime: Runtime) -> Iterator[Callable[..., Worker]]:
         return w
 
     yield start
-    for w, thread in started:
+    for w, _thread in started:
         w.options.drain_timeout_s = 2.0
         w.stop()
     for _w, thread in started:

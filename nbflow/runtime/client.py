@@ -35,7 +35,9 @@ BLOCK_MS = 1_000
 class Runtime:
     """A connection to one runtime: a Redis URL and the secret its workers share."""
 
-    def __init__(self, url: str, *, secret: bytes | None = None, cluster: bool | None = None) -> None:
+    def __init__(
+        self, url: str, *, secret: bytes | None = None, cluster: bool | None = None
+    ) -> None:
         self.url = url
         self.cluster = is_cluster(url) if cluster is None else cluster
         self.redis: SyncRedis = sync_client(url, cluster=self.cluster)
@@ -50,12 +52,14 @@ class Runtime:
         self.redis.close()
 
     # --- starting runs -------------------------------------------------------
-    def submit(self, wf: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any], **origin: Any) -> Run:
+    def submit(
+        self, wf: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any], **origin: Any
+    ) -> Run:
         code = self.ship(wf)
         return self._enqueue(wf.name, code, args, kwargs, preview_redact=wf.redact, origin=origin)
 
     def start(self, name: str, kwargs: dict[str, Any], **origin: Any) -> Run:
-        """Start a workflow by name: deployed from a notebook, or registered by a worker's ``--app``."""
+        """Start a workflow by name: deployed from a notebook, or served by ``--app`` workers."""
         deployed = self.redis.hget(c.DEPLOYED, name)
         code = deployed.decode() if deployed else ""
         return self._enqueue(name, code, (), kwargs, preview_redact=(), origin=origin)
@@ -124,8 +128,14 @@ class Runtime:
             pipe.hgetall(c.run_meta(run_id))
         return [decode_meta(raw) for raw in pipe.execute() if raw]
 
-    def runs(self, *, limit: int = 100, workflow: str | None = None, status: str | None = None,
-             notebook: str | None = None) -> pd.DataFrame:
+    def runs(
+        self,
+        *,
+        limit: int = 100,
+        workflow: str | None = None,
+        status: str | None = None,
+        notebook: str | None = None,
+    ) -> pd.DataFrame:
         from .views import runs_frame
 
         metas = self.metas(self.run_ids(limit=limit))
@@ -182,7 +192,12 @@ class Run:
         cancelled = ev.make(ev.RUN_CANCELLED, reason="cancelled")
         outcome = self.runtime._cancel(
             keys=[c.run_meta(self.id), c.run_log(self.id)],
-            args=[encode_event(requested), encode_event(cancelled), c.RETENTION_S, repr(time.time())],
+            args=[
+                encode_event(requested),
+                encode_event(cancelled),
+                c.RETENTION_S,
+                repr(time.time()),
+            ],
         )
         result = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if result == "missing":
@@ -197,10 +212,14 @@ class Run:
             status = self.status()
             if status in c.TERMINAL_STATUSES:
                 return status
-            remaining_ms = BLOCK_MS if deadline is None else int((deadline - time.monotonic()) * 1000)
+            remaining_ms = (
+                BLOCK_MS if deadline is None else int((deadline - time.monotonic()) * 1000)
+            )
             if remaining_ms <= 0:
                 raise TimeoutError(f"run {self.id} still {status} after {timeout_s} s")
-            reply = self._r.xread({c.run_log(self.id): last}, count=READ_BATCH, block=min(remaining_ms, BLOCK_MS))
+            reply = self._r.xread(
+                {c.run_log(self.id): last}, count=READ_BATCH, block=min(remaining_ms, BLOCK_MS)
+            )
             for _stream, entries in reply or []:
                 last = entries[-1][0]
 
@@ -214,13 +233,16 @@ class Run:
         if status == "cancelled":
             raise RunCancelled(f"run {self.id} was cancelled")
         raise RunFailed(
-            f"run {self.id} ({meta.get('workflow')}) failed: {meta.get('error') or meta.get('reason')}",
+            f"run {self.id} ({meta.get('workflow')}) failed: "
+            f"{meta.get('error') or meta.get('reason')}",
             run_id=self.id,
             error_type=str(meta.get("error_type", "")),
             remote_traceback=str(meta.get("traceback", "")),
         )
 
-    def events(self, after: str = "0", *, follow: bool = True, block_ms: int = BLOCK_MS) -> Iterator[ev.Event]:
+    def events(
+        self, after: str = "0", *, follow: bool = True, block_ms: int = BLOCK_MS
+    ) -> Iterator[ev.Event]:
         """Every event after ``after`` in order, then live ones until the run ends."""
         key = c.run_log(self.id)
         last = _valid_id(after)
@@ -265,15 +287,25 @@ def default_origin() -> dict[str, Any]:
     """Who started a run, and from which notebook and kernel, for listings and re-attach."""
     from ..jupyter.origin import kernel_origin
 
-    return {"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(), **kernel_origin()}
+    return {
+        "user": getpass.getuser(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        **kernel_origin(),
+    }
 
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
 
-def connect(url: str | None = None, *, workers: int | None = None, start_workers: bool = True,
-            secret: bytes | None = None) -> Runtime:
+def connect(
+    url: str | None = None,
+    *,
+    workers: int | None = None,
+    start_workers: bool = True,
+    secret: bytes | None = None,
+) -> Runtime:
     """Connect this process to a runtime, starting the embedded default when no URL is given."""
     global _runtime
     url = url or os.environ.get(c.ENV_REDIS_URL)

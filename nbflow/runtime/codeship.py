@@ -32,11 +32,11 @@ def load_secret(home: Path | None = None) -> bytes:
         return env.encode()
     from .embedded import secret
 
-    return secret(home)
+    return bytes(secret(home))
 
 
 def pack(obj: Any, secret: bytes) -> bytes:
-    payload = cloudpickle.dumps(obj)
+    payload: bytes = cloudpickle.dumps(obj)
     header = json.dumps({"py": PYTHON, "sig": _sign(secret, PYTHON, payload)}).encode()
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
 
@@ -58,9 +58,14 @@ def verify(blob: bytes, secret: bytes) -> bytes:
         raise PayloadRejected("payload header is malformed") from error
     payload = blob[8 + size :]
     if not hmac.compare_digest(sig, _sign(secret, py, payload)):
-        raise PayloadRejected("payload signature does not match this runtime's secret (tampered, or signed with another NBFLOW_SECRET)")
+        raise PayloadRejected(
+            "payload signature does not match this runtime's secret "
+            "(tampered, or signed with another NBFLOW_SECRET)"
+        )
     if py != PYTHON:
-        raise PayloadRejected(f"payload was pickled by Python {py}; this worker runs Python {PYTHON}")
+        raise PayloadRejected(
+            f"payload was pickled by Python {py}; this worker runs Python {PYTHON}"
+        )
     return payload
 
 

@@ -41,7 +41,8 @@ redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
 return 1
 """
 
-# KEYS: lease, meta, log, steps  ARGV: worker, status, event_json, retention_s, then field/value pairs
+# KEYS: lease, meta, log, steps
+# ARGV: worker, status, event_json, retention_s, then field/value pairs
 FINISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])

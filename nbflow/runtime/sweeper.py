@@ -51,22 +51,35 @@ class Sweeper:
             verdict = await self._sweep_run(run_id)
             verdicts[verdict] = verdicts.get(verdict, 0) + 1
         await self._reclaim_orphaned_messages()
-        await redis.zremrangebyscore(c.RUNS_INDEX, "-inf", time.time() - self.worker.options.retention_s)
+        await redis.zremrangebyscore(
+            c.RUNS_INDEX, "-inf", time.time() - self.worker.options.retention_s
+        )
         await redis.zremrangebyscore(c.WORKERS, "-inf", now_ms - 60_000)
         return verdicts
 
     async def _sweep_run(self, run_id: str) -> str:
         redis = self.worker.redis
-        if not await redis.set(c.run_sweep_lock(run_id), self.worker.id, nx=True, px=c.SWEEP_LOCK_MS):
+        if not await redis.set(
+            c.run_sweep_lock(run_id), self.worker.id, nx=True, px=c.SWEEP_LOCK_MS
+        ):
             return "locked"
         options = self.worker.options
         restarted = ev.make(ev.RUN_RESTARTED, reason="worker_lost", by=self.worker.id)
-        failed = ev.make(ev.RUN_FAILED, reason="worker_lost", error_type="WorkerLost",
-                         error=f"the run lost its worker more than {options.max_restarts} times")
+        failed = ev.make(
+            ev.RUN_FAILED,
+            reason="worker_lost",
+            error_type="WorkerLost",
+            error=f"the run lost its worker more than {options.max_restarts} times",
+        )
         verdict = await self._sweep(
             keys=[c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id), c.run_steps(run_id)],
-            args=[options.max_restarts, encode_event(restarted), encode_event(failed),
-                  options.retention_s, repr(time.time())],
+            args=[
+                options.max_restarts,
+                encode_event(restarted),
+                encode_event(failed),
+                options.retention_s,
+                repr(time.time()),
+            ],
         )
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         if verdict in ("requeue", "queued"):
@@ -83,7 +96,12 @@ class Sweeper:
         if worker.draining or len(worker.active) >= worker.options.concurrency:
             return
         reply = await worker.redis.xautoclaim(
-            c.WORK_STREAM, c.WORK_GROUP, worker.id, min_idle_time=c.RECLAIM_IDLE_MS, start_id="0-0", count=10
+            c.WORK_STREAM,
+            c.WORK_GROUP,
+            worker.id,
+            min_idle_time=c.RECLAIM_IDLE_MS,
+            start_id="0-0",
+            count=10,
         )
         for msg_id, fields in reply[1]:
             if fields:

@@ -65,8 +65,14 @@ class WorkerOptions:
 
 
 class Worker:
-    def __init__(self, url: str, *, app: str | None = None, secret: bytes | None = None,
-                 options: WorkerOptions | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        app: str | None = None,
+        secret: bytes | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
         self.url = url
         self.options = options or WorkerOptions()
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -108,8 +114,12 @@ class Worker:
         heartbeat = Heartbeat(self)
         sweeper = Sweeper(self)
         heartbeat.start()
-        tasks = [asyncio.create_task(t) for t in (self.writer.run(), sweeper.run(), self._claim_loop())]
-        log.info("worker %s serving %s (concurrency %d)", self.id, self.url, self.options.concurrency)
+        tasks = [
+            asyncio.create_task(t) for t in (self.writer.run(), sweeper.run(), self._claim_loop())
+        ]
+        log.info(
+            "worker %s serving %s (concurrency %d)", self.id, self.url, self.options.concurrency
+        )
         try:
             await self._stop.wait()
             await self._drain()
@@ -220,14 +230,23 @@ class Worker:
         raw = await self.redis.hgetall(c.run_meta(run_id))
         attempt = int(raw.get(b"attempts", b"1"))
         sink = active.context.sink
-        sink.emit(ev.make(ev.RUN_STARTED, workflow=raw.get(b"workflow", b"").decode(), worker=self.id,
-                          attempt=attempt, mode="runtime"))
+        sink.emit(
+            ev.make(
+                ev.RUN_STARTED,
+                workflow=raw.get(b"workflow", b"").decode(),
+                worker=self.id,
+                attempt=attempt,
+                mode="runtime",
+            )
+        )
         try:
             wf = await self._load_workflow(raw)
             args, kwargs = codeship.unpack(raw.get(b"args", b""), self.secret)
             steps = await self.redis.hgetall(c.run_steps(run_id))
         except (PayloadRejected, UnknownWorkflow) as error:
-            reason = "unknown_workflow" if isinstance(error, UnknownWorkflow) else "payload_rejected"
+            reason = (
+                "unknown_workflow" if isinstance(error, UnknownWorkflow) else "payload_rejected"
+            )
             await self._finish(active, "failed", error=error, reason=reason)
             return
         active.context.memo = StepMemo(steps, self.secret) if steps else None
@@ -239,7 +258,9 @@ class Worker:
                 active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
                 value = await active.inner
             else:
-                value = await self.loop.run_in_executor(None, _call_sync, active.context, wf, args, kwargs)
+                value = await self.loop.run_in_executor(
+                    None, _call_sync, active.context, wf, args, kwargs
+                )
         except (RunCancelled, asyncio.CancelledError) as error:
             await self._stopped(active, error)
         except Exception as error:
@@ -263,37 +284,62 @@ class Worker:
         if not digest:
             if name in self.registry:
                 return self.registry[name]
-            raise UnknownWorkflow(f"workflow {name!r} is not registered on worker {self.id} (start it with --app, or deploy it)")
+            raise UnknownWorkflow(
+                f"workflow {name!r} is not registered on worker {self.id} "
+                "(start the worker with --app, or deploy the workflow)"
+            )
         if digest not in self._code_cache:
             blob = await self.redis.get(c.CODE_KEY.format(digest=digest))
             if blob is None:
-                raise PayloadRejected(f"code {digest} for workflow {name!r} is missing from the runtime")
+                raise PayloadRejected(
+                    f"code {digest} for workflow {name!r} is missing from the runtime"
+                )
             wf = codeship.unpack(blob, self.secret)
             if not isinstance(wf, Workflow):
                 raise PayloadRejected(f"code {digest} is not a workflow")
             self._code_cache[digest] = wf
         return self._code_cache[digest]
 
-    async def _finish(self, active: Active, status: str, *, value: Any = None, error: BaseException | None = None,
-                      reason: str | None = None, redact: tuple[str, ...] = ()) -> None:
+    async def _finish(
+        self,
+        active: Active,
+        status: str,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+        reason: str | None = None,
+        redact: tuple[str, ...] = (),
+    ) -> None:
         if active.run_id in self.writer.lost:
             return
         fields: dict[str, Any] = {"ended_at": repr(time.time())}
         sink = active.context.sink
         if isinstance(sink, RedisSink) and sink.progress:
             final = "done" if status == "succeeded" else "failed"
-            steps = {k: final if v in ("running", "retrying") else v for k, v in sink.progress.items()}
+            steps = {
+                k: final if v in ("running", "retrying") else v for k, v in sink.progress.items()
+            }
             fields["progress"] = dumps(steps)
         if status == "succeeded":
             fields["output"] = dumps(preview(value, redact=redact))
             try:
                 fields["result"] = codeship.pack(value, self.secret)
             except Exception as pickling:
-                log.warning("run %s: result cannot be pickled (%s); only its preview is kept", active.run_id, pickling)
+                log.warning(
+                    "run %s: result cannot be pickled (%s); only its preview is kept",
+                    active.run_id,
+                    pickling,
+                )
             event = ev.make(ev.RUN_SUCCEEDED, output=preview(value, redact=redact))
         else:
             event = _error_event(status, error, reason)
-            fields.update({k: str(event[k]) for k in ("error", "error_type", "traceback", "reason") if event.get(k)})
+            fields.update(
+                {
+                    k: str(event[k])
+                    for k in ("error", "error_type", "traceback", "reason")
+                    if event.get(k)
+                }
+            )
         args: list[Any] = [self.id, status, encode_event(event), self.options.retention_s]
         for key, val in fields.items():
             args.extend((key, val))
@@ -302,7 +348,9 @@ class Worker:
     async def hand_back(self, run_id: str, reason: str) -> bool:
         """Put a run this worker holds back on the queue, for another worker to resume."""
         event = ev.make(ev.RUN_RESTARTED, reason=reason, worker=self.id)
-        done = await asyncio.wrap_future(self.writer.call(run_id, "requeue", [self.id, encode_event(event)]))
+        done = await asyncio.wrap_future(
+            self.writer.call(run_id, "requeue", [self.id, encode_event(event)])
+        )
         if int(done) == 1:
             await self.redis.xadd(c.WORK_STREAM, {"run": run_id})
             await self.redis.zrem(c.LEASES, run_id)

@@ -49,7 +49,9 @@ KEYS = {
 
 
 class EventWriter:
-    def __init__(self, redis: AsyncRedis, loop: asyncio.AbstractEventLoop, *, cluster: bool = False) -> None:
+    def __init__(
+        self, redis: AsyncRedis, loop: asyncio.AbstractEventLoop, *, cluster: bool = False
+    ) -> None:
         self._redis = redis
         self.cluster = cluster
         self._loop = loop
@@ -170,7 +172,11 @@ def _usage(event: ev.Event) -> dict[str, int]:
     if event.get("type") != ev.SPAN_FINISHED or event.get("cached"):
         return {}
     attrs = event.get("attrs") or {}
-    return {name: int(attrs[key]) for key, name in USAGE.items() if isinstance(attrs.get(key), int | float)}
+    return {
+        name: int(attrs[key])
+        for key, name in USAGE.items()
+        if isinstance(attrs.get(key), int | float)
+    }
 
 
 def _account(pipe: Any, item: _Item) -> int:
@@ -217,7 +223,9 @@ class RedisSink:
         self.writer.put(self._append(event, meta=meta))
 
     def _append(self, event: ev.Event, *extra: Any, **fields: Any) -> _Item:
-        return _Item(self.run_id, "append", [self.worker, encode_event(event), *extra], event, **fields)
+        return _Item(
+            self.run_id, "append", [self.worker, encode_event(event), *extra], event, **fields
+        )
 
     def _track_progress(self, event: ev.Event) -> None:
         state = event.get("state", "running")
@@ -231,7 +239,11 @@ class RedisSink:
         try:
             blob = codeship.pack(value, self.secret)
         except Exception as error:  # an unpicklable result still finishes the step
-            log.warning("step %s result cannot be recorded (%s); it will re-run after a restart", step, error)
+            log.warning(
+                "step %s result cannot be recorded (%s); it will re-run after a restart",
+                step,
+                error,
+            )
             self.emit(event)
             return None
         done: Future[None] = Future()
@@ -283,4 +295,3 @@ class RedisCache:
         blob = codeship.pack(value, self._secret)
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
         self._redis.set(c.CACHE_KEY.format(key=key), blob, px=px)
-

@@ -19,7 +19,9 @@ def _count(url: str, key: str) -> None:
     client.close()
 
 
-@nf.component(retry={"attempts": 30, "initial_s": 0.1, "max_s": 0.5, "on": (redis.ConnectionError,)})
+@nf.component(
+    retry={"attempts": 30, "initial_s": 0.1, "max_s": 0.5, "on": (redis.ConnectionError,)}
+)
 def slow_step(url: str, tag: str, i: int, sleep_s: float) -> int:
     time.sleep(sleep_s)
     _count(url, f"effects:{tag}:{i}")  # the side effect happens as the step finishes

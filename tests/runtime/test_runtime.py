@@ -42,7 +42,9 @@ def _types(run: Any) -> list[str]:
     return [e["type"] for e in run.events()]
 
 
-def test_submitted_run_returns_the_workflow_value_and_the_same_trace_as_in_process(runtime, worker) -> None:
+def test_submitted_run_returns_the_workflow_value_and_the_same_trace_as_in_process(
+    runtime, worker
+) -> None:
     worker()
     run = pipeline.submit(3)
     assert run.result(timeout_s=10) == 13
@@ -110,7 +112,9 @@ def test_a_follower_started_before_the_run_sees_every_event(runtime, worker) -> 
     seen: list[str] = []
     import threading
 
-    follower = threading.Thread(target=lambda: seen.extend(e["id"] for e in nf.attach(run.id).events()))
+    follower = threading.Thread(
+        target=lambda: seen.extend(e["id"] for e in nf.attach(run.id).events())
+    )
     follower.start()
     time.sleep(0.2)
     worker()
@@ -198,7 +202,9 @@ def test_garbage_in_the_work_stream_does_not_kill_the_worker(runtime, worker, r)
     assert pipeline.submit(1).result(timeout_s=10) == 5
 
 
-def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(runtime, worker, redis_url) -> None:
+def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(
+    runtime, worker, redis_url
+) -> None:
     worker()
     forged = Runtime(redis_url, secret=b"another secret", cluster=False)
     run = forged.submit(pipeline, (1,), {})
@@ -210,12 +216,16 @@ def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(runtime, 
     assert pipeline.submit(1).result(timeout_s=10) == 5
 
 
-def test_code_from_another_python_version_is_refused_with_a_clear_reason(runtime, worker, r) -> None:
+def test_code_from_another_python_version_is_refused_with_a_clear_reason(
+    runtime, worker, r
+) -> None:
     worker()
     blob = codeship.pack(pipeline, TEST_SECRET)
     header_len = int.from_bytes(blob[4:8], "big")
     payload = blob[8 + header_len :]
-    header = json.dumps({"py": "3.99", "sig": codeship._sign(TEST_SECRET, "3.99", payload)}).encode()
+    header = json.dumps(
+        {"py": "3.99", "sig": codeship._sign(TEST_SECRET, "3.99", payload)}
+    ).encode()
     forged = codeship.MAGIC + len(header).to_bytes(4, "big") + header + payload
     run = runtime.submit(pipeline, (1,), {})
     run.wait(timeout_s=10)
@@ -227,7 +237,9 @@ def test_code_from_another_python_version_is_refused_with_a_clear_reason(runtime
     assert "Python 3.99" in str(info.value)
 
 
-def test_a_run_whose_worker_vanished_past_max_restarts_fails_with_worker_lost(runtime, worker, r) -> None:
+def test_a_run_whose_worker_vanished_past_max_restarts_fails_with_worker_lost(
+    runtime, worker, r
+) -> None:
     run = napper.submit(1, 0.0)
     r.delete(c.WORK_STREAM)  # as if a worker had taken it and then died
     r.hset(c.run_meta(run.id), mapping={"status": "running", "restarts": "0"})
@@ -250,7 +262,9 @@ def test_a_run_whose_worker_vanished_is_restarted_and_says_why(runtime, worker, 
     assert restarted and restarted[0]["reason"] == "worker_lost"
 
 
-def test_kill_9_mid_run_resumes_elsewhere_and_every_step_happened_once(runtime, worker_process, redis_url, r) -> None:
+def test_kill_9_mid_run_resumes_elsewhere_and_every_step_happened_once(
+    runtime, worker_process, redis_url, r
+) -> None:
     first = worker_process()
     run = runtime.start("steps", {"url": redis_url, "tag": "k9", "n": 6, "sleep_s": 0.4})
     _wait_for(lambda: r.get("effects:k9:1") is not None, timeout_s=15)
@@ -263,7 +277,9 @@ def test_kill_9_mid_run_resumes_elsewhere_and_every_step_happened_once(runtime, 
     assert restarted[0]["reason"] == "worker_lost"
 
 
-def test_sigterm_drains_then_hands_back_and_another_worker_finishes(runtime, worker_process, redis_url, r) -> None:
+def test_sigterm_drains_then_hands_back_and_another_worker_finishes(
+    runtime, worker_process, redis_url, r
+) -> None:
     first = worker_process("--drain-timeout", "0.3")
     run = runtime.start("blocking", {"url": redis_url, "tag": "drain", "sleep_s": 3.0})
     _wait_for(lambda: r.get("started:drain") is not None, timeout_s=15)
@@ -330,7 +346,9 @@ def _wait_for(check: Any, timeout_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_runs_complete_across_two_workers_on_a_three_master_cluster(tmp_path, worker, runtime) -> None:
+def test_runs_complete_across_two_workers_on_a_three_master_cluster(
+    tmp_path, worker, runtime
+) -> None:
     from nbflow.runtime.client import Runtime, set_runtime
 
     from ..redis_servers import start_cluster
@@ -346,7 +364,10 @@ def test_runs_complete_across_two_workers_on_a_three_master_cluster(tmp_path, wo
             assert [r.result(timeout_s=30) for r in runs] == [4 * i + 1 for i in range(12)]
             slots = {rt.redis.keyslot(c.run_log(r.id)) for r in runs}
             assert len(slots) > 1  # runs really are spread over the cluster
-            assert all(rt.redis.keyslot(c.run_meta(r.id)) == rt.redis.keyslot(c.run_log(r.id)) for r in runs)
+            assert all(
+                rt.redis.keyslot(c.run_meta(r.id)) == rt.redis.keyslot(c.run_log(r.id))
+                for r in runs
+            )
             assert len(rt.runs()) == 12
         finally:
             set_runtime(runtime)
@@ -393,5 +414,16 @@ def _worker_on(url: str) -> Any:
     from ..conftest import ROOT
 
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'runtime'}{os.pathsep}{ROOT}"}
-    cmd = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", url, "--app", "rt_apps", "--lease-ms", "2000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nbflow.cli",
+        "worker",
+        "--redis",
+        url,
+        "--app",
+        "rt_apps",
+        "--lease-ms",
+        "2000",
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
