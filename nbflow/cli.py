@@ -44,15 +44,29 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     from .constants import DRAIN_TIMEOUT_S, LEASE_MS, MAX_RESTARTS, WORKER_CONCURRENCY
 
     p = sub.add_parser("worker", help="run a worker process (claims and executes runs)")
-    p.add_argument("--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)")
+    p.add_argument(
+        "--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)"
+    )
     p.add_argument("--concurrency", type=int, default=WORKER_CONCURRENCY, help="runs at once")
     p.add_argument("--app", help="importable module whose workflows this worker serves by name")
-    p.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
-                   help="seconds in-flight runs get to finish on SIGTERM before they are handed back")
-    p.add_argument("--lease-ms", type=int, default=LEASE_MS,
-                   help="a run whose worker is silent this long is restarted elsewhere")
-    p.add_argument("--max-restarts", type=int, default=MAX_RESTARTS,
-                   help="restarts after lost workers before a run fails with reason worker_lost")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DRAIN_TIMEOUT_S,
+        help="seconds in-flight runs get to finish on SIGTERM before they are handed back",
+    )
+    p.add_argument(
+        "--lease-ms",
+        type=int,
+        default=LEASE_MS,
+        help="a run whose worker is silent this long is restarted elsewhere",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=MAX_RESTARTS,
+        help="restarts after lost workers before a run fails with reason worker_lost",
+    )
     p.set_defaults(func=_worker)
 
 
@@ -63,7 +77,7 @@ def _api(args: argparse.Namespace) -> int:
     if problem:  # before --redis defaults to the embedded server, which would start it
         print(f"nbflow api: {problem}", file=sys.stderr)
         return 2
-    url = args.redis or _default_url(start_pool=False)
+    url = args.redis or _default_url()
     return server.serve(url, host=args.host, port=args.port, app_module=args.app)
 
 
@@ -71,11 +85,14 @@ def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .api.server import DEFAULT_HOST, DEFAULT_PORT
 
     p = sub.add_parser("api", help="serve workflows and runs over HTTP (REST, SSE)")
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help="address to bind; other than loopback it needs NBFLOW_API_TOKEN")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to bind; other than loopback it needs NBFLOW_API_TOKEN",
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
     p.add_argument("--app", help="importable module whose workflows are served by name")
-    p.add_argument("--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)")
+    p.add_argument("--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded one)")
     p.set_defaults(func=_api)
 
 
@@ -95,7 +112,9 @@ COMMANDS.append(_add_runtime_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nbflow", description="Durable AI-agent workflows from Jupyter.")
+    parser = argparse.ArgumentParser(
+        prog="nbflow", description="Durable AI-agent workflows from Jupyter."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
@@ -105,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     result: int = args.func(args)
     return result
 

@@ -33,8 +33,12 @@ class Served:
     problem: str = ""  # why a deployed workflow's code could not be read here
 
     def describe(self) -> dict[str, Any]:
-        info = {"name": self.name, "description": self.description, "source": self.source,
-                "input_schema": self.input.json_schema}
+        info = {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "input_schema": self.input.json_schema,
+        }
         return {**info, "problem": self.problem} if self.problem else info
 
 
@@ -58,20 +62,24 @@ class Catalog:
         return [served[name] for name in sorted(served)]
 
     async def get(self, name: str) -> Served:
-        """The workflow a run of ``name`` would execute: a deployed one wins, as in Runtime.start."""
+        """What a run of ``name`` would execute: a deployed workflow wins, as in Runtime.start."""
         digest = await self.redis.hget(c.DEPLOYED, name)
         if digest is not None:
             return await self._load(name, digest.decode())
         if name in self.app:
             return self.app[name]
-        raise ApiError(404, "workflow_not_found", f"no workflow named {name!r} (serve it with --app, or deploy it)")
+        raise ApiError(
+            404,
+            "workflow_not_found",
+            f"no workflow named {name!r} (serve it with --app, or deploy it)",
+        )
 
     async def _load(self, name: str, digest: str) -> Served:
         key = (name, digest)
         if key in self._deployed:
             return self._deployed[key]
         served = await self._read(name, digest)
-        if not served.problem:  # a problem may be passing (code not yet written): look again next time
+        if not served.problem:  # a problem may pass (code written late): look again next time
             self._deployed[key] = served
         return served
 
@@ -83,7 +91,7 @@ class Catalog:
             wf = await to_thread.run_sync(codeship.unpack, blob, self.secret)
             if not isinstance(wf, Workflow):
                 raise PayloadRejected(f"code {digest} is not a workflow")
-        except PayloadRejected as error:
+        except Exception as error:  # unsigned, another Python, or imports this process lacks
             log.warning("deployed workflow %r: %s", name, error)
             return Served(name, "", "deployed", any_input(name), problem=str(error))
         return served_from(name, wf, "deployed")

@@ -7,7 +7,7 @@ that one shape, so clients parse one thing whatever went wrong.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -31,8 +31,15 @@ HTTP_TYPES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, type_: str, message: str, *, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
@@ -41,18 +48,26 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_response(status: int, type_: str, message: str, *, headers: dict[str, str] | None = None,
-                   **extra: Any) -> JSONResponse:
+def error_response(
+    status: int, type_: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"error": {"type": type_, "message": message, **extra}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def field_errors(errors: Sequence[Any], *, prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:
+def field_errors(
+    errors: Sequence[Any], *, prefix: tuple[str | int, ...] = ()
+) -> list[dict[str, str]]:
     """Pydantic errors as ``{"field": "input.topic", "message": ...}``, one per problem."""
     fields = []
     for error in errors:
         loc = (*prefix, *error.get("loc", ()))
-        fields.append({"field": ".".join(str(part) for part in loc) or "body", "message": error.get("msg", "")})
+        fields.append(
+            {
+                "field": ".".join(str(part) for part in loc) or "body",
+                "message": error.get("msg", ""),
+            }
+        )
     return fields
 
 
@@ -63,13 +78,19 @@ def invalid_input(fields: list[dict[str, str]]) -> ApiError:
 
 async def _api_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
-    return error_response(error.status, error.type, error.message, headers=error.headers, **error.extra)
+    return error_response(
+        error.status, error.type, error.message, headers=error.headers, **error.extra
+    )
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
-    return error_response(error.status_code, HTTP_TYPES.get(error.status_code, "http_error"),
-                          str(error.detail), headers=error.headers)
+    return error_response(
+        error.status_code,
+        HTTP_TYPES.get(error.status_code, "http_error"),
+        str(error.detail),
+        headers=error.headers,
+    )
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
@@ -97,7 +118,9 @@ async def _unavailable(request: Request, error: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     # Starlette re-raises after this response is sent, so the server logs the traceback.
-    return error_response(500, "internal_error", "internal error (the API server's log has the traceback)")
+    return error_response(
+        500, "internal_error", "internal error (the API server's log has the traceback)"
+    )
 
 
 def install(app: FastAPI) -> None:

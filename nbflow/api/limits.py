@@ -45,7 +45,9 @@ class BodyLimit:
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "body_too_large", f"request body is over {self.max_body_bytes} bytes")
+        response = error_response(
+            413, "body_too_large", f"request body is over {self.max_body_bytes} bytes"
+        )
         await response(scope, receive, send)
 
 

@@ -8,23 +8,30 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Outcome = Literal["cancelled", "requested", "finished"]
 
 
 class RunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"input": {"topic": "otters"}}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"input": {"topic": "otters"}}]}
+    )
 
     input: dict[str, Any] = Field(
         default_factory=dict,
-        description="The workflow's arguments by name; GET /workflows gives the JSON Schema of each.",
+        description="The workflow's arguments by name; GET /workflows has each one's JSON Schema.",
     )
 
 
 class WorkflowInfo(BaseModel):
     name: str
     description: str
-    source: Literal["app", "deployed"] = Field(description="served from --app, or deployed from a notebook")
+    source: Literal["app", "deployed"] = Field(
+        description="served from --app, or deployed from a notebook"
+    )
     input_schema: dict[str, Any] = Field(description="JSON Schema of `input`, from the type hints")
-    problem: str | None = Field(None, description="why a deployed workflow's code could not be read here")
+    problem: str | None = Field(
+        None, description="why a deployed workflow's code could not be read here"
+    )
 
 
 class WorkflowList(BaseModel):
@@ -81,7 +88,9 @@ class RunDetail(RunSummary):
     input: Any = Field(None, description="a preview of the arguments the run was started with")
     output: Any = Field(None, description="the return value if JSON-serialisable, else its preview")
     error: RunError | None = None
-    progress: list[Step] = Field(default_factory=list, description="named steps, in the order first seen")
+    progress: list[Step] = Field(
+        default_factory=list, description="named steps, in the order first seen"
+    )
 
 
 class RunList(BaseModel):
@@ -90,8 +99,9 @@ class RunList(BaseModel):
 
 class Cancelled(BaseModel):
     run_id: str
-    outcome: Literal["cancelled", "requested", "finished"] = Field(
-        description="cancelled (it was queued), requested (it stops at its next step), finished (too late)"
+    outcome: Outcome = Field(
+        description="cancelled (it was queued), requested (it stops at its next step), "
+        "finished (too late)"
     )
     status: Status
 

@@ -122,6 +122,9 @@ class Feed:
             except redis.RedisError as error:
                 log.warning("following run %s: %s", self.run_id, error)
                 await asyncio.sleep(RETRY_S)
+            except Exception:  # a dead pump would leave its clients waiting for ever
+                log.exception("following run %s", self.run_id)
+                await asyncio.sleep(RETRY_S)
 
     def _publish(self, items: list[Item]) -> None:
         self.positions.extend(item.position for item in items)
@@ -156,15 +159,17 @@ async def run_over(client: AsyncRedis, run_id: str, last: str) -> bool:
 class Hub:
     """Every feed of one API process; a feed lives while it has subscribers."""
 
-    def __init__(self, client: AsyncRedis, *, block_ms: int = BLOCK_MS,
-                 window_events: int = WINDOW_EVENTS) -> None:
+    def __init__(
+        self, client: AsyncRedis, *, block_ms: int = BLOCK_MS, window_events: int = WINDOW_EVENTS
+    ) -> None:
         self.redis = client
         self.block_ms = block_ms
         self.window_events = window_events
         self.feeds: dict[str, Feed] = {}
 
-    async def follow(self, run_id: str, after: str = "0", *,
-                     idle_s: float | None = None) -> AsyncGenerator[list[Item], None]:
+    async def follow(
+        self, run_id: str, after: str = "0", *, idle_s: float | None = None
+    ) -> AsyncGenerator[list[Item], None]:
         """Batches of the events after ``after`` in order, until the run's terminal one.
 
         Yields an empty batch after each ``idle_s`` without events, for keep-alives.
@@ -178,7 +183,9 @@ class Hub:
         finally:
             self._leave(feed)
 
-    async def _follow(self, feed: Feed, last: str, idle_s: float | None) -> AsyncGenerator[list[Item], None]:
+    async def _follow(
+        self, feed: Feed, last: str, idle_s: float | None
+    ) -> AsyncGenerator[list[Item], None]:
         while True:
             version = feed.version
             items = feed.since(parse_id(last))

@@ -36,7 +36,8 @@ class InputModel:
             parsed = self.model.model_validate(data)
         except ValidationError as error:
             raise invalid_input(field_errors(error.errors(), prefix=("input",))) from None
-        kwargs = {self.aliases[f]: getattr(parsed, f) for f in parsed.model_fields_set}
+        given = parsed.model_fields_set & self.aliases.keys()
+        kwargs = {self.aliases[f]: getattr(parsed, f) for f in given}
         return {**kwargs, **(parsed.model_extra or {})}
 
 
@@ -79,7 +80,9 @@ def _resolve(annotation: Any, fn: Callable[..., Any]) -> Any:
     if not isinstance(annotation, str):
         return annotation
     try:
-        return eval(annotation, getattr(fn, "__globals__", {}))  # the workflow's own code, already trusted
+        return eval(
+            annotation, getattr(fn, "__globals__", {})
+        )  # the workflow's own code, already trusted
     except Exception:
         return Any
 
@@ -116,4 +119,3 @@ def _is_json(value: Any) -> bool:
 
 def _identifier(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name) or "workflow"
-

@@ -1,4 +1,4 @@
-"""What the routes do, over Redis: start runs through the runtime client, read runs and logs directly."""
+"""What the routes do: start runs through the runtime client; read runs and logs from Redis."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aredis
 from anyio import to_thread
 
 from .. import constants as c
 from .._workflow import Workflow
 from ..runtime.client import Run, Runtime
-from ..runtime.connection import AsyncRedis, async_client
+from ..runtime.connection import AsyncRedis, _strip_cluster
 from ..runtime.protocol import decode_meta
 from . import views
 from .catalog import Catalog
@@ -19,6 +20,8 @@ from .errors import ApiError
 from .models import Cancelled, RunDetail, RunResult, RunSummary
 from .reader import Hub
 
+# Each followed run holds one connection in a blocked read; redis-py's default pool is 100.
+MAX_CONNECTIONS = 10_000
 LIST_PAGE = 200
 LIST_SCAN_MAX = 10_000  # runs a filtered listing looks through at most
 
@@ -32,7 +35,7 @@ class Service:
 
     @classmethod
     def open(cls, runtime: Runtime, app: dict[str, Workflow]) -> Service:
-        client = async_client(runtime.url, cluster=runtime.cluster)
+        client = api_client(runtime.url, cluster=runtime.cluster)
         return cls(runtime, client, Hub(client), Catalog(client, runtime.secret, app))
 
     async def close(self) -> None:
@@ -50,14 +53,15 @@ class Service:
 
     async def cancel(self, run_id: str) -> Cancelled:
         outcome = await to_thread.run_sync(Run(self.runtime, check_id(run_id)).cancel)
-        return Cancelled(run_id=run_id, outcome=outcome, status=await self.status(run_id))
+        status = await self.status(run_id)
+        return Cancelled.model_validate({"run_id": run_id, "outcome": outcome, "status": status})
 
     # --- reads: straight from Redis ---------------------------------------------
-    async def status(self, run_id: str) -> Any:
+    async def status(self, run_id: str) -> str:
         value = await self.redis.hget(c.run_meta(check_id(run_id)), "status")
         if value is None:
             raise not_found(run_id)
-        return value.decode()
+        return str(value.decode())
 
     async def exists(self, run_id: str) -> None:
         if not await self.redis.exists(c.run_meta(check_id(run_id))):
@@ -73,8 +77,12 @@ class Service:
         run = await self.detail(run_id)
         return RunResult(run_id=run_id, status=run.status, output=run.output, error=run.error)
 
-    async def runs(self, *, limit: int, workflow: str | None, status: str | None) -> list[RunSummary]:
-        wanted = {k: v for k, v in {"workflow": workflow, "status": status}.items() if v is not None}
+    async def runs(
+        self, *, limit: int, workflow: str | None, status: str | None
+    ) -> list[RunSummary]:
+        wanted = {
+            k: v for k, v in {"workflow": workflow, "status": status}.items() if v is not None
+        }
         page = limit if not wanted else max(limit, LIST_PAGE)
         found: list[RunSummary] = []
         for start in range(0, LIST_SCAN_MAX if wanted else limit, page):
@@ -91,16 +99,23 @@ class Service:
         return [decode_meta(raw) for raw in await pipe.execute() if raw]
 
 
+def api_client(url: str, *, cluster: bool) -> AsyncRedis:
+    factory = aredis.RedisCluster if cluster else aredis.Redis
+    return factory.from_url(_strip_cluster(url), max_connections=MAX_CONNECTIONS)
+
+
 def _matches(meta: dict[str, Any], wanted: dict[str, str]) -> bool:
     return all(meta.get(k) == v for k, v in wanted.items())
 
 
 def check_id(run_id: str) -> str:
     # Run ids are short hex; anything else names no run (and never reaches a Redis key).
-    if not run_id.isalnum() or len(run_id) > 64:
+    if not (run_id.isascii() and run_id.isalnum()) or len(run_id) > 64:
         raise not_found(run_id)
     return run_id
 
 
 def not_found(run_id: str) -> ApiError:
-    return ApiError(404, "run_not_found", f"no run {run_id!r} (unknown, or expired after its retention)")
+    return ApiError(
+        404, "run_not_found", f"no run {run_id!r} (unknown, or expired after its retention)"
+    )

@@ -48,5 +48,13 @@ async def encode(batches: AsyncGenerator[list[Item], None], media: str) -> Async
             yield "".join(frame(item) for item in batch).encode() if batch else keep_alive
 
 
-def stream(batches: AsyncGenerator[list[Item], None], media: str, *, headers: dict[str, str] | None = None) -> StreamingResponse:
-    return StreamingResponse(encode(batches, media), media_type=media, headers={**HEADERS, **(headers or {})})
+def stream(
+    batches: AsyncGenerator[list[Item], None], media: str, *, headers: dict[str, str] | None = None
+) -> StreamingResponse:
+    return StreamingResponse(
+        encode(batches, media), media_type=media, headers={**HEADERS, **(headers or {})}
+    )
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = SSE

@@ -17,8 +17,12 @@ log = logging.getLogger("nbflow.api")
 
 def summary(meta: dict[str, Any]) -> RunSummary:
     started, ended = meta.get("started_at"), meta.get("ended_at")
-    duration_s = None if started is None else (ended if ended is not None else time.time()) - started
-    usage = Usage(**{k: meta[k] for k in Usage.model_fields if isinstance(meta.get(k), int | float)})
+    duration_s = (
+        None if started is None else (ended if ended is not None else time.time()) - started
+    )
+    usage = Usage(
+        **{k: meta[k] for k in Usage.model_fields if isinstance(meta.get(k), int | float)}
+    )
     return RunSummary(
         run_id=str(meta.get("run_id", "")),
         workflow=str(meta.get("workflow", "")),
@@ -37,7 +41,11 @@ def summary(meta: dict[str, Any]) -> RunSummary:
 def detail(raw: dict[bytes, bytes], secret: bytes) -> RunDetail:
     meta = decode_meta(raw)
     progress = meta.get("progress")
-    steps = [Step(step=k, state=str(v)) for k, v in progress.items()] if isinstance(progress, dict) else []
+    steps = (
+        [Step(step=k, state=str(v)) for k, v in progress.items()]
+        if isinstance(progress, dict)
+        else []
+    )
     return RunDetail(
         **summary(meta).model_dump(),
         input=_input(meta.get("input")),

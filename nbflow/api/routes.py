@@ -1,0 +1,204 @@
+"""The routes: workflows by name, runs by id, and their event streams."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from . import sse
+from .errors import ApiError
+from .models import (
+    Cancelled,
+    ErrorBody,
+    RunDetail,
+    RunList,
+    RunRequest,
+    RunResult,
+    RunStarted,
+    Status,
+    WorkflowInfo,
+    WorkflowList,
+)
+from .reader import parse_id, wait_until_ended
+from .service import Service
+
+router = APIRouter()
+
+ERRORS = {
+    400: "malformed Last-Event-ID or ?after=",
+    404: "unknown workflow or run",
+    413: "request body over the limit",
+    422: "invalid input; `error.fields` names each bad field",
+}
+STREAMS = {
+    sse.SSE: {
+        "schema": {"type": "string"},
+        "example": 'id: 1718000000000-0\nevent: run.queued\ndata: {"type":"run.queued",...}\n\n',
+    },
+    sse.NDJSON: {
+        "schema": {"type": "string"},
+        "example": '{"type":"run.queued","ts":1718000000.0,"id":"1718000000000-0",...}\n',
+    },
+}
+RunBody = Annotated[RunRequest | None, Body()]
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": ERRORS[code]} for code in codes}
+
+
+def service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+@router.get(
+    "/workflows",
+    response_model=WorkflowList,
+    tags=["workflows"],
+    summary="Servable workflows, with the JSON Schema of each one's input",
+)
+async def list_workflows(request: Request) -> WorkflowList:
+    served = await service(request).catalog.all()
+    return WorkflowList(workflows=[WorkflowInfo(**s.describe()) for s in served])
+
+
+@router.post(
+    "/workflows/{name}",
+    response_model=RunResult,
+    tags=["workflows"],
+    summary="Run a workflow: wait for its result, or stream its events",
+    description=(
+        "Waits for the run and returns `{run_id, status, output}` (202 `{run_id, status}` if "
+        "`timeout_s` passes first). With `Accept: text/event-stream` or `application/x-ndjson` it "
+        "streams the run's events instead, from its first one to its terminal one; the "
+        "`X-Nbflow-Run-Id` header names the run, for resuming at `GET /runs/{id}/events`."
+    ),
+    responses={
+        200: {"content": STREAMS, "description": "the finished run, or its event stream"},
+        202: {"model": RunStarted, "description": "still running after `timeout_s`"},
+        **errors(404, 413, 422),
+    },
+)
+async def run_workflow(
+    request: Request,
+    name: str,
+    body: RunBody = None,
+    accept: Annotated[str | None, Header()] = None,
+    timeout_s: Annotated[
+        float | None, Query(gt=0, description="stop waiting after this long")
+    ] = None,
+) -> Response | RunResult:
+    svc = service(request)
+    run_id = await svc.start(name, (body or RunRequest()).input)
+    media = sse.negotiate(accept)
+    if media is not None:
+        batches = svc.hub.follow(run_id, idle_s=request.app.state.keep_alive_s)
+        return sse.stream(batches, media, headers={"X-Nbflow-Run-Id": run_id})
+    if not await _ended(request, svc, run_id, timeout_s):
+        started = {"run_id": run_id, "status": await svc.status(run_id)}
+        return JSONResponse(RunStarted.model_validate(started).model_dump(), status_code=202)
+    return await svc.result(run_id)
+
+
+async def _ended(request: Request, svc: Service, run_id: str, timeout_s: float | None) -> bool:
+    """Wait for the run to end: False after ``timeout_s``, or as soon as the client has gone."""
+    ended = asyncio.ensure_future(wait_until_ended(svc.hub, run_id))
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({ended, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if ended.done():
+            ended.result()  # a failed read is the route's error
+            return True
+        return False
+    finally:
+        ended.cancel()
+        gone.cancel()
+
+
+async def _client_gone(request: Request) -> None:
+    # The body has been read: what the server passes on now is the client hanging up.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+@router.post(
+    "/workflows/{name}/start",
+    response_model=RunStarted,
+    status_code=202,
+    tags=["workflows"],
+    summary="Start a workflow and return at once",
+    responses=errors(404, 413, 422),
+)
+async def start_workflow(request: Request, name: str, body: RunBody = None) -> RunStarted:
+    run_id = await service(request).start(name, (body or RunRequest()).input)
+    return RunStarted(run_id=run_id, status="queued")
+
+
+@router.get("/runs", response_model=RunList, tags=["runs"], summary="Runs, newest first")
+async def list_runs(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    workflow: str | None = None,
+    status: Status | None = None,
+) -> RunList:
+    runs = await service(request).runs(limit=limit, workflow=workflow, status=status)
+    return RunList(runs=runs)
+
+
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunDetail,
+    tags=["runs"],
+    responses=errors(404),
+    summary="A run: status, output or error, timestamps, token totals, progress steps",
+)
+async def get_run(request: Request, run_id: str) -> RunDetail:
+    return await service(request).detail(run_id)
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=Cancelled,
+    tags=["runs"],
+    responses=errors(404),
+    summary="Cancel a run (a running one stops at its next component boundary)",
+)
+async def cancel_run(request: Request, run_id: str) -> Cancelled:
+    return await service(request).cancel(run_id)
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=sse.EventStreamResponse,
+    tags=["runs"],
+    summary="A run's events: full replay, then live until its terminal event",
+    description=(
+        "Server-Sent Events: `id:` is the Redis stream id, `event:` the event type, `data:` the "
+        "event as JSON. Resumes after `Last-Event-ID` (or `?after=`); `: keep-alive` comments "
+        "while idle; closes after the terminal event. `Accept: application/x-ndjson` gives one "
+        "JSON object a line instead."
+    ),
+    responses={200: {"content": STREAMS, "description": "the event stream"}, **errors(400, 404)},
+)
+async def run_events(
+    request: Request,
+    run_id: str,
+    after: Annotated[
+        str | None, Query(description="stream id to resume after; 0 replays all")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    position = last_event_id or after or "0"
+    try:
+        parse_id(position)
+    except ValueError as error:
+        raise ApiError(400, "bad_event_id", str(error)) from None
+    svc = service(request)
+    await svc.exists(run_id)
+    batches = svc.hub.follow(run_id, position, idle_s=request.app.state.keep_alive_s)
+    return sse.stream(batches, sse.negotiate(accept) or sse.SSE)

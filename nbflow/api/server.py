@@ -1,0 +1,57 @@
+"""``nbflow api``: the HTTP service under uvicorn, and the rule on where it may bind."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+from .. import constants as c
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+# Open event streams are cut after this on shutdown; their clients resume with Last-Event-ID.
+GRACEFUL_SHUTDOWN_S = 5
+
+
+def configured_token(token: str | None = None) -> str | None:
+    """``token``, else ``NBFLOW_API_TOKEN``; an empty one means no auth."""
+    value = token if token is not None else os.environ.get(c.ENV_API_TOKEN, "")
+    return value or None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(host: str, token: str | None) -> str | None:
+    """Why the server must not start on ``host``, or None."""
+    if token is None and not is_loopback(host):
+        return (
+            f"refusing to serve on {host} without a token: anyone who can reach it could start "
+            f"and cancel runs. Set {c.ENV_API_TOKEN}, or bind {DEFAULT_HOST}."
+        )
+    return None
+
+
+def serve(
+    url: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app_module: str | None = None
+) -> int:
+    import uvicorn
+
+    from ..runtime.client import Runtime
+    from .app import create_app
+
+    token = configured_token()
+    problem = refusal(host, token)
+    if problem:
+        print(f"nbflow api: {problem}", file=sys.stderr)
+        return 2
+    app = create_app(Runtime(url), app_module=app_module, token=token)
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    return 0
