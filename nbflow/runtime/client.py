@@ -5,6 +5,7 @@ Clients only write run requests and read streams; they never talk to workers.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -283,16 +284,17 @@ def _valid_id(event_id: str) -> str:
     return event_id
 
 
-def default_origin() -> dict[str, Any]:
-    """Who started a run, and from which notebook and kernel, for listings and re-attach."""
+@functools.cache
+def _process_origin(pid: int) -> tuple[tuple[str, Any], ...]:
     from ..jupyter.origin import kernel_origin
 
-    return {
-        "user": getpass.getuser(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        **kernel_origin(),
-    }
+    origin = {"user": getpass.getuser(), "host": socket.gethostname(), "pid": pid}
+    return tuple({**origin, **kernel_origin()}.items())
+
+
+def default_origin() -> dict[str, Any]:
+    """Who started a run, and from which notebook and kernel, for listings and re-attach."""
+    return dict(_process_origin(os.getpid()))
 
 
 _runtime: Runtime | None = None
