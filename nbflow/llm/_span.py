@@ -1,0 +1,174 @@
+"""The llm span of one API call, built on the same step machinery as every component.
+
+Inside a run the call is a child step of the current span: durable (a replayed
+run gets the recorded response back without calling the API) and finished
+exactly once, after the last attempt. Outside any run it is the one span of a
+new in-process run, as a component called on its own would be, so
+``nf.last_run()`` shows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import Future
+from typing import Any
+
+from nbflow import _context as ctx
+from nbflow import _events as ev
+from nbflow._component import Component
+from nbflow._local import LocalRun, set_last
+from nbflow._step import Step, _describe
+from nbflow.errors import RunCancelled
+from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given, input_preview
+
+
+def _api_call(**request: Any) -> Any:
+    raise TypeError("an llm component is called through nbflow.llm's OpenAI clients")
+
+
+class LLMComponent(Component):
+    """An API endpoint and model as a component: what names the call's steps and spans."""
+
+    kind = "llm"
+    record_content = True
+
+    @classmethod
+    def build(cls, operation: str, model: str, *, record_content: bool) -> LLMComponent:
+        hidden = (*HIDDEN_ARGS, *(() if record_content else CONTENT_ARGS))
+        comp = cls(_api_call, name=f"{operation} {model}", redact=hidden)
+        comp.record_content = record_content
+        return comp
+
+
+class _CallStep(Step):
+    """A step whose arguments are one API request.
+
+    It opens as ``Step.open`` does, minus the cache (llm components have none) and
+    the argument binding: the step key digests the request in one pass of the C
+    JSON encoder, which matters on a path taken by every call.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def open_call(cls, comp: LLMComponent, request: dict[str, Any]) -> _CallStep:
+        parent = ctx.current()
+        assert parent is not None
+        run = parent.run
+        if run.cancelled.is_set():
+            raise RunCancelled(f"run {run.run_id} was cancelled")
+        step_key = parent.child_step(comp.name, request_digest(request))
+        step = cls(
+            comp, ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key), parent.span_id
+        )
+        if run.memo is not None:
+            step.done, step.value = run.memo.lookup(step_key)
+            if step.done:
+                return step
+        step._start(request)
+        return step
+
+    def _preview(self, value: Any) -> Any:
+        # Only the request is previewed by the step; the span previews the response
+        # itself, since an SDK object's repr would carry the reply's content.
+        comp = self.comp
+        assert isinstance(comp, LLMComponent)
+        return input_preview(value, record_content=comp.record_content)
+
+    def finished_event(self, status: str, **fields: Any) -> ev.Event:
+        return self._event(status, **fields)
+
+
+def request_digest(request: dict[str, Any]) -> str:
+    """A stable digest of a request; "" when it holds values JSON cannot stand for."""
+    shown = {k: v for k, v in request.items() if given(v)}
+    try:
+        text = _ENCODER.encode(shown)
+    except (TypeError, ValueError):
+        return ""  # such calls are told apart by call order alone, as in core steps
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # messages passed back as SDK objects
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(type(value).__name__)
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+class CallSpan:
+    """A call's span, plus the one-call run around it when it was made outside any run."""
+
+    def __init__(self, step: _CallStep, local: LocalRun | None) -> None:
+        self.step = step
+        self.local = local
+        self.closed = False
+
+    @classmethod
+    def open(cls, comp: LLMComponent, request: dict[str, Any]) -> CallSpan:
+        if ctx.current() is not None:
+            return cls(_CallStep.open_call(comp, request), None)
+        ctx.install_thread_propagation()
+        local = LocalRun(comp.name)
+        set_last(local)
+        local._started(comp, (), request)
+        token = ctx.enter(ctx.Frame(local.context, None, ""))
+        try:
+            step = _CallStep.open_call(comp, request)
+        finally:
+            ctx.leave(token)
+        return cls(step, local)
+
+    @property
+    def replayed(self) -> bool:
+        return self.step.done
+
+    @property
+    def recorded(self) -> Any:
+        return self.step.value
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.step.frame.attrs
+
+    @property
+    def cancelled(self) -> bool:
+        return self.step.frame.run.cancelled.is_set()
+
+    def retried(self, attempt: int, error: BaseException, delay_s: float, **fields: Any) -> None:
+        event = ev.make(
+            ev.SPAN_RETRY,
+            span_id=self.step.frame.span_id,
+            attempt=attempt,
+            error=_describe(error),
+            error_type=type(error).__name__,
+            delay_s=round(delay_s, 4),
+            **fields,
+        )
+        self.step.frame.run.emit(event)
+
+    def succeeded(self, value: Any, attempt: int, output: Any) -> Future[None] | None:
+        """Finish ok and record ``value`` for replays; a future that is done once it is durable."""
+        self.closed = True
+        event = self.step.finished_event("ok", attempts=attempt, output=output)
+        pending = self.step.frame.run.sink.commit_step(event, self.step.frame.step, value)
+        if self.local is not None:
+            self.local._succeeded(output, ())
+        return pending
+
+    def ended(self, attempt: int, output: Any) -> None:
+        """Finish ok without recording a result (a stream the caller closed early)."""
+        self.closed = True
+        self.step.frame.run.emit(self.step.finished_event("ok", attempts=attempt, output=output))
+        if self.local is not None:
+            self.local._succeeded(output, ())
+
+    def failed(self, error: BaseException, attempt: int) -> None:
+        self.closed = True
+        self.step.failed(error, attempt)  # llm components have no retry policy: this finishes
+        if self.local is not None:
+            self.local._failed(error)

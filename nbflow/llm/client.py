@@ -1,0 +1,277 @@
+"""Drop-in OpenAI clients whose API calls are llm spans.
+
+    client = nf.openai.OpenAI()            # the SDK's own arguments, plus nbflow's
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+
+``chat.completions.create`` / ``parse``, ``responses.create`` and
+``embeddings.create`` are traced, retried, rate limited and can fall back to
+other providers; every other attribute is the SDK client's own, untouched.
+nbflow's options (keyword-only, all optional):
+
+- ``record_content=True``: prompts and replies go into spans; False keeps them out.
+- ``retry=Retry(...)``: back-off per provider. The SDK's ``max_retries`` sets its
+  ``max_retries``; the SDK itself is told not to retry, so that each retry is an
+  event in the run's log.
+- ``rate_limit=RateLimit(...)`` or ``{model: RateLimit, "*": ...}``.
+- ``fallbacks=[Provider(...), ...]``: tried in order once this provider is down.
+- ``provider_name=``: how spans name this provider (default: its host).
+
+A client can be used inside workflows shipped to workers: it travels as its
+constructor arguments and is rebuilt there (so an ``http_client`` cannot).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import openai
+
+from nbflow.errors import ConfigError
+from nbflow.llm._attrs import given
+from nbflow.llm._call import Endpoint, Settings, call_async, call_sync
+from nbflow.llm.fallback import NO_KEY, check_fallbacks, targets
+from nbflow.llm.retry import DEFAULT_MAX_RETRIES, Retry
+
+if TYPE_CHECKING:
+    from nbflow.llm.offline import OfflineServer
+
+TRACED: dict[tuple[str, ...], dict[str, Endpoint]] = {
+    ("chat", "completions"): {
+        "create": Endpoint("chat", ("chat", "completions"), "create"),
+        "parse": Endpoint("chat", ("chat", "completions"), "parse"),
+    },
+    ("responses",): {"create": Endpoint("responses", ("responses",), "create")},
+    ("embeddings",): {"create": Endpoint("embeddings", ("embeddings",), "create")},
+}
+NBFLOW_OPTIONS = ("record_content", "retry", "rate_limit", "fallbacks", "provider_name")
+CREDENTIAL_OPTIONS = ("api_key", "admin_api_key", "workload_identity", "provider")
+
+MISSING_KEY = (
+    "No OpenAI API key. Either set OPENAI_API_KEY, or pass base_url= to an "
+    "OpenAI-compatible server (Ollama, vLLM, llama.cpp, or nbflow's offline model: "
+    "run `python -m nbflow.llm.offline` and use base_url='http://127.0.0.1:8777/v1')."
+)
+
+
+class MissingCredentials(ConfigError, openai.OpenAIError):
+    """No API key and no base URL: raised when the client is made, naming both fixes."""
+
+
+class _Resource:
+    """An SDK resource with some methods traced; every other attribute is the SDK's."""
+
+    def __init__(
+        self, resource: Any, methods: dict[str, Any], children: dict[str, _Resource]
+    ) -> None:
+        self._resource = resource
+        self.__dict__.update(methods)
+        self.__dict__.update(children)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resource, name)
+
+    def __repr__(self) -> str:
+        return f"<nbflow traced {type(self._resource).__name__}>"
+
+
+class _Client:
+    _sdk_class = "OpenAI"
+    _asynchronous = False
+    _sdk: Any
+    _settings: Settings
+    _config: dict[str, Any]
+
+    def __init__(
+        self,
+        *,
+        record_content: bool = True,
+        retry: Retry | None = None,
+        rate_limit: Any = None,
+        fallbacks: Any = None,
+        provider_name: str | None = None,
+        **options: Any,
+    ) -> None:
+        nbflow_options = {
+            "record_content": record_content,
+            "retry": retry,
+            "rate_limit": rate_limit,
+            "fallbacks": fallbacks,
+            "provider_name": provider_name,
+        }
+        self._setup(dict(options), nbflow_options)
+
+    def _setup(self, options: dict[str, Any], nbflow_options: dict[str, Any]) -> None:
+        self._config = {**options, **nbflow_options}
+        retry = _retry(nbflow_options["retry"], options.pop("max_retries", None))
+        _check_credentials(options)
+        sdk = getattr(openai, self._sdk_class)(**options, max_retries=0)
+        chain = targets(
+            sdk,
+            name=nbflow_options["provider_name"],
+            rate_limit=nbflow_options["rate_limit"],
+            fallbacks=check_fallbacks(nbflow_options["fallbacks"]),
+        )
+        record_content = bool(nbflow_options["record_content"])
+        self._attach(sdk, Settings(chain, retry, record_content=record_content))
+
+    def _attach(self, sdk: Any, settings: Settings) -> None:
+        self._sdk = sdk
+        self._settings = settings
+        self.__dict__.update(self._resources(sdk))
+
+    def _resources(self, sdk: Any) -> dict[str, _Resource]:
+        completions = _Resource(sdk.chat.completions, self._methods(("chat", "completions")), {})
+        return {
+            "chat": _Resource(sdk.chat, {}, {"completions": completions}),
+            "responses": _Resource(sdk.responses, self._methods(("responses",)), {}),
+            "embeddings": _Resource(sdk.embeddings, self._methods(("embeddings",)), {}),
+        }
+
+    def _methods(self, path: tuple[str, ...]) -> dict[str, Any]:
+        return {name: self._traced(endpoint) for name, endpoint in TRACED[path].items()}
+
+    def _traced(self, endpoint: Endpoint) -> Any:
+        settings = self._settings
+        if self._asynchronous:
+
+            async def traced_async(**request: Any) -> Any:
+                return await call_async(settings, endpoint, request)
+
+            return traced_async
+
+        def traced(**request: Any) -> Any:
+            return call_sync(settings, endpoint, request)
+
+        return traced
+
+    def with_options(self, **options: Any) -> Any:
+        """A copy with some SDK or nbflow options changed, traced like this one."""
+        nbflow_options = {k: options.pop(k, self._config.get(k)) for k in NBFLOW_OPTIONS}
+        merged = {k: v for k, v in self._config.items() if k not in NBFLOW_OPTIONS}
+        clone = object.__new__(type(self))
+        clone._setup({**merged, **options}, nbflow_options)
+        return clone
+
+    copy = with_options
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_sdk", "_settings", "_config"):
+            raise AttributeError(name)
+        return getattr(self._sdk, name)
+
+    def __repr__(self) -> str:
+        return f"<nbflow traced {self._sdk_class} {self._sdk.base_url}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._config.get("http_client") is not None:
+            raise TypeError(
+                "a client made with http_client= cannot travel to a worker; "
+                "create it inside the workflow instead"
+            )
+        return (_rebuild, (type(self), self._config))
+
+
+def _rebuild(cls: type[_Client], config: dict[str, Any]) -> _Client:
+    return cls(**config)
+
+
+class OpenAI(_Client):
+    """``openai.OpenAI``, traced: each chat, Responses and embeddings call is an llm span."""
+
+    def close(self) -> None:
+        self._sdk.close()
+
+    def __enter__(self) -> OpenAI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncOpenAI(_Client):
+    """``openai.AsyncOpenAI``, traced: each chat, Responses and embeddings call is an llm span."""
+
+    _sdk_class = "AsyncOpenAI"
+    _asynchronous = True
+
+    async def close(self) -> None:
+        await self._sdk.close()
+
+    async def __aenter__(self) -> AsyncOpenAI:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _retry(retry: Retry | None, max_retries: int | None) -> Retry:
+    if retry is not None and not isinstance(retry, Retry):
+        raise ConfigError(f"retry= takes nbflow.llm.Retry(...), got {retry!r}")
+    base = retry or Retry()
+    return base if max_retries is None else replace(base, max_retries=max_retries)
+
+
+def _check_credentials(options: dict[str, Any]) -> None:
+    if any(options.get(k) is not None for k in CREDENTIAL_OPTIONS):
+        return
+    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_ADMIN_KEY"):
+        return
+    base_url = options.get("base_url")
+    if (given(base_url) and base_url) or os.environ.get("OPENAI_BASE_URL"):
+        options["api_key"] = NO_KEY  # compatible servers rarely need one; the SDK insists
+        return
+    raise MissingCredentials(MISSING_KEY)
+
+
+# --- the client demos and notebooks use ----------------------------------------------------
+_offline: OfflineServer | None = None
+_offline_lock = threading.Lock()
+
+
+def default_client(**options: Any) -> OpenAI:
+    """A traced client on ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, else on the offline model."""
+    return OpenAI(**{**_default_options(), **options})
+
+
+def default_async_client(**options: Any) -> AsyncOpenAI:
+    return AsyncOpenAI(**{**_default_options(), **options})
+
+
+def _default_options() -> Mapping[str, Any]:
+    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
+        return {}
+    return {"base_url": offline_server().base_url, "api_key": "offline"}
+
+
+def offline_server() -> OfflineServer:
+    """This process's offline model, started on first use; it says so once, on stderr."""
+    global _offline
+    with _offline_lock:
+        if _offline is None:
+            from nbflow.llm.offline import serve_offline
+
+            _offline = serve_offline()
+            print(
+                "nbflow: OPENAI_API_KEY and OPENAI_BASE_URL are not set, so LLM calls go to "
+                f"nbflow's offline model at {_offline.base_url} "
+                "(deterministic replies, no network).",
+                file=sys.stderr,
+                flush=True,
+            )
+        return _offline
+
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "AsyncOpenAI",
+    "MissingCredentials",
+    "OpenAI",
+    "default_async_client",
+    "default_client",
+    "offline_server",
+]
