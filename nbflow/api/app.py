@@ -62,7 +62,10 @@ def create_app(
     required = configured_token(token)
     app = FastAPI(title="nbflow", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.keep_alive_s = keep_alive_s
-    app.include_router(router, dependencies=[auth.require(required)] if required else [])
+    if required:
+        app.include_router(router, dependencies=[auth.require(required)], responses=auth.RESPONSES)
+    else:
+        app.include_router(router)
     errors.install(app)
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
     return app

@@ -16,7 +16,11 @@ from fastapi import Depends, params
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import ApiError
+from .models import ErrorBody
 
+RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "missing or wrong bearer token"}
+}
 _bearer = HTTPBearer(auto_error=False, description="NBFLOW_API_TOKEN of the server")
 
 

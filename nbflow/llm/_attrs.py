@@ -66,15 +66,6 @@ def request_attrs(operation: str, request: Mapping[str, Any]) -> Attrs:
     return attrs
 
 
-def input_preview(request: Mapping[str, Any], *, record_content: bool) -> Any:
-    shown = {
-        k: (v if record_content or k not in CONTENT_ARGS else REDACTED)
-        for k, v in request.items()
-        if k not in HIDDEN_ARGS and given(v)
-    }
-    return preview(shown)
-
-
 def prompt_chars(request: Mapping[str, Any]) -> int:
     """Characters of text in the prompt, for token estimates before the call."""
     return sum(_chars(request.get(arg)) for arg in CONTENT_ARGS)

@@ -38,7 +38,7 @@ from nbflow.llm._stream import (
     TracedStream,
 )
 from nbflow.llm.fallback import Target
-from nbflow.llm.ratelimit import Admission, admit, admit_async, estimate_tokens
+from nbflow.llm.ratelimit import Admission, RateLimit, admit, admit_async, estimate_tokens
 from nbflow.llm.retry import Retry, retryable
 
 WAIT_MS = "nbflow.ratelimit.wait_ms"
@@ -87,6 +87,8 @@ class Settings:
 
 
 class Call:
+    """One API call: its span, and the attempts it takes over the providers in turn."""
+
     def __init__(self, settings: Settings, endpoint: Endpoint, request: dict[str, Any]) -> None:
         self.settings = settings
         self.operation = endpoint.operation
@@ -116,18 +118,9 @@ class Call:
         request = self.request if model == self.model else {**self.request, "model": model}
         if self.stream and self.operation == "chat":
             request = self._asking_for_usage(request)
-        attrs: Attrs = {
-            "gen_ai.provider.name": target.system,
-            "nbflow.provider": target.name,
-            "gen_ai.request.model": model,
-        }
-        if target.address:
-            attrs["server.address"] = target.address
-        if target.port:
-            attrs["server.port"] = target.port
-        if target.index:
-            attrs["nbflow.fallback"] = True
-        self.span.attrs.update(attrs)
+        attrs = self.span.attrs
+        attrs.update(target.attrs)
+        attrs["gen_ai.request.model"] = model
         return self.settings.method(target, self.endpoint), request
 
     def _asking_for_usage(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +131,7 @@ class Call:
         self.hide_usage = True
         return {**request, "stream_options": {**options, "include_usage": True}}
 
-    def _limit(self) -> tuple[str, Any, int] | None:
+    def _limit(self) -> tuple[str, RateLimit, int] | None:
         target = self.target
         model = target.model_for(self.model)
         limit = target.limit(model)
@@ -202,7 +195,9 @@ class Call:
         return ResponsesFollower()
 
     def stream_finished(self, follower: Follower) -> Future[None] | None:
-        self._record(follower.attrs(), follower.first_token_at)
+        # A server that ignores stream_options sends no usage: count what came instead.
+        attrs = follower.attrs() if follower.has_usage else self._estimated(follower)
+        self._record(attrs, follower.first_token_at)
         recorded = RecordedStream(self.operation, follower.kept)
         return self.span.succeeded(recorded, self.attempt, self._stream_output(follower))
 
@@ -258,8 +253,8 @@ def call_sync(settings: Settings, endpoint: Endpoint, request: dict[str, Any]) -
         return replayed(call.span.recorded, asynchronous=False)
     while True:
         method, arguments = call.prepare()
-        call.admit()
         try:
+            call.admit()
             result = method(**arguments)
         except BaseException as error:
             delay = call.after_error(error)
@@ -281,8 +276,8 @@ async def call_async(settings: Settings, endpoint: Endpoint, request: dict[str, 
         return replayed(call.span.recorded, asynchronous=True)
     while True:
         method, arguments = call.prepare()
-        await call.admit_async()
         try:
+            await call.admit_async()
             result = await method(**arguments)
         except BaseException as error:
             delay = call.after_error(error)

@@ -20,7 +20,7 @@ from nbflow._component import Component
 from nbflow._local import LocalRun, set_last
 from nbflow._step import Step, _describe
 from nbflow.errors import RunCancelled
-from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given, input_preview
+from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given
 
 
 def _api_call(**request: Any) -> Any:
@@ -28,17 +28,18 @@ def _api_call(**request: Any) -> Any:
 
 
 class LLMComponent(Component):
-    """An API endpoint and model as a component: what names the call's steps and spans."""
+    """An API endpoint and model as a component: what names the call's steps and spans.
+
+    Its ``redact`` keeps transport options out of the recorded request, and the
+    conversation too when content is not recorded.
+    """
 
     kind = "llm"
-    record_content = True
 
     @classmethod
     def build(cls, operation: str, model: str, *, record_content: bool) -> LLMComponent:
         hidden = (*HIDDEN_ARGS, *(() if record_content else CONTENT_ARGS))
-        comp = cls(_api_call, name=f"{operation} {model}", redact=hidden)
-        comp.record_content = record_content
-        return comp
+        return cls(_api_call, name=f"{operation} {model}", redact=hidden)
 
 
 class _CallStep(Step):
@@ -69,28 +70,22 @@ class _CallStep(Step):
         step._start(request)
         return step
 
-    def _preview(self, value: Any) -> Any:
-        # Only the request is previewed by the step; the span previews the response
-        # itself, since an SDK object's repr would carry the reply's content.
-        comp = self.comp
-        assert isinstance(comp, LLMComponent)
-        return input_preview(value, record_content=comp.record_content)
-
     def finished_event(self, status: str, **fields: Any) -> ev.Event:
         return self._event(status, **fields)
 
 
 def request_digest(request: dict[str, Any]) -> str:
     """A stable digest of a request; "" when it holds values JSON cannot stand for."""
-    shown = {k: v for k, v in request.items() if given(v)}
     try:
-        text = _ENCODER.encode(shown)
+        text = _ENCODER.encode(request)
     except (TypeError, ValueError):
         return ""  # such calls are told apart by call order alone, as in core steps
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 def _plain(value: Any) -> Any:
+    if not given(value):
+        return None
     dump = getattr(value, "model_dump", None)  # messages passed back as SDK objects
     if callable(dump):
         return dump(mode="json")

@@ -1,10 +1,11 @@
 """Streams: followed chunk by chunk for the span, recorded whole for replays.
 
-The caller iterates the SDK's own chunk objects. Each is noted on the way past
-(first token time, text, finish reasons, usage); the usage-only chunk that
-nbflow asked for on the caller's behalf is not passed on. When the stream ends
-the span finishes; a stream cut short finishes it in error, with the tokens
-seen so far, and the SDK's exception reaches the caller unchanged.
+The caller iterates the SDK's own chunk objects. Each is kept on the way past
+(and the first token timed); the usage-only chunk that nbflow asked for on the
+caller's behalf is not passed on. When the stream ends the span finishes with
+what the chunks said (text, finish reasons, usage); a stream cut short
+finishes it in error, with the tokens seen so far, and the SDK's exception
+reaches the caller unchanged.
 
 What a replay gets back is the stream as the caller saw it, with runs of text
 chunks merged into one, so the memo stays small: the same text, in fewer chunks.
@@ -26,47 +27,92 @@ FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response
 
 
 class ChatFollower:
-    """What a chat completion stream has said so far."""
+    """What a chat completion stream has said so far.
+
+    Chunks are only kept on the way past (and the first token timed); they are
+    read once, when the span needs them: one tight loop costs less than the same
+    work spread between the SDK's own per-chunk parsing.
+    """
 
     operation = "chat"
 
     def __init__(self, *, hide_usage: bool) -> None:
         self.hide_usage = hide_usage
         self.kept: list[Any] = []
-        self.parts: list[str] = []
-        self.pieces = 0
         self.first_token_at: float | None = None
-        self.head: Any = None
         self.usage: Any = None
-        self.reasons: dict[int, str] = {}
-        self.tools: dict[int, list[str]] = {}
+        self._read: _ChatReading | None = None
 
     def add(self, chunk: Any) -> bool:
         """Note a chunk; False when the caller must not see it."""
-        if self.head is None:
-            self.head = chunk
+        if self.first_token_at is None and any(_is_output(c.delta) for c in chunk.choices):
+            self.first_token_at = time.perf_counter()
         if chunk.usage is not None:
             self.usage = chunk.usage
             if self.hide_usage and not chunk.choices:
                 return False
-        for choice in chunk.choices:
-            self._note(choice)
         self.kept.append(chunk)
         return True
 
-    def _note(self, choice: Any) -> None:
-        delta = choice.delta
-        if delta.content or delta.tool_calls or delta.refusal:
-            if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-            self.pieces += 1
-            if choice.index == 0:
-                if delta.content:
-                    self.parts.append(delta.content)
-                for call in delta.tool_calls or ():
-                    self._note_tool(call)
-        if choice.finish_reason:
-            self.reasons[choice.index] = choice.finish_reason
+    @property
+    def reading(self) -> _ChatReading:
+        if self._read is None or self._read.seen != len(self.kept):
+            self._read = _ChatReading(self.kept)
+        return self._read
+
+    @property
+    def pieces(self) -> int:
+        return self.reading.pieces
+
+    def attrs(self) -> Attrs:
+        head = self.kept[0] if self.kept else None
+        attrs = _head_attrs(head)
+        reasons = self.reading.reasons
+        if reasons:
+            attrs["gen_ai.response.finish_reasons"] = [reasons[i] for i in sorted(reasons)]
+        attrs.update(usage_attrs(self.usage, attrs.get("gen_ai.response.model")))
+        return attrs
+
+    def output(self) -> Any:
+        reading = self.reading
+        text = "".join(reading.parts)
+        if not reading.tools:
+            return text
+        calls = [{"name": n, "arguments": a} for n, a in reading.tools.values()]
+        return {"content": text, "tool_calls": calls}
+
+    @property
+    def has_usage(self) -> bool:
+        return self.usage is not None
+
+
+def _is_output(delta: Any) -> bool:
+    return bool(delta.content or delta.tool_calls or delta.refusal)
+
+
+class _ChatReading:
+    """Text of the first choice, tool calls, finish reasons and output pieces of some chunks."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self.seen = len(chunks)
+        self.parts: list[str] = []
+        self.pieces = 0
+        self.reasons: dict[int, str] = {}
+        self.tools: dict[int, list[str]] = {}
+        parts, reasons = self.parts, self.reasons
+        for chunk in chunks:
+            for choice in chunk.choices:
+                delta = choice.delta
+                content = delta.content
+                if content or delta.tool_calls or delta.refusal:
+                    self.pieces += 1
+                    if choice.index == 0:
+                        if content:
+                            parts.append(content)
+                        for call in delta.tool_calls or ():
+                            self._note_tool(call)
+                if choice.finish_reason:
+                    reasons[choice.index] = choice.finish_reason
 
     def _note_tool(self, call: Any) -> None:
         name_args = self.tools.setdefault(call.index, ["", ""])
@@ -74,25 +120,6 @@ class ChatFollower:
         if function is not None:
             name_args[0] += function.name or ""
             name_args[1] += function.arguments or ""
-
-    def attrs(self) -> Attrs:
-        attrs = _head_attrs(self.head)
-        if self.reasons:
-            reasons = [self.reasons[i] for i in sorted(self.reasons)]
-            attrs["gen_ai.response.finish_reasons"] = reasons
-        attrs.update(usage_attrs(self.usage, attrs.get("gen_ai.response.model")))
-        return attrs
-
-    def output(self) -> Any:
-        text = "".join(self.parts)
-        if not self.tools:
-            return text
-        calls = [{"name": n, "arguments": a} for n, a in self.tools.values()]
-        return {"content": text, "tool_calls": calls}
-
-    @property
-    def has_usage(self) -> bool:
-        return self.usage is not None
 
 
 class ResponsesFollower:

@@ -34,7 +34,8 @@ import openai
 from nbflow.errors import ConfigError
 from nbflow.llm._attrs import given
 from nbflow.llm._call import Endpoint, Settings, call_async, call_sync
-from nbflow.llm.fallback import NO_KEY, check_fallbacks, targets
+from nbflow.llm.fallback import NO_KEY, Fallbacks, check_fallbacks, targets
+from nbflow.llm.ratelimit import RateLimits
 from nbflow.llm.retry import DEFAULT_MAX_RETRIES, Retry
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class _Resource:
 
 
 class _Client:
+    """The traced client; the sync and async ones differ only in how they call and close."""
+
     _sdk_class = "OpenAI"
     _asynchronous = False
     _sdk: Any
@@ -91,8 +94,8 @@ class _Client:
         *,
         record_content: bool = True,
         retry: Retry | None = None,
-        rate_limit: Any = None,
-        fallbacks: Any = None,
+        rate_limit: RateLimits = None,
+        fallbacks: Fallbacks = None,
         provider_name: str | None = None,
         **options: Any,
     ) -> None:
@@ -107,21 +110,23 @@ class _Client:
 
     def _setup(self, options: dict[str, Any], nbflow_options: dict[str, Any]) -> None:
         self._config = {**options, **nbflow_options}
-        retry = _retry(nbflow_options["retry"], options.pop("max_retries", None))
+        max_retries = options.pop("max_retries", None)
         _check_credentials(options)
+        # The SDK must not retry on its own: each retry is nbflow's, and an event in the log.
         sdk = getattr(openai, self._sdk_class)(**options, max_retries=0)
+        self._attach(sdk, nbflow_options, max_retries)
+
+    def _attach(self, sdk: Any, nbflow_options: dict[str, Any], max_retries: int | None) -> None:
         chain = targets(
             sdk,
             name=nbflow_options["provider_name"],
             rate_limit=nbflow_options["rate_limit"],
             fallbacks=check_fallbacks(nbflow_options["fallbacks"]),
         )
+        retry = _retry(nbflow_options["retry"], max_retries)
         record_content = bool(nbflow_options["record_content"])
-        self._attach(sdk, Settings(chain, retry, record_content=record_content))
-
-    def _attach(self, sdk: Any, settings: Settings) -> None:
         self._sdk = sdk
-        self._settings = settings
+        self._settings = Settings(chain, retry, record_content=record_content)
         self.__dict__.update(self._resources(sdk))
 
     def _resources(self, sdk: Any) -> dict[str, _Resource]:
@@ -150,11 +155,15 @@ class _Client:
         return traced
 
     def with_options(self, **options: Any) -> Any:
-        """A copy with some SDK or nbflow options changed, traced like this one."""
+        """A copy with some SDK or nbflow options changed, traced like this one.
+
+        Like the SDK's own copy, it shares this client's connection pool.
+        """
         nbflow_options = {k: options.pop(k, self._config.get(k)) for k in NBFLOW_OPTIONS}
-        merged = {k: v for k, v in self._config.items() if k not in NBFLOW_OPTIONS}
+        max_retries = options.pop("max_retries", self._config.get("max_retries"))
         clone = object.__new__(type(self))
-        clone._setup({**merged, **options}, nbflow_options)
+        clone._config = {**self._config, **options, **nbflow_options, "max_retries": max_retries}
+        clone._attach(self._sdk.with_options(**options), nbflow_options, max_retries)
         return clone
 
     copy = with_options

@@ -12,8 +12,9 @@ the first provider's: a key for one host is not shared with another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +48,18 @@ class Target:
     port: int | None
     index: int = 0
 
+    @cached_property
+    def attrs(self) -> dict[str, Any]:
+        """What every span served by this provider says about it."""
+        attrs: dict[str, Any] = {"gen_ai.provider.name": self.system, "nbflow.provider": self.name}
+        if self.address:
+            attrs["server.address"] = self.address
+        if self.port:
+            attrs["server.port"] = self.port
+        if self.index:
+            attrs["nbflow.fallback"] = True
+        return attrs
+
     def model_for(self, requested: str) -> str:
         return self.model or requested
 
@@ -60,8 +73,6 @@ def targets(
     primary = _target(sdk, name=name, model=None, rate_limit=rate_limit, index=0)
     chain = [primary]
     for index, provider in enumerate(fallbacks, start=1):
-        if not isinstance(provider, Provider):
-            raise ConfigError(f"fallbacks= takes nbflow.llm.Provider objects, got {provider!r}")
         chain.append(
             _target(
                 _client_for(sdk, provider),
@@ -111,9 +122,15 @@ def _system(host: str) -> str | None:
     return None
 
 
-def check_fallbacks(value: Any) -> tuple[Provider, ...]:
+Fallbacks = Provider | Mapping[str, Any] | Iterable[Provider | Mapping[str, Any]] | None
+
+
+def check_fallbacks(value: Fallbacks) -> tuple[Provider, ...]:
+    """Providers from ``fallbacks=``: one or many, as ``Provider`` or as its keyword dicts."""
     if value is None:
         return ()
-    if isinstance(value, Provider | Mapping):
-        value = (value,)
-    return tuple(v if isinstance(v, Provider) else Provider(**v) for v in value)
+    items = (value,) if isinstance(value, Provider | Mapping) else tuple(value)
+    for item in items:
+        if not isinstance(item, Provider | Mapping):
+            raise ConfigError(f"fallbacks= takes nbflow.llm.Provider objects, got {item!r}")
+    return tuple(v if isinstance(v, Provider) else Provider(**v) for v in items)

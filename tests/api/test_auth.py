@@ -81,6 +81,7 @@ def test_docs_describe_every_route_and_stay_open(serve: Callable[..., str]) -> N
         for op in ops.values():
             assert op["summary"], path
             assert op["security"] == [{"HTTPBearer": []}]
+            assert "401" in op["responses"]
     streams = spec["paths"]["/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]
     assert {"text/event-stream", "application/x-ndjson"} <= set(streams)
     sync = spec["paths"]["/workflows/{name}"]["post"]["responses"]

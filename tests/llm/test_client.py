@@ -296,3 +296,11 @@ def test_default_client_uses_the_environment_when_it_is_set(monkeypatch, server,
     with nf.llm.default_client() as client:
         assert client.api_key == "from-env" and str(client.base_url).startswith(server.base_url)
     assert "offline model" not in capsys.readouterr().err
+
+
+def test_with_options_changes_sdk_and_nbflow_options_and_stays_traced(client) -> None:
+    quiet = client.with_options(timeout=5, record_content=False, max_retries=0)
+    assert quiet.timeout == 5 and quiet._settings.retry.max_retries == 0
+    assert quiet.chat.completions.create(model=MODEL, messages=MESSAGES).choices
+    assert llm_spans()[0].output == "[redacted]"
+    assert client._settings.record_content, "the original is unchanged"
