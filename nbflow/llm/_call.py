@@ -67,6 +67,7 @@ class Settings:
         self.targets = targets
         self.retry = retry
         self.record_content = record_content
+        self.limited = any(t.rate_limit is not None for t in targets)
         self._components: dict[tuple[str, str], LLMComponent] = {}
         self._methods: dict[tuple[int, Endpoint], Callable[..., Any]] = {}
 
@@ -132,6 +133,8 @@ class Call:
         return {**request, "stream_options": {**options, "include_usage": True}}
 
     def _limit(self) -> tuple[str, RateLimit, int] | None:
+        if not self.settings.limited:
+            return None
         target = self.target
         model = target.model_for(self.model)
         limit = target.limit(model)
@@ -191,14 +194,15 @@ class Call:
 
     def follower(self) -> Follower:
         if self.operation == "chat":
-            return ChatFollower(hide_usage=self.hide_usage)
+            logprobs = self.request.get("logprobs") is True
+            return ChatFollower(hide_usage=self.hide_usage, logprobs=logprobs)
         return ResponsesFollower()
 
     def stream_finished(self, follower: Follower) -> Future[None] | None:
         # A server that ignores stream_options sends no usage: count what came instead.
         attrs = follower.attrs() if follower.has_usage else self._estimated(follower)
         self._record(attrs, follower.first_token_at)
-        recorded = RecordedStream(self.operation, follower.kept)
+        recorded = RecordedStream(self.operation, follower.items)
         return self.span.succeeded(recorded, self.attempt, self._stream_output(follower))
 
     async def stream_finished_async(self, follower: Follower) -> None:
@@ -243,7 +247,8 @@ class Call:
 
 def replayed(value: Any, *, asynchronous: bool) -> Any:
     if isinstance(value, RecordedStream):
-        return AsyncReplayStream(value.items) if asynchronous else ReplayStream(value.items)
+        chunks = value.chunks()
+        return AsyncReplayStream(chunks) if asynchronous else ReplayStream(chunks)
     return value
 
 

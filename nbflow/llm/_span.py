@@ -53,9 +53,7 @@ class _CallStep(Step):
     __slots__ = ()
 
     @classmethod
-    def open_call(cls, comp: LLMComponent, request: dict[str, Any]) -> _CallStep:
-        parent = ctx.current()
-        assert parent is not None
+    def open_call(cls, comp: LLMComponent, request: dict[str, Any], parent: ctx.Frame) -> _CallStep:
         run = parent.run
         if run.cancelled.is_set():
             raise RunCancelled(f"run {run.run_id} was cancelled")
@@ -105,18 +103,15 @@ class CallSpan:
 
     @classmethod
     def open(cls, comp: LLMComponent, request: dict[str, Any]) -> CallSpan:
-        if ctx.current() is not None:
-            return cls(_CallStep.open_call(comp, request), None)
+        parent = ctx.current()
+        if parent is not None:
+            return cls(_CallStep.open_call(comp, request, parent), None)
         ctx.install_thread_propagation()
         local = LocalRun(comp.name)
         set_last(local)
         local._started(comp, (), request)
-        token = ctx.enter(ctx.Frame(local.context, None, ""))
-        try:
-            step = _CallStep.open_call(comp, request)
-        finally:
-            ctx.leave(token)
-        return cls(step, local)
+        root = ctx.Frame(local.context, None, "")
+        return cls(_CallStep.open_call(comp, request, root), local)
 
     @property
     def replayed(self) -> bool:

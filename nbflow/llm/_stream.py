@@ -1,20 +1,21 @@
 """Streams: followed chunk by chunk for the span, recorded whole for replays.
 
-The caller iterates the SDK's own chunk objects. Each is kept on the way past
-(and the first token timed); the usage-only chunk that nbflow asked for on the
-caller's behalf is not passed on. When the stream ends the span finishes with
-what the chunks said (text, finish reasons, usage); a stream cut short
-finishes it in error, with the tokens seen so far, and the SDK's exception
-reaches the caller unchanged.
+The caller iterates the SDK's own chunk objects. Each is noted on the way past
+(first token time, text, finish reasons, usage); the usage-only chunk that
+nbflow asked for on the caller's behalf is not passed on. When the stream ends
+the span finishes; a stream cut short finishes it in error, with the tokens
+seen so far, and the SDK's exception reaches the caller unchanged.
 
 What a replay gets back is the stream as the caller saw it, with runs of text
 chunks merged into one, so the memo stays small: the same text, in fewer chunks.
+The runs are merged as they pass, which also spares a long stream from keeping
+every chunk alive until its end.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from nbflow.llm._attrs import Attrs, output_preview, response_attrs, usage_attrs
@@ -26,93 +27,107 @@ TEXT_DELTA = "response.output_text.delta"
 FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-class ChatFollower:
-    """What a chat completion stream has said so far.
+class TextRun:
+    """Consecutive chunks that only carry text, kept as the first chunk and the texts.
 
-    Chunks are only kept on the way past (and the first token timed); they are
-    read once, when the span needs them: one tight loop costs less than the same
-    work spread between the SDK's own per-chunk parsing.
+    Streams are recorded like this as they pass, so a finished stream holds on
+    to a few chunk objects rather than one per token; a replay gets the run back
+    as one chunk with the whole text.
     """
+
+    __slots__ = ("first", "parts")
+
+    def __init__(self, first: Any, text: str) -> None:
+        self.first = first
+        self.parts = [text]
+
+    def merged(self) -> Any:
+        if len(self.parts) == 1:
+            return self.first
+        text = "".join(self.parts)
+        if getattr(self.first, "type", None) == TEXT_DELTA:  # a Responses API event
+            return self.first.model_copy(update={"delta": text})
+        choice = self.first.choices[0]
+        delta = choice.delta.model_copy(update={"content": text})
+        return self.first.model_copy(
+            update={"choices": [choice.model_copy(update={"delta": delta})]}
+        )
+
+
+class ChatFollower:
+    """What a chat completion stream has said so far."""
 
     operation = "chat"
 
-    def __init__(self, *, hide_usage: bool) -> None:
+    def __init__(self, *, hide_usage: bool, logprobs: bool = False) -> None:
         self.hide_usage = hide_usage
-        self.kept: list[Any] = []
+        self.merges = not logprobs  # chunks with log probabilities are kept one by one
+        self.items: list[Any] = []  # chunks and TextRuns, in order
+        self.parts: list[str] = []  # the first choice's text
+        self.pieces = 0
         self.first_token_at: float | None = None
+        self.head: Any = None
         self.usage: Any = None
-        self._read: _ChatReading | None = None
+        self.reasons: dict[int, str] = {}
+        self.tools: dict[int, list[str]] = {}
+        self._run: TextRun | None = None
 
     def add(self, chunk: Any) -> bool:
         """Note a chunk; False when the caller must not see it."""
-        if self.first_token_at is None and any(_is_output(c.delta) for c in chunk.choices):
-            self.first_token_at = time.perf_counter()
+        # The common chunk, one piece of the first choice's text, takes the short way:
+        # this runs for every token of every stream.
+        choices = chunk.choices
+        if len(choices) == 1 and self.head is not None and chunk.usage is None:
+            choice = choices[0]
+            delta = choice.delta
+            text = delta.content
+            if (
+                text
+                and choice.finish_reason is None
+                and choice.index == 0
+                and delta.tool_calls is None
+            ):
+                if self.first_token_at is None:
+                    self.first_token_at = time.perf_counter()
+                self.pieces += 1
+                self.parts.append(text)
+                run = self._run
+                if run is not None:
+                    run.parts.append(text)
+                elif self.merges:
+                    self._run = TextRun(chunk, text)
+                    self.items.append(self._run)
+                else:
+                    self.items.append(chunk)
+                return True
+        return self._add_other(chunk)
+
+    def _add_other(self, chunk: Any) -> bool:
+        self._run = None
+        if self.head is None:
+            self.head = chunk
         if chunk.usage is not None:
             self.usage = chunk.usage
             if self.hide_usage and not chunk.choices:
                 return False
-        self.kept.append(chunk)
+        for choice in chunk.choices:
+            self._note(choice)
+        self.items.append(chunk)
         return True
 
-    @property
-    def reading(self) -> _ChatReading:
-        if self._read is None or self._read.seen != len(self.kept):
-            self._read = _ChatReading(self.kept)
-        return self._read
-
-    @property
-    def pieces(self) -> int:
-        return self.reading.pieces
-
-    def attrs(self) -> Attrs:
-        head = self.kept[0] if self.kept else None
-        attrs = _head_attrs(head)
-        reasons = self.reading.reasons
-        if reasons:
-            attrs["gen_ai.response.finish_reasons"] = [reasons[i] for i in sorted(reasons)]
-        attrs.update(usage_attrs(self.usage, attrs.get("gen_ai.response.model")))
-        return attrs
-
-    def output(self) -> Any:
-        reading = self.reading
-        text = "".join(reading.parts)
-        if not reading.tools:
-            return text
-        calls = [{"name": n, "arguments": a} for n, a in reading.tools.values()]
-        return {"content": text, "tool_calls": calls}
-
-    @property
-    def has_usage(self) -> bool:
-        return self.usage is not None
-
-
-def _is_output(delta: Any) -> bool:
-    return bool(delta.content or delta.tool_calls or delta.refusal)
-
-
-class _ChatReading:
-    """Text of the first choice, tool calls, finish reasons and output pieces of some chunks."""
-
-    def __init__(self, chunks: list[Any]) -> None:
-        self.seen = len(chunks)
-        self.parts: list[str] = []
-        self.pieces = 0
-        self.reasons: dict[int, str] = {}
-        self.tools: dict[int, list[str]] = {}
-        parts, reasons = self.parts, self.reasons
-        for chunk in chunks:
-            for choice in chunk.choices:
-                delta = choice.delta
-                content = delta.content
-                if content or delta.tool_calls or delta.refusal:
-                    self.pieces += 1
-                    if choice.index == 0:
-                        if content:
-                            parts.append(content)
-                        for call in delta.tool_calls or ():
-                            self._note_tool(call)
-                if choice.finish_reason:
-                    reasons[choice.index] = choice.finish_reason
+    def _note(self, choice: Any) -> None:
+        delta = choice.delta
+        if delta.content or delta.tool_calls or delta.refusal:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.pieces += 1
+            if choice.index == 0:
+                if delta.content:
+                    self.parts.append(delta.content)
+                for call in delta.tool_calls or ():
+                    self._note_tool(call)
+        if choice.finish_reason:
+            self.reasons[choice.index] = choice.finish_reason
 
     def _note_tool(self, call: Any) -> None:
         name_args = self.tools.setdefault(call.index, ["", ""])
@@ -121,6 +136,26 @@ class _ChatReading:
             name_args[0] += function.name or ""
             name_args[1] += function.arguments or ""
 
+    def attrs(self) -> Attrs:
+        attrs = _head_attrs(self.head)
+        if self.reasons:
+            attrs["gen_ai.response.finish_reasons"] = [
+                self.reasons[i] for i in sorted(self.reasons)
+            ]
+        attrs.update(usage_attrs(self.usage, attrs.get("gen_ai.response.model")))
+        return attrs
+
+    def output(self) -> Any:
+        text = "".join(self.parts)
+        if not self.tools:
+            return text
+        calls = [{"name": n, "arguments": a} for n, a in self.tools.values()]
+        return {"content": text, "tool_calls": calls}
+
+    @property
+    def has_usage(self) -> bool:
+        return self.usage is not None
+
 
 class ResponsesFollower:
     """What a Responses API event stream has said so far."""
@@ -128,12 +163,13 @@ class ResponsesFollower:
     operation = "responses"
 
     def __init__(self) -> None:
-        self.kept: list[Any] = []
+        self.items: list[Any] = []  # events and TextRuns, in order
         self.parts: list[str] = []
         self.pieces = 0
         self.first_token_at: float | None = None
         self.head: Any = None
         self.final: Any = None
+        self._run: TextRun | None = None
 
     def add(self, event: Any) -> bool:
         kind = event.type
@@ -141,14 +177,25 @@ class ResponsesFollower:
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
             self.pieces += 1
-            if kind == TEXT_DELTA:
-                self.parts.append(event.delta)
-        elif kind in FINAL_EVENTS:
+        if kind == TEXT_DELTA and not event.logprobs:
+            self._add_text(event)
+            return True
+        self._run = None
+        if kind in FINAL_EVENTS:
             self.final = event.response
         elif kind == "response.created":
             self.head = event.response
-        self.kept.append(event)
+        self.items.append(event)
         return True
+
+    def _add_text(self, event: Any) -> None:
+        self.parts.append(event.delta)
+        run = self._run
+        if run is not None and _same_part(run.first, event):
+            run.parts.append(event.delta)
+        else:
+            self._run = TextRun(event, event.delta)
+            self.items.append(self._run)
 
     def attrs(self) -> Attrs:
         if self.final is not None:
@@ -163,6 +210,14 @@ class ResponsesFollower:
     @property
     def has_usage(self) -> bool:
         return getattr(self.final, "usage", None) is not None
+
+
+def _same_part(first: Any, event: Any) -> bool:
+    return bool(
+        first.item_id == event.item_id
+        and first.output_index == event.output_index
+        and first.content_index == event.content_index
+    )
 
 
 Follower = ChatFollower | ResponsesFollower
@@ -277,9 +332,11 @@ class RecordedStream:
         self.operation = operation
         self.items = items
 
+    def chunks(self) -> list[Any]:
+        return [item.merged() if isinstance(item, TextRun) else item for item in self.items]
+
     def __getstate__(self) -> dict[str, Any]:
-        # Merging happens only when the memo is written, never for in-process runs.
-        return {"operation": self.operation, "items": compact(self.operation, self.items)}
+        return {"operation": self.operation, "items": self.chunks()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.operation = state["operation"]
@@ -335,69 +392,3 @@ class AsyncReplayStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-# --- merging runs of text chunks ----------------------------------------------------------
-def compact(operation: str, items: list[Any]) -> list[Any]:
-    text_of, merge = _MERGERS[operation]
-    out: list[Any] = []
-    pending: list[tuple[Any, str]] = []  # consecutive text-only items of one choice or part
-    for item in items:
-        text = text_of(item)
-        if text is not None and pending and _same_slot(pending[0][0], item):
-            pending.append((item, text))
-            continue
-        out.extend(_merged(pending, merge))
-        pending = []
-        if text is None:
-            out.append(item)
-        else:
-            pending = [(item, text)]
-    out.extend(_merged(pending, merge))
-    return out
-
-
-def _merged(pending: list[tuple[Any, str]], merge: Callable[[Any, str], Any]) -> list[Any]:
-    if len(pending) < 2:
-        return [item for item, _ in pending]
-    return [merge(pending[0][0], "".join(text for _, text in pending))]
-
-
-def _same_slot(first: Any, item: Any) -> bool:
-    if hasattr(first, "choices"):
-        return bool(first.choices[0].index == item.choices[0].index)
-    return bool((first.item_id, first.content_index) == (item.item_id, item.content_index))
-
-
-def _chat_text(chunk: Any) -> str | None:
-    """The text of a chunk that carries text and nothing else."""
-    if chunk.usage is not None or len(chunk.choices) != 1:
-        return None
-    choice = chunk.choices[0]
-    delta = choice.delta
-    plain = delta.tool_calls is None and delta.refusal is None and delta.role is None
-    if plain and choice.finish_reason is None and choice.logprobs is None and delta.content:
-        return str(delta.content)
-    return None
-
-
-def _chat_merge(first: Any, text: str) -> Any:
-    choice = first.choices[0]
-    delta = choice.delta.model_copy(update={"content": text})
-    return first.model_copy(update={"choices": [choice.model_copy(update={"delta": delta})]})
-
-
-def _responses_text(event: Any) -> str | None:
-    if event.type == TEXT_DELTA and not getattr(event, "logprobs", None):
-        return str(event.delta)
-    return None
-
-
-def _responses_merge(first: Any, text: str) -> Any:
-    return first.model_copy(update={"delta": text})
-
-
-_MERGERS: dict[str, tuple[Callable[[Any], str | None], Callable[[Any, str], Any]]] = {
-    "chat": (_chat_text, _chat_merge),
-    "responses": (_responses_text, _responses_merge),
-}
