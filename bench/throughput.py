@@ -61,7 +61,7 @@ def nbflow_runs(bench: cm.Bench, *, workers: int, jobs: int, workflow: str, time
             bench.stop(p)
 
 
-def submissions(bench: cm.Bench, n: int) -> tuple[float, float]:
+def submissions(bench: cm.Bench, n: int) -> tuple[float, float, float]:
     import bench_apps
 
     from nbflow.runtime.client import Runtime
@@ -78,7 +78,11 @@ def submissions(bench: cm.Bench, n: int) -> tuple[float, float]:
         for _ in range(n):
             rt.start("noop", {})
         by_name = n / (time.perf_counter() - t0)
-        return by_value, by_name
+        t0 = time.perf_counter()
+        for start in range(0, n, 500):
+            rt.submit_many(bench_apps.noop, [((), {})] * min(500, n - start))
+        batched = n / (time.perf_counter() - t0)
+        return by_value, by_name, batched
     finally:
         rt.close()
         bench.flush()
@@ -206,8 +210,9 @@ def main() -> int:
             rows.append(["nbflow", "three-step runs/s", w,
                          nbflow_runs(bench, workers=w, jobs=args.steps_jobs, workflow="three_steps",
                                      timeout_s=args.timeout)])
-        by_value, by_name = submissions(bench, args.submits)
+        by_value, by_name, batched = submissions(bench, args.submits)
         rows.append(["nbflow", "submissions/s (submit)", 0, by_value])
+        rows.append(["nbflow", "submissions/s (submit_many, 500 a call)", 0, batched])
         rows.append(["nbflow", "submissions/s (start by name)", 0, by_name])
 
         peers: dict[str, dict[int, float]] = {}

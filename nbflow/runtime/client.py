@@ -44,7 +44,7 @@ class Runtime:
         self.redis: SyncRedis = sync_client(url, cluster=self.cluster)
         self.secret = secret if secret is not None else codeship.load_secret()
         self._cancel = self.redis.register_script(scripts.CANCEL)
-        self._shipped: dict[str, str] = {}
+        self._shipped: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<nbflow Runtime {self.url}>"
@@ -56,22 +56,33 @@ class Runtime:
     def submit(
         self, wf: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any], **origin: Any
     ) -> Run:
+        return self.submit_many(wf, [(args, kwargs)], **origin)[0]
+
+    def submit_many(
+        self, wf: Workflow, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **origin: Any
+    ) -> list[Run]:
+        """Start one run per ``(args, kwargs)``: code shipped once, one round trip in all."""
         code = self.ship(wf)
-        return self._enqueue(wf.name, code, args, kwargs, preview_redact=wf.redact, origin=origin)
+        requests = [self._request(wf.name, code, a, k, wf.redact, origin) for a, k in calls]
+        return self._enqueue(requests)
 
     def start(self, name: str, kwargs: dict[str, Any], **origin: Any) -> Run:
         """Start a workflow by name: deployed from a notebook, or served by ``--app`` workers."""
         deployed = self.redis.hget(c.DEPLOYED, name)
         code = deployed.decode() if deployed else ""
-        return self._enqueue(name, code, (), kwargs, preview_redact=(), origin=origin)
+        return self._enqueue([self._request(name, code, (), kwargs, (), origin)])[0]
 
     def ship(self, wf: Workflow) -> str:
-        """Store the workflow's code by value, signed and content-addressed; its digest."""
+        """Store the workflow's code by value, signed and content-addressed; its digest.
+
+        The workflow is pickled on every call so that a notebook's edits to the
+        globals it uses always reach the workers.
+        """
         blob = codeship.pack(wf, self.secret)
         digest = codeship.digest(blob)
-        if self._shipped.get(digest) is None:
+        if digest not in self._shipped:
             self.redis.set(c.CODE_KEY.format(digest=digest), blob, ex=c.RETENTION_S)
-            self._shipped[digest] = digest
+            self._shipped.add(digest)
         return digest
 
     def deploy(self, wf: Workflow) -> str:
@@ -80,39 +91,45 @@ class Runtime:
         self.redis.hset(c.DEPLOYED, wf.name, digest)
         return digest
 
-    def _enqueue(
+    def _request(
         self,
         name: str,
         code: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
-        preview_redact: tuple[str, ...],
+        redact: tuple[str, ...],
         origin: dict[str, Any],
-    ) -> Run:
+    ) -> tuple[str, dict[str, Any], ev.Event]:
         run_id = new_run_id()
-        now = time.time()
-        shown = preview({"args": list(args), "kwargs": kwargs}, redact=preview_redact)
+        shown = preview({"args": list(args), "kwargs": kwargs}, redact=redact)
         meta = {
             "run_id": run_id,
             "workflow": name,
             "status": "queued",
-            "created_at": repr(now),
+            "created_at": repr(time.time()),
             "code": code,
             "input": dumps(shown),
             "args": codeship.pack((args, kwargs), self.secret),
             **{k: str(v) for k, v in {**default_origin(), **origin}.items() if v is not None},
         }
-        queued = ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
+        return run_id, meta, ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
+
+    def _enqueue(self, requests: list[tuple[str, dict[str, Any], ev.Event]]) -> list[Run]:
+        # Metadata and the first event go before the work message, so a worker
+        # never sees a run it cannot read; a client that dies half-way leaves at
+        # worst a queued run with no work message, which it never reported accepted.
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(c.run_meta(run_id), mapping=meta)
-        pipe.xadd(c.run_log(run_id), {"e": encode_event(queued)})
-        pipe.zadd(c.RUNS_INDEX, {run_id: now})
-        pipe.xadd(c.WORK_STREAM, {"run": run_id})
+        for run_id, meta, queued in requests:
+            pipe.hset(c.run_meta(run_id), mapping=meta)
+            pipe.xadd(c.run_log(run_id), {"e": encode_event(queued)})
+            pipe.zadd(c.RUNS_INDEX, {run_id: float(meta["created_at"])})
+        for run_id, _meta, _queued in requests:
+            pipe.xadd(c.WORK_STREAM, {"run": run_id})
         pipe.execute()
-        run = Run(self, run_id)
-        set_last(run)
-        return run
+        runs = [Run(self, run_id) for run_id, _meta, _queued in requests]
+        if runs:
+            set_last(runs[-1])
+        return runs
 
     # --- reading -----------------------------------------------------------
     def attach(self, run_id: str) -> Run:

@@ -21,6 +21,28 @@ redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 return 1
 """
 
+# ACQUIRE, then the run's metadata and recorded steps, in one round trip.
+# KEYS: lease, meta, steps  ARGV: worker, lease_ms, now_s -> {code, meta pairs, step pairs}
+CLAIM = """
+local code
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  code = 0
+else
+  local status = redis.call('HGET', KEYS[2], 'status')
+  if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+    code = -1
+  else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    redis.call('HSET', KEYS[2], 'status', 'running', 'worker', ARGV[1])
+    redis.call('HSETNX', KEYS[2], 'started_at', ARGV[3])
+    redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+    code = 1
+  end
+end
+if code ~= 1 then return {code, {}, {}} end
+return {code, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+"""
+
 # KEYS: lease, meta  ARGV: worker, lease_ms -> {owned 0|1, cancel requested 0|1}
 RENEW = """
 local cancel = redis.call('HGET', KEYS[2], 'cancel_requested') == '1' and 1 or 0

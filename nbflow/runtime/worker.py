@@ -106,7 +106,7 @@ class Worker:
         self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self._slot = asyncio.Event()
-        self._acquire_script = self.redis.register_script(scripts.ACQUIRE)
+        self._claim_script = self.redis.register_script(scripts.CLAIM)
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.drain)
@@ -168,8 +168,7 @@ class Worker:
                 await self._after_redis_error(error)
                 continue
             for _stream, entries in reply or []:
-                for msg_id, fields in entries:
-                    await self.take(msg_id, fields)
+                await self.take_many(entries)
 
     async def _after_redis_error(self, error: Exception) -> None:
         if "NOGROUP" in str(error):
@@ -179,55 +178,66 @@ class Worker:
         await asyncio.sleep(0.2)
 
     async def take(self, msg_id: bytes, fields: dict[bytes, bytes]) -> None:
-        run_id = (fields.get(b"run") or b"").decode(errors="replace")
-        if not run_id or not run_id.isalnum() or len(run_id) > 64:
-            log.warning("dropping malformed work message %r: %r", msg_id, fields)
-            await self._ack(msg_id)
+        await self.take_many([(msg_id, fields)])
+
+    async def take_many(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Claim the runs of some work messages in one round trip, and start them."""
+        wanted: list[str] = []
+        pipe = self._batch()
+        for msg_id, fields in entries:
+            run_id = (fields.get(b"run") or b"").decode(errors="replace")
+            if _valid_run_id(run_id) and run_id not in self.active and run_id not in wanted:
+                # In the lease index before the lease itself: a crash in between
+                # still leaves the sweeper something to look at.
+                pipe.zadd(c.LEASES, {run_id: _now_ms() + self.options.lease_ms})
+                await pipe.script(self._claim_script, **self._claim_args(run_id))
+                wanted.append(run_id)
+            else:
+                log.warning("dropping work message %r: %r", msg_id, fields)
+            pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
+            pipe.xdel(c.WORK_STREAM, msg_id)
+        replies = await pipe.execute()
+        claims = [r for r in replies if isinstance(r, list)]
+        for run_id, (code, meta, steps) in zip(wanted, claims, strict=True):
+            if int(code) == -1:  # already finished: nothing to lease
+                await self.redis.zrem(c.LEASES, run_id)
+            self._start(run_id, int(code), _pairs(meta), _pairs(steps))
+
+    def _claim_args(self, run_id: str) -> dict[str, Any]:
+        keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id)]
+        return {"keys": keys, "args": [self.id, self.options.lease_ms, repr(time.time())]}
+
+    def _batch(self) -> _Batch:
+        return _Batch(self.redis, cluster=self.cluster)
+
+    def _start(
+        self, run_id: str, code: int, meta: dict[bytes, bytes], steps: dict[bytes, bytes]
+    ) -> None:
+        if code != 1:
             return
-        if run_id in self.active:
-            await self._ack(msg_id)
-            return
-        await self.redis.zadd(c.LEASES, {run_id: _now_ms() + self.options.lease_ms})
-        claimed = await self._acquire(run_id)
-        await self._ack(msg_id)
-        if claimed == -1:
-            await self.redis.zrem(c.LEASES, run_id)
-        if claimed != 1:
-            return
-        self.active[run_id] = Active(run_id, ctx.RunContext(run_id, self._sink(run_id), self.cache))
-        self.active[run_id].task = asyncio.create_task(self._execute(self.active[run_id]))
+        active = Active(run_id, ctx.RunContext(run_id, self._sink(run_id), self.cache))
+        self.active[run_id] = active
+        active.task = asyncio.create_task(self._execute(active, meta, steps))
 
     def _sink(self, run_id: str) -> RedisSink:
         return RedisSink(self.writer, run_id, self.id, self.secret, self.options.max_log_events)
 
-    async def _acquire(self, run_id: str) -> int:
-        result = await self._acquire_script(
-            keys=[c.run_lease(run_id), c.run_meta(run_id)],
-            args=[self.id, self.options.lease_ms, repr(time.time())],
-        )
-        return int(result)
-
-    async def _ack(self, msg_id: bytes) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
-        pipe.xdel(c.WORK_STREAM, msg_id)
-        await pipe.execute()
-
     # --- executing ----------------------------------------------------------------
-    async def _execute(self, active: Active) -> None:
+    async def _execute(
+        self, active: Active, raw: dict[bytes, bytes], steps: dict[bytes, bytes]
+    ) -> None:
         run_id = active.run_id
         try:
-            await self._execute_inner(active)
+            await self._execute_inner(active, raw, steps)
         except Exception:
             log.exception("run %s: internal error", run_id)
         finally:
             self.active.pop(run_id, None)
             self._slot.set()
-            await self.redis.zrem(c.LEASES, run_id)
 
-    async def _execute_inner(self, active: Active) -> None:
-        run_id = active.run_id
-        raw = await self.redis.hgetall(c.run_meta(run_id))
+    async def _execute_inner(
+        self, active: Active, raw: dict[bytes, bytes], steps: dict[bytes, bytes]
+    ) -> None:
         attempt = int(raw.get(b"attempts", b"1"))
         sink = active.context.sink
         sink.emit(
@@ -242,7 +252,6 @@ class Worker:
         try:
             wf = await self._load_workflow(raw)
             args, kwargs = codeship.unpack(raw.get(b"args", b""), self.secret)
-            steps = await self.redis.hgetall(c.run_steps(run_id))
         except (PayloadRejected, UnknownWorkflow) as error:
             reason = (
                 "unknown_workflow" if isinstance(error, UnknownWorkflow) else "payload_rejected"
@@ -415,6 +424,42 @@ def load_app(module_name: str) -> dict[str, Workflow]:
     if not found:
         raise NbflowError(f"module {module_name!r} defines no nbflow workflows")
     return found
+
+
+def _valid_run_id(run_id: str) -> bool:
+    return bool(run_id) and run_id.isalnum() and len(run_id) <= 64
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class _Batch:
+    """Commands for one round trip: a pipeline, or (on Cluster, whose pipelines
+    refuse scripts) the same commands awaited one after another."""
+
+    def __init__(self, redis: Any, *, cluster: bool) -> None:
+        self.cluster = cluster
+        self._redis = redis
+        self.client = None if cluster else redis.pipeline(transaction=False)
+        self._pending: list[Any] = []
+
+    async def script(self, script: Any, **call: Any) -> None:
+        if self.client is not None:
+            await script(client=self.client, **call)  # queues it, in order
+        else:
+            self._pending.append(script(**call))
+
+    def __getattr__(self, name: str) -> Any:
+        if self.client is not None:
+            return getattr(self.client, name)
+        command = getattr(self._redis, name)
+        return lambda *args, **kwargs: self._pending.append(command(*args, **kwargs))
+
+    async def execute(self) -> list[Any]:
+        if self.client is not None:
+            return list(await self.client.execute())
+        return [await awaitable for awaitable in self._pending]
 
 
 def _now_ms() -> int:

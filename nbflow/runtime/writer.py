@@ -183,6 +183,9 @@ def _account(pipe: Any, item: _Item) -> int:
     """Keep token totals and progress in the run's metadata; how many commands it sent."""
     meta = c.run_meta(item.run_id)
     sent = 0
+    if item.script == "finish":
+        pipe.zrem(c.LEASES, item.run_id)  # the run no longer needs watching
+        sent += 1
     if item.meta:
         pipe.hset(meta, mapping=item.meta)
         sent += 1

@@ -231,7 +231,7 @@ def test_code_from_another_python_version_is_refused_with_a_clear_reason(
     run.wait(timeout_s=10)
     digest = codeship.digest(forged)
     r.set(c.CODE_KEY.format(digest=digest), forged)
-    second = runtime._enqueue("pipeline", digest, (1,), {}, preview_redact=(), origin={})
+    second = runtime._enqueue([runtime._request("pipeline", digest, (1,), {}, (), {})])[0]
     with pytest.raises(nf.RunFailed) as info:
         second.result(timeout_s=10)
     assert "Python 3.99" in str(info.value)
@@ -427,3 +427,11 @@ def _worker_on(url: str) -> Any:
         "2000",
     ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_submit_many_queues_every_run_in_one_go(runtime, worker) -> None:
+    worker(concurrency=8)
+    runs = pipeline.submit_many([(i,) for i in range(20)] + [{"x": 100}])
+    assert len({r.id for r in runs}) == 21
+    assert [r.result(timeout_s=20) for r in runs] == [4 * i + 1 for i in range(20)] + [401]
+    assert nf.last_run().id == runs[-1].id
