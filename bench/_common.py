@@ -145,10 +145,11 @@ class Bench:
         path = Path(self.home) / f"proc-{self.procs.index(proc)}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
-    def nbflow_workers(self, n: int, *, concurrency: int = 8, lease_ms: int | None = None,
+    def nbflow_workers(self, n: int, *, concurrency: int | None = None, lease_ms: int | None = None,
                        app: str = "bench_apps") -> list[subprocess.Popen[bytes]]:
-        argv = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", self.url,
-                "--concurrency", str(concurrency), "--app", app]
+        argv = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", self.url, "--app", app]
+        if concurrency is not None:  # else nbflow's default
+            argv += ["--concurrency", str(concurrency)]
         if lease_ms is not None:
             argv += ["--lease-ms", str(lease_ms)]
         procs = [self.spawn(argv) for _ in range(n)]

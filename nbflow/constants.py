@@ -51,7 +51,7 @@ SWEEP_LOCK_MS = 5_000
 RECLAIM_IDLE_MS = 10_000  # work messages claimed by a dead consumer
 MAX_RESTARTS = 3
 DRAIN_TIMEOUT_S = 30.0
-WORKER_CONCURRENCY = 8
+WORKER_CONCURRENCY = 32  # runs at once per worker; agent runs mostly wait on I/O
 EMBEDDED_WORKERS = 2
 
 # Inputs and outputs recorded in spans are cut past this many characters.

@@ -8,6 +8,7 @@ tells the sweepers (one in every worker) which runs lost their worker.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import importlib
 import logging
 import os
@@ -106,6 +107,8 @@ class Worker:
         self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self._slot = asyncio.Event()
+        # One thread per run slot, so sync workflows never queue behind each other.
+        self.threads = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="nbflow-run")
         self._claim_script = self.redis.register_script(scripts.CLAIM)
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -125,6 +128,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.stop()
+            self.threads.shutdown(wait=False, cancel_futures=True)
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=2.0)
@@ -268,7 +272,7 @@ class Worker:
                 value = await active.inner
             else:
                 value = await self.loop.run_in_executor(
-                    None, _call_sync, active.context, wf, args, kwargs
+                    self.threads, _call_sync, active.context, wf, args, kwargs
                 )
         except (RunCancelled, asyncio.CancelledError) as error:
             await self._stopped(active, error)
