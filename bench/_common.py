@@ -88,13 +88,24 @@ class Bench:
         node_dir = Path(self.home) / "tcp-node"
         node_dir.mkdir()
         config = node_dir / "valkey.conf"
-        embedded.write_config(config, {
-            "port": str(port), "bind": "127.0.0.1", "dir": str(node_dir), "save": "",
-            "appendonly": "no", "logfile": str(node_dir / "valkey.log"),
-        })
-        self.node = subprocess.Popen([str(embedded.valkey_binary()), str(config)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        embedded.write_config(
+            config,
+            {
+                "port": str(port),
+                "bind": "127.0.0.1",
+                "dir": str(node_dir),
+                "save": "",
+                "appendonly": "no",
+                "logfile": str(node_dir / "valkey.log"),
+            },
+        )
+        self.node = subprocess.Popen(
+            [str(embedded.valkey_binary()), str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -125,7 +136,7 @@ class Bench:
                     from nbflow.runtime import embedded
 
                     embedded.stop_server(self.home)
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:
                     print(f"warning: stopping the embedded server: {error}", file=sys.stderr)
             shutil.rmtree(self.home, ignore_errors=True)
 
@@ -133,9 +144,15 @@ class Bench:
     def spawn(self, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         assert self.home is not None
         log = open(Path(self.home) / f"proc-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(argv, env=child_env(NBFLOW_HOME=self.home, **env), cwd=str(BENCH_DIR),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=child_env(NBFLOW_HOME=self.home, **env),
+            cwd=str(BENCH_DIR),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.procs.append(proc)
         return proc
@@ -145,8 +162,14 @@ class Bench:
         path = Path(self.home) / f"proc-{self.procs.index(proc)}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
-    def nbflow_workers(self, n: int, *, concurrency: int | None = None, lease_ms: int | None = None,
-                       app: str = "bench_apps") -> list[subprocess.Popen[bytes]]:
+    def nbflow_workers(
+        self,
+        n: int,
+        *,
+        concurrency: int | None = None,
+        lease_ms: int | None = None,
+        app: str = "bench_apps",
+    ) -> list[subprocess.Popen[bytes]]:
         argv = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", self.url, "--app", app]
         if concurrency is not None:  # else nbflow's default
             argv += ["--concurrency", str(concurrency)]
@@ -156,7 +179,9 @@ class Bench:
         self.wait_nbflow_workers(n, procs)
         return procs
 
-    def wait_nbflow_workers(self, n: int, procs: list[subprocess.Popen[bytes]], timeout_s: float = 30) -> None:
+    def wait_nbflow_workers(
+        self, n: int, procs: list[subprocess.Popen[bytes]], timeout_s: float = 30
+    ) -> None:
         from nbflow import constants as c
 
         r = redis.Redis.from_url(self.url)
@@ -166,7 +191,9 @@ class Bench:
             while time.monotonic() < deadline:
                 for p in procs:
                     if p.poll() is not None:
-                        raise RuntimeError(f"worker {p.pid} exited {p.returncode}:\n{self.log_of(p)}")
+                        raise RuntimeError(
+                            f"worker {p.pid} exited {p.returncode}:\n{self.log_of(p)}"
+                        )
                 live = {w.decode().split(":")[1] for w in r.zrange(c.WORKERS, 0, -1)}
                 if len(pids & live) >= n:
                     return
@@ -222,12 +249,19 @@ def median(values: list[float]) -> float:
 def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     cells = [[_fmt(v) for v in row] for row in rows]
     numeric = [all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(header))]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)
+    ]
     print(f"\n{title}")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                v.rjust(w) if numeric[i] else v.ljust(w)
+                for i, (v, w) in enumerate(zip(row, widths))
+            )
+        )
     sys.stdout.flush()
 
 

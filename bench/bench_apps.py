@@ -103,8 +103,12 @@ if PEER_URL:
         from celery import Celery
 
         celery_app = Celery("bench_apps", broker=PEER_URL, backend=PEER_URL)
-        celery_app.conf.update(worker_prefetch_multiplier=8, task_acks_late=False,
-                               worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+        celery_app.conf.update(
+            worker_prefetch_multiplier=8,
+            task_acks_late=False,
+            worker_hijack_root_logger=False,
+            broker_connection_retry_on_startup=True,
+        )
 
         @celery_app.task(name="celery_noop")
         def celery_noop() -> int:

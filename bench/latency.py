@@ -113,18 +113,38 @@ def main() -> int:
         by_events, client_seen = submit_to_start(bench, args.runs)
         emits = emit_to_reader(bench, args.emits)
     rows = [
-        ["raw floor: XADD -> blocked XREADGROUP wake", len(floor), cm.pct(floor, 50), cm.pct(floor, 99)],
-        ["submit-to-start (run.queued ts -> run.started ts)", len(by_events), cm.pct(by_events, 50),
-         cm.pct(by_events, 99)],
-        ["submit-to-start seen by client (submit -> run.started read)", len(client_seen),
-         cm.pct(client_seen, 50), cm.pct(client_seen, 99)],
-        ["emit-to-reader (nf.emit -> run.events() yields it)", len(emits), cm.pct(emits, 50), cm.pct(emits, 99)],
+        [
+            "raw floor: XADD -> blocked XREADGROUP wake",
+            len(floor),
+            cm.pct(floor, 50),
+            cm.pct(floor, 99),
+        ],
+        [
+            "submit-to-start (run.queued ts -> run.started ts)",
+            len(by_events),
+            cm.pct(by_events, 50),
+            cm.pct(by_events, 99),
+        ],
+        [
+            "submit-to-start seen by client (submit -> run.started read)",
+            len(client_seen),
+            cm.pct(client_seen, 50),
+            cm.pct(client_seen, 99),
+        ],
+        [
+            "emit-to-reader (nf.emit -> run.events() yields it)",
+            len(emits),
+            cm.pct(emits, 50),
+            cm.pct(emits, 99),
+        ],
     ]
     cm.table("Latency (ms)", ["figure", "n", "p50", "p99"], rows)
     f50 = cm.pct(floor, 50)
     s50, s99 = cm.pct(by_events, 50), cm.pct(by_events, 99)
-    print(f"\ngoal p50 within 2x floor ({2 * f50:.2f} ms): submit-to-start {'met' if s50 <= 2 * f50 else 'NOT met'} "
-          f"({s50 / f50:.1f}x floor); p99 under 2 ms: {'met' if s99 < 2 else 'NOT met'}")
+    print(
+        f"\ngoal p50 within 2x floor ({2 * f50:.2f} ms): submit-to-start {'met' if s50 <= 2 * f50 else 'NOT met'} "
+        f"({s50 / f50:.1f}x floor); p99 under 2 ms: {'met' if s99 < 2 else 'NOT met'}"
+    )
     return 0
 
 

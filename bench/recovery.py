@@ -70,7 +70,9 @@ def not_robbed(bench: cm.Bench, block_s: float) -> list[list[object]]:
     try:
         runs = {
             f"sync step time.sleep({block_s:g})": rt.submit(bench_apps.long_step, (block_s,), {}),
-            f"async workflow time.sleep({block_s:g})": rt.submit(bench_apps.async_blocking, (block_s,), {}),
+            f"async workflow time.sleep({block_s:g})": rt.submit(
+                bench_apps.async_blocking, (block_s,), {}
+            ),
         }
         t0 = time.monotonic()
         for label, run in runs.items():
@@ -78,8 +80,16 @@ def not_robbed(bench: cm.Bench, block_s: float) -> list[list[object]]:
             events = list(run.events(follow=False))
             restarts = sum(e["type"] == "run.restarted" for e in events)
             starts = sum(e["type"] == "run.started" for e in events)
-            rows.append([label, status, starts, restarts, time.monotonic() - t0,
-                         "yes" if restarts == 0 and starts == 1 and status == "succeeded" else "NO"])
+            rows.append(
+                [
+                    label,
+                    status,
+                    starts,
+                    restarts,
+                    time.monotonic() - t0,
+                    "yes" if restarts == 0 and starts == 1 and status == "succeeded" else "NO",
+                ]
+            )
     finally:
         rt.close()
         for p in procs:
@@ -95,15 +105,22 @@ def main() -> int:
     from nbflow import constants as c
 
     print(f"nbflow recovery benchmark: {cm.machine()}")
-    print(f"defaults: lease {c.LEASE_MS} ms, heartbeat {c.HEARTBEAT_MS} ms, sweep {c.SWEEP_INTERVAL_MS} ms")
+    print(
+        f"defaults: lease {c.LEASE_MS} ms, heartbeat {c.HEARTBEAT_MS} ms, sweep {c.SWEEP_INTERVAL_MS} ms"
+    )
     with cm.Bench(url=args.redis) as bench:
         restarted, resumed, status = kill_and_resume(bench)
         rows = not_robbed(bench, args.block_s)
-    cm.table("Recovery after kill -9 of the worker holding the run (s)",
-             ["kill -> run.restarted", "kill -> run.started elsewhere", "final status", "goal < 10 s"],
-             [[restarted, resumed, status, "met" if resumed < 10 else "NOT met"]])
-    cm.table("Live worker blocked in a long step keeps its run",
-             ["run", "status", "run.started", "run.restarted", "done after s", "not robbed"], rows)
+    cm.table(
+        "Recovery after kill -9 of the worker holding the run (s)",
+        ["kill -> run.restarted", "kill -> run.started elsewhere", "final status", "goal < 10 s"],
+        [[restarted, resumed, status, "met" if resumed < 10 else "NOT met"]],
+    )
+    cm.table(
+        "Live worker blocked in a long step keeps its run",
+        ["run", "status", "run.started", "run.restarted", "done after s", "not robbed"],
+        rows,
+    )
     return 0
 
 

@@ -55,16 +55,20 @@ def main() -> int:
         again = fresh.attach(run.id).trace().spans
         untraced_s = time.perf_counter() - t0
         fresh.close()
-    cm.table("Replay of a finished run", ["figure", "value"], [
-        ["run status", status],
-        ["events in the log", length],
-        ["build: submit -> terminal (s)", build_s],
-        ["attach + read all events (s, under tracemalloc)", read_s],
-        ["attach + read + fold to spans (s, under tracemalloc)", fold_s],
-        ["attach + read + fold to spans (s, no tracemalloc)", untraced_s],
-        ["peak Python memory of read + fold (MiB)", peak / 2**20],
-        ["spans rows", len(spans)],
-    ])
+    cm.table(
+        "Replay of a finished run",
+        ["figure", "value"],
+        [
+            ["run status", status],
+            ["events in the log", length],
+            ["build: submit -> terminal (s)", build_s],
+            ["attach + read all events (s, under tracemalloc)", read_s],
+            ["attach + read + fold to spans (s, under tracemalloc)", fold_s],
+            ["attach + read + fold to spans (s, no tracemalloc)", untraced_s],
+            ["peak Python memory of read + fold (MiB)", peak / 2**20],
+            ["spans rows", len(spans)],
+        ],
+    )
     assert len(again) == len(spans)
     return 0
 

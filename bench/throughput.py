@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import importlib
 import shutil
-import subprocess
 import sys
 import time
 from typing import Any
@@ -32,7 +31,9 @@ import _common as cm
 import redis
 
 
-def nbflow_runs(bench: cm.Bench, *, workers: int, jobs: int, workflow: str, timeout_s: float) -> float:
+def nbflow_runs(
+    bench: cm.Bench, *, workers: int, jobs: int, workflow: str, timeout_s: float
+) -> float:
     import bench_apps
 
     from nbflow.runtime.client import Runtime
@@ -52,8 +53,11 @@ def nbflow_runs(bench: cm.Bench, *, workers: int, jobs: int, workflow: str, time
                 raise RuntimeError(f"{run.id} ended {status}")
         elapsed = time.perf_counter() - t0
         events = sum(rt.redis.xlen(f"nbflow:{{{r.id}}}:log") for r in runs[:5]) / 5
-        print(f"  nbflow {workflow} x{workers}: {jobs} runs in {elapsed:.2f} s "
-              f"(~{events:.0f} events kept per run)", flush=True)
+        print(
+            f"  nbflow {workflow} x{workers}: {jobs} runs in {elapsed:.2f} s "
+            f"(~{events:.0f} events kept per run)",
+            flush=True,
+        )
         return jobs / elapsed
     finally:
         rt.close()
@@ -93,9 +97,15 @@ def submissions(bench: cm.Bench, n: int) -> tuple[float, float, float]:
 
 def taskiq_runs(bench: cm.Bench, *, workers: int, jobs: int, timeout_s: float) -> float:
     bench.flush()
-    exe = shutil.which("taskiq") or str(__import__("pathlib").Path(sys.executable).with_name("taskiq"))
-    procs = [bench.spawn([exe, "worker", "bench_apps:taskiq_broker", "--workers", "1"],
-                         BENCH_PEER_URL=bench.url) for _ in range(workers)]
+    exe = shutil.which("taskiq") or str(
+        __import__("pathlib").Path(sys.executable).with_name("taskiq")
+    )
+    procs = [
+        bench.spawn(
+            [exe, "worker", "bench_apps:taskiq_broker", "--workers", "1"], BENCH_PEER_URL=bench.url
+        )
+        for _ in range(workers)
+    ]
     try:
         apps = _peer_module(bench.url)
 
@@ -124,9 +134,26 @@ def taskiq_runs(bench: cm.Bench, *, workers: int, jobs: int, timeout_s: float) -
 
 def celery_runs(bench: cm.Bench, *, workers: int, jobs: int, timeout_s: float) -> float:
     bench.flush()
-    argv = [sys.executable, "-m", "celery", "-A", "bench_apps:celery_app", "worker", "-P", "solo",
-            "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"]
-    procs = [bench.spawn(argv + ["-n", f"w{i}@%h"], BENCH_PEER_URL=bench.url) for i in range(workers)]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench_apps:celery_app",
+        "worker",
+        "-P",
+        "solo",
+        "-c",
+        "1",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "warning",
+    ]
+    procs = [
+        bench.spawn(argv + ["-n", f"w{i}@%h"], BENCH_PEER_URL=bench.url) for i in range(workers)
+    ]
     try:
         apps = _peer_module(bench.url)
         apps.celery_noop.delay().get(timeout=30)
@@ -145,7 +172,17 @@ def rq_runs(bench: cm.Bench, *, workers: int, jobs: int, timeout_s: float) -> fl
     from rq import Queue
 
     bench.flush()
-    argv = [sys.executable, "-m", "rq.cli", "worker", "-u", bench.url, "-w", "rq.worker.SimpleWorker", "-q"]
+    argv = [
+        sys.executable,
+        "-m",
+        "rq.cli",
+        "worker",
+        "-u",
+        bench.url,
+        "-w",
+        "rq.worker.SimpleWorker",
+        "-q",
+    ]
     procs = [bench.spawn(argv, BENCH_PEER_URL=bench.url) for _ in range(workers)]
     conn = redis.Redis.from_url(bench.url)
     try:
@@ -204,12 +241,31 @@ def main() -> int:
     with cm.Bench(url=args.redis, tcp=True) as bench:
         print(f"server: {bench.url}")
         for w in (1, 2):
-            rows.append(["nbflow", "one-step runs/s", w,
-                         nbflow_runs(bench, workers=w, jobs=args.jobs, workflow="noop", timeout_s=args.timeout)])
+            rows.append(
+                [
+                    "nbflow",
+                    "one-step runs/s",
+                    w,
+                    nbflow_runs(
+                        bench, workers=w, jobs=args.jobs, workflow="noop", timeout_s=args.timeout
+                    ),
+                ]
+            )
         for w in (1, 2):
-            rows.append(["nbflow", "three-step runs/s", w,
-                         nbflow_runs(bench, workers=w, jobs=args.steps_jobs, workflow="three_steps",
-                                     timeout_s=args.timeout)])
+            rows.append(
+                [
+                    "nbflow",
+                    "three-step runs/s",
+                    w,
+                    nbflow_runs(
+                        bench,
+                        workers=w,
+                        jobs=args.steps_jobs,
+                        workflow="three_steps",
+                        timeout_s=args.timeout,
+                    ),
+                ]
+            )
         by_value, by_name, batched = submissions(bench, args.submits)
         rows.append(["nbflow", "submissions/s (submit)", 0, by_value])
         rows.append(["nbflow", "submissions/s (submit_many, 500 a call)", 0, batched])
@@ -218,8 +274,11 @@ def main() -> int:
         peers: dict[str, dict[int, float]] = {}
         skipped: list[str] = []
         if not args.no_peers:
-            for name, fn, module in (("taskiq", taskiq_runs, "taskiq_redis"), ("celery", celery_runs, "celery"),
-                                     ("rq", rq_runs, "rq")):
+            for name, fn, module in (
+                ("taskiq", taskiq_runs, "taskiq_redis"),
+                ("celery", celery_runs, "celery"),
+                ("rq", rq_runs, "rq"),
+            ):
                 try:
                     importlib.import_module(module)
                 except ImportError as error:
@@ -228,7 +287,7 @@ def main() -> int:
                 for w in (1, 2):
                     try:
                         rate = fn(bench, workers=w, jobs=args.jobs, timeout_s=args.timeout)
-                    except Exception as error:  # noqa: BLE001
+                    except Exception as error:
                         skipped.append(f"{name} x{w}: skipped: {type(error).__name__}: {error}")
                         continue
                     print(f"  {name} x{w}: {rate:,.0f} jobs/s", flush=True)
@@ -242,14 +301,30 @@ def main() -> int:
     if peers:
         ratio_rows = []
         for w in (1, 2):
-            best = max(((rates[w], name) for name, rates in peers.items() if w in rates), default=None)
+            best = max(
+                ((rates[w], name) for name, rates in peers.items() if w in rates), default=None
+            )
             if best:
-                ratio_rows.append([w, best[1], best[0], nb[w], nb[w] / best[0], "yes" if nb[w] >= 2 * best[0] else "NO"])
-        cm.table("nbflow / best peer (one-step)", ["workers", "best peer", "peer/s", "nbflow/s", "ratio", ">=2x"],
-                 ratio_rows)
+                ratio_rows.append(
+                    [
+                        w,
+                        best[1],
+                        best[0],
+                        nb[w],
+                        nb[w] / best[0],
+                        "yes" if nb[w] >= 2 * best[0] else "NO",
+                    ]
+                )
+        cm.table(
+            "nbflow / best peer (one-step)",
+            ["workers", "best peer", "peer/s", "nbflow/s", "ratio", ">=2x"],
+            ratio_rows,
+        )
     subs = [r[3] for r in rows if r[1].startswith("submissions")]
-    print(f"\nsubmissions goal (>= 5,000/s on one connection): "
-          f"{'met' if min(subs) >= 5000 else 'NOT met'} ({min(subs):,.0f}/s slowest)")
+    print(
+        f"\nsubmissions goal (>= 5,000/s on one connection): "
+        f"{'met' if min(subs) >= 5000 else 'NOT met'} ({min(subs):,.0f}/s slowest)"
+    )
     return 0
 
 

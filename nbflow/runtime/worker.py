@@ -8,7 +8,6 @@ tells the sweepers (one in every worker) which runs lost their worker.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import importlib
 import logging
 import os
@@ -17,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
