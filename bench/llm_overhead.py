@@ -9,16 +9,12 @@ drift falls on both alike. Time to first token is measured to the first chunk
 that carries text.
 
 The offline model runs in its own process, as a provider would, so that its
-work does not share this process's GIL with the clients being measured. Its
-listening socket is made with ``IPPROTO_TCP`` so that asyncio turns on
-TCP_NODELAY for its connections; the socket ``serve_offline`` makes today
-leaves that off, and every keep-alive response then waits ~40 ms for a delayed
-ACK, which would hide any client-side cost (``--as-served`` keeps it).
+work does not share this process's GIL with the clients being measured.
 
 A streamed call through nbflow asks for usage (``stream_options``), which the
 bare call does not: the third column shows what that alone costs the bare SDK.
 
-    python bench/llm_overhead.py [--calls 1000] [--as-served]
+    python bench/llm_overhead.py [--calls 1000]
 """
 
 from __future__ import annotations
@@ -43,31 +39,10 @@ MODEL = "gpt-4o-mini"
 GOAL = 0.05  # added time per call, as a fraction of the bare SDK's
 START_TIMEOUT_S = 30.0
 
-# Run in the server process: the offline model's CLI, listening on an IPPROTO_TCP socket.
-NODELAY_SERVER = """
-import socket, sys
-
-def create_server(address, *, family=socket.AF_INET, **options):
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(options.get("backlog") or 128)
-    return sock
-
-socket.create_server = create_server
-from nbflow.llm.offline import main
-sys.exit(main(["--port", "0"]))
-"""
-
-
 @contextmanager
-def offline_model(*, as_served: bool) -> Iterator[str]:
+def offline_model() -> Iterator[str]:
     """Start the offline model in its own process; its base URL."""
-    code = (
-        "from nbflow.llm.offline import main; main(['--port', '0'])"
-        if as_served
-        else NODELAY_SERVER
-    )
+    code = "from nbflow.llm.offline import main; main(['--port', '0'])"
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
         with log.open("wb") as out:
@@ -170,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--calls", type=int, default=1000, help="calls per client, plain and streamed"
     )
-    parser.add_argument("--as-served", action="store_true", help="keep the server's Nagle delays")
     args = parser.parse_args(argv)
-    with offline_model(as_served=args.as_served) as base_url:
+    with offline_model() as base_url:
         bare = openai.OpenAI(base_url=base_url, api_key="offline", max_retries=0)
         traced = nf.openai.OpenAI(base_url=base_url, api_key="offline")
         warm = {"bare": lambda i: plain(bare, i), "nbflow": lambda i: plain(traced, i)}

@@ -37,6 +37,7 @@ class RunContext:
     sink: Sink
     cache: CacheStore
     memo: Memo | None = None
+    redis: Any = None  # the runtime's Redis on a worker, for state shared across workers
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def emit(self, event: Event) -> None:

@@ -53,6 +53,17 @@ class LocalRun:
     def __repr__(self) -> str:
         return f"<nbflow run {self.id} {self.workflow!r} {self._status} (in-process)>"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .jupyter.display import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def watch(self) -> Any:
+        """Show this run live in the notebook: its whole history, then updates until it ends."""
+        from .jupyter.view import watch
+
+        return watch(self)
+
     def status(self) -> str:
         return self._status
 
@@ -89,9 +100,11 @@ class LocalRun:
             )
         )
 
-    def _succeeded(self, value: Any, redact: tuple[str, ...]) -> None:
+    def _succeeded(self, value: Any, redact: tuple[str, ...], *, shown: Any = None) -> None:
+        """``shown`` replaces the value's preview in the log (e.g. content kept out)."""
         self._value, self._status = value, "succeeded"
-        self.sink.emit(ev.make(ev.RUN_SUCCEEDED, output=preview(value, redact=redact)))
+        output = preview(value, redact=redact) if shown is None else shown
+        self.sink.emit(ev.make(ev.RUN_SUCCEEDED, output=output))
         self._done.set()
 
     def _failed(self, error: BaseException) -> None:

@@ -147,7 +147,7 @@ class CallSpan:
         event = self.step.finished_event("ok", attempts=attempt, output=output)
         pending = self.step.frame.run.sink.commit_step(event, self.step.frame.step, value)
         if self.local is not None:
-            self.local._succeeded(output, ())
+            self.local._succeeded(value, (), shown=output)
         return pending
 
     def ended(self, attempt: int, output: Any) -> None:

@@ -387,7 +387,12 @@ def _prepare(
     model = OfflineModel(latency_s=latency_s, token_interval_s=token_interval_s)
     # Binding before uvicorn starts is what makes port=0 work: the port is known at once.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
+    # Named TCP explicitly: asyncio turns TCP_NODELAY on only for sockets whose
+    # protocol is IPPROTO_TCP, and without it every keep-alive reply waits ~40 ms.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
     # A background server must not reconfigure the host process's logging.
     quiet = {} if foreground else {"log_config": None, "log_level": None}
     config = uvicorn.Config(
