@@ -194,9 +194,8 @@ def current_limiter() -> LocalLimiter | RedisLimiter:
 
 def _runtime_redis() -> Any:
     frame = ctx.current()
-    if frame is not None:
-        if frame.run.redis is not None:  # on a worker: share its connection
-            return frame.run.redis
+    if frame is not None and frame.run.redis is not None:  # on a worker: share its connection
+        return frame.run.redis
     client = sys.modules.get("nbflow.runtime.client")  # not imported: no runtime connected
     runtime = getattr(client, "_runtime", None)
     return None if runtime is None else runtime.redis
