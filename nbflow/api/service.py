@@ -6,13 +6,12 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aredis
 from anyio import to_thread
 
 from .. import constants as c
 from .._workflow import Workflow
 from ..runtime.client import Run, Runtime
-from ..runtime.connection import AsyncRedis, _strip_cluster
+from ..runtime.connection import AsyncRedis, async_client
 from ..runtime.protocol import decode_meta
 from . import views
 from .catalog import Catalog
@@ -100,8 +99,7 @@ class Service:
 
 
 def api_client(url: str, *, cluster: bool) -> AsyncRedis:
-    factory = aredis.RedisCluster if cluster else aredis.Redis
-    return factory.from_url(_strip_cluster(url), max_connections=MAX_CONNECTIONS)
+    return async_client(url, cluster=cluster, max_connections=MAX_CONNECTIONS)
 
 
 def _matches(meta: dict[str, Any], wanted: dict[str, str]) -> bool:

@@ -184,6 +184,17 @@ class Run:
     def __repr__(self) -> str:
         return f"<nbflow run {self.id}>"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ..jupyter.display import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def watch(self) -> Any:
+        """Show this run live in the notebook: its whole history, then updates until it ends."""
+        from ..jupyter.view import watch
+
+        return watch(self)
+
     @property
     def _r(self) -> SyncRedis:
         return self.runtime.redis

@@ -49,8 +49,9 @@ def sync_client(url: str, *, cluster: bool | None = None) -> SyncRedis:
     return redis.Redis.from_url(clean, health_check_interval=30)
 
 
-def async_client(url: str, *, cluster: bool) -> AsyncRedis:
+def async_client(url: str, *, cluster: bool, **options: Any) -> AsyncRedis:
+    """``options`` go to redis-py (e.g. ``max_connections``: one per blocked reader)."""
     clean = _strip_cluster(url)
     if cluster:
-        return aredis.RedisCluster.from_url(clean)
-    return aredis.Redis.from_url(clean)
+        return aredis.RedisCluster.from_url(clean, **options)
+    return aredis.Redis.from_url(clean, **options)

@@ -219,7 +219,9 @@ class Worker:
     ) -> None:
         if code != 1:
             return
-        active = Active(run_id, ctx.RunContext(run_id, self._sink(run_id), self.cache, redis=self.sync))
+        active = Active(
+            run_id, ctx.RunContext(run_id, self._sink(run_id), self.cache, redis=self.sync)
+        )
         self.active[run_id] = active
         active.task = asyncio.create_task(self._execute(active, meta, steps))
 
