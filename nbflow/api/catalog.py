@@ -31,6 +31,7 @@ class Served:
     source: str  # "app" or "deployed"
     input: InputModel
     problem: str = ""  # why a deployed workflow's code could not be read here
+    workflow: Workflow | None = None  # an --app workflow, shipped with each run
 
     def describe(self) -> dict[str, Any]:
         info = {
@@ -43,7 +44,8 @@ class Served:
 
 
 def served_from(name: str, wf: Workflow, source: str) -> Served:
-    return Served(name, wf.description, source, input_model(name, wf.fn))
+    shipped = wf if source == "app" else None
+    return Served(name, wf.description, source, input_model(name, wf.fn), workflow=shipped)
 
 
 class Catalog:

@@ -46,7 +46,12 @@ class Service:
         """Validate ``data`` and start a run; nothing is written unless both succeed."""
         served = await self.catalog.get(name)
         kwargs = served.input.validate(data)
-        start = functools.partial(self.runtime.start, name, kwargs, via="api")
+        if served.workflow is not None:
+            # An --app workflow is importable: it ships by reference (its module's
+            # name), so any worker that can import the module runs it.
+            start = functools.partial(self.runtime.submit, served.workflow, (), kwargs, via="api")
+        else:
+            start = functools.partial(self.runtime.start, name, kwargs, via="api")
         run: Run = await to_thread.run_sync(start)
         return run.id
 

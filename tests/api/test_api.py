@@ -218,3 +218,15 @@ def test_a_deployed_name_whose_code_is_unreadable_is_listed_with_the_problem(
     assert (ghost["name"], ghost["source"]) == ("ghost", "deployed")
     assert "missing" in ghost["problem"]
     assert ghost["input_schema"]["type"] == "object"
+
+
+def test_app_workflows_run_on_workers_started_without_that_app(
+    serve: Callable[..., str], worker: Callable[..., Any]
+) -> None:
+    # The API ships an --app workflow by reference with each run, so any worker
+    # that can import its module runs it: the workers need no --app of their own.
+    worker()
+    with httpx.Client(base_url=serve(), timeout=20) as http:
+        reply = http.post("/workflows/greet", json={"input": {"name": "Ada"}})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "succeeded"
