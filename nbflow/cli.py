@@ -128,7 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    result: int = args.func(args)
+    from .errors import NbflowError
+
+    try:
+        result: int = args.func(args)
+    except NbflowError as error:  # a user's mistake or a missing server: say so, no traceback
+        print(f"nbflow {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return result
 
 
