@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import constants as c
 from . import scripts
@@ -37,31 +37,30 @@ class Heartbeat:
 
     def _loop(self) -> None:
         redis = sync_client(self.worker.url, cluster=self.worker.cluster)
-        renew = redis.register_script(scripts.RENEW)
         interval_s = self.worker.options.heartbeat_ms / 1000
         try:
             while not self._stop.is_set():
                 try:
-                    self.beat(redis, renew)
+                    self.beat(redis)
                 except Exception as error:
                     log.warning("heartbeat failed: %s", error)
                 self._stop.wait(interval_s)
         finally:
             redis.close()
 
-    def beat(self, redis: object, renew: object) -> None:
+    def beat(self, redis: Any) -> None:
         worker = self.worker
         run_ids = list(worker.active)
         lease_ms = worker.options.lease_ms
         now_ms = int(time.time() * 1000)
         keys = [[c.run_lease(run_id), c.run_meta(run_id)] for run_id in run_ids]
         if worker.cluster:  # cluster pipelines refuse scripts
-            renewed = [renew(keys=k, args=[worker.id, lease_ms]) for k in keys]  # type: ignore[operator]
-            pipe = redis.pipeline(transaction=False)  # type: ignore[attr-defined]
+            renewed = [redis.eval(scripts.RENEW, 2, *k, worker.id, lease_ms) for k in keys]
+            pipe = redis.pipeline(transaction=False)
         else:
-            pipe = redis.pipeline(transaction=False)  # type: ignore[attr-defined]
+            pipe = redis.pipeline(transaction=False)
             for k in keys:
-                renew(keys=k, args=[worker.id, lease_ms], client=pipe)  # type: ignore[operator]
+                pipe.eval(scripts.RENEW, 2, *k, worker.id, lease_ms)
         if run_ids:
             pipe.zadd(c.LEASES, dict.fromkeys(run_ids, now_ms + lease_ms))
         pipe.zadd(c.WORKERS, {worker.id: now_ms})

@@ -2,6 +2,10 @@
 
 Every script touches only the keys of one run (one hash slot), so each works on
 Redis Cluster. Event payloads are built in Python and passed in as JSON.
+
+Pipelines send scripts with EVAL and their full text: the server caches the
+compiled script either way, and EVALSHA in a redis-py pipeline costs an extra
+SCRIPT EXISTS round trip on every execute (and NOSCRIPT handling after a restart).
 """
 
 from __future__ import annotations

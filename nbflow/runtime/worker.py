@@ -109,7 +109,6 @@ class Worker:
         self._slot = asyncio.Event()
         # One thread per run slot, so sync workflows never queue behind each other.
         self.threads = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="nbflow-run")
-        self._claim_script = self.redis.register_script(scripts.CLAIM)
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.drain)
@@ -194,7 +193,8 @@ class Worker:
                 # In the lease index before the lease itself: a crash in between
                 # still leaves the sweeper something to look at.
                 pipe.zadd(c.LEASES, {run_id: _now_ms() + self.options.lease_ms})
-                await pipe.script(self._claim_script, **self._claim_args(run_id))
+                keys, args = self._claim_args(run_id)
+                pipe.eval(scripts.CLAIM, len(keys), *keys, *args)
                 wanted.append(run_id)
             else:
                 log.warning("dropping work message %r: %r", msg_id, fields)
@@ -207,9 +207,9 @@ class Worker:
                 await self.redis.zrem(c.LEASES, run_id)
             self._start(run_id, int(code), _pairs(meta), _pairs(steps))
 
-    def _claim_args(self, run_id: str) -> dict[str, Any]:
+    def _claim_args(self, run_id: str) -> tuple[list[str], list[Any]]:
         keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id)]
-        return {"keys": keys, "args": [self.id, self.options.lease_ms, repr(time.time())]}
+        return keys, [self.id, self.options.lease_ms, repr(time.time())]
 
     def _batch(self) -> _Batch:
         return _Batch(self.redis, cluster=self.cluster)
@@ -449,12 +449,6 @@ class _Batch:
         self._redis = redis
         self.client = None if cluster else redis.pipeline(transaction=False)
         self._pending: list[Any] = []
-
-    async def script(self, script: Any, **call: Any) -> None:
-        if self.client is not None:
-            await script(client=self.client, **call)  # queues it, in order
-        else:
-            self._pending.append(script(**call))
 
     def __getattr__(self, name: str) -> Any:
         if self.client is not None:

@@ -58,9 +58,9 @@ class EventWriter:
         self._items: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
         self._scripts = {
-            "append": redis.register_script(scripts.APPEND),
-            "finish": redis.register_script(scripts.FINISH),
-            "requeue": redis.register_script(scripts.REQUEUE),
+            "append": scripts.APPEND,
+            "finish": scripts.FINISH,
+            "requeue": scripts.REQUEUE,
         }
         self.lost: set[str] = set()  # runs whose lease this worker lost
 
@@ -115,7 +115,7 @@ class EventWriter:
         pipe = self._redis.pipeline(transaction=False)
         for item in batch:
             keys = KEYS[item.script](item.run_id)
-            await self._scripts[item.script](keys=keys, args=item.args, client=pipe)
+            pipe.eval(self._scripts[item.script], len(keys), *keys, *item.args)
             item.extra = _account(pipe, item)
         return list(await pipe.execute(raise_on_error=False))
 
@@ -124,7 +124,7 @@ class EventWriter:
         calls = _Calls(self._redis)
         for item in batch:
             keys = KEYS[item.script](item.run_id)
-            calls.add(self._scripts[item.script](keys=keys, args=item.args))
+            calls.add(self._redis.eval(self._scripts[item.script], len(keys), *keys, *item.args))
             item.extra = _account(calls, item)
         return await calls.execute()
 
