@@ -14,7 +14,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from .._version import __version__
-from . import auth, errors
+from . import auth, errors, ui
 from .limits import BodyLimit
 from .routes import router
 from .server import configured_token
@@ -67,6 +67,7 @@ def create_app(
     else:
         app.include_router(router)
     errors.install(app)
+    ui.install(app)
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
     return app
 

@@ -1,0 +1,52 @@
+// The renderer for run outputs (application/vnd.nbflow.run+json): draws the
+// snapshot the kernel left, then follows the run through the server extension.
+// It needs no kernel, so it stays live after a kernel restart or a page reload.
+import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { Widget } from '@lumino/widgets';
+
+import { jupyterClient } from './jupyter';
+import { MIME_TYPE, RunOutput, fromSnapshot } from './snapshot';
+import { TraceView } from './trace';
+
+export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
+  private view: TraceView | null = null;
+  private runId = '';
+
+  constructor() {
+    super();
+    this.addClass('nbflow-output-renderer');
+  }
+
+  async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const data = model.data[MIME_TYPE] as unknown as RunOutput;
+    if (this.view && data.run_id === this.runId) {
+      return; // the same run, already followed: a newer snapshot adds nothing
+    }
+    this.view?.dispose();
+    this.runId = data.run_id;
+    const live = data.mode === 'runtime';
+    this.view = new TraceView(fromSnapshot(data), live ? jupyterClient() : null, { compact: true });
+    this.node.replaceChildren(this.view.node);
+    if (live) {
+      this.view.connect();
+    }
+  }
+
+  dispose(): void {
+    this.view?.dispose();
+    super.dispose();
+  }
+}
+
+const extension: IRenderMime.IExtension = {
+  id: 'nbflow:run-renderer',
+  rendererFactory: {
+    safe: true,
+    mimeTypes: [MIME_TYPE],
+    createRenderer: () => new RunOutputWidget()
+  },
+  rank: 0,
+  dataType: 'json'
+};
+
+export default extension;

@@ -1,0 +1,77 @@
+// The notebook output a kernel leaves behind (application/vnd.nbflow.run+json):
+// enough to draw the run at once, before (or without) reconnecting to its log.
+import { RunState, Usage } from './fold';
+
+export const MIME_TYPE = 'application/vnd.nbflow.run+json';
+
+export interface SnapshotSpan {
+  span_id: string;
+  parent_id: string | null;
+  name: string;
+  kind: string;
+  status: string;
+  duration_ms: number | null;
+  attempts?: number;
+  cached?: boolean;
+  tokens?: number;
+}
+
+export interface RunOutput {
+  version: number;
+  run_id: string;
+  workflow: string;
+  status: string;
+  mode: 'runtime' | 'local';
+  last_event_id: string;
+  snapshot: {
+    status: string;
+    progress: Record<string, string>;
+    spans: SnapshotSpan[];
+    usage: Partial<Usage>;
+    output_tail: string;
+    error: string | null;
+  };
+}
+
+export function fromSnapshot(data: RunOutput): RunState {
+  const state = new RunState(data.run_id);
+  const snap = data.snapshot ?? ({} as RunOutput['snapshot']);
+  state.workflow = data.workflow ?? '';
+  state.status = snap.status ?? data.status ?? 'queued';
+  state.error = snap.error ?? null;
+  state.output = snap.output_tail ?? '';
+  for (const [step, value] of Object.entries(snap.progress ?? {})) {
+    state.progress.set(step, String(value));
+  }
+  for (const s of snap.spans ?? []) {
+    state.addSpan({
+      span_id: s.span_id,
+      parent_id: s.parent_id,
+      name: s.name,
+      kind: s.kind,
+      status: s.status,
+      start: null,
+      end: null,
+      duration_ms: s.duration_ms,
+      attempts: s.attempts ?? 1,
+      cached: Boolean(s.cached),
+      error: null,
+      input_tokens: 0,
+      output_tokens: 0,
+      tokens: s.tokens ?? 0,
+      cost_usd: 0,
+      model: null,
+      depth: 0,
+      children: []
+    });
+  }
+  const usage = snap.usage ?? {};
+  state.setSnapshotUsage({
+    input_tokens: usage.input_tokens ?? 0,
+    output_tokens: usage.output_tokens ?? 0,
+    total_tokens: usage.total_tokens ?? 0,
+    cost_usd: usage.cost_usd ?? 0,
+    llm_calls: usage.llm_calls ?? 0
+  });
+  return state;
+}

@@ -1,0 +1,172 @@
+"""Real-browser fixtures: JupyterLab with the built extension, the REST API, Debian's Chromium.
+
+JupyterLab finds the extension through ``JUPYTER_PATH`` (a link to the built
+``nbflow/labextension``), so the tests run the same on an editable install and
+on a ``pip install .`` in the source tree.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from nbflow.api import create_app
+from nbflow.runtime.client import Runtime
+
+from ..browser import CHROMIUM_ARGS, require_chromium
+from ..conftest import TEST_SECRET
+from .support import LABEXTENSION, env, start_worker
+
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def require_built() -> None:
+    if not (LABEXTENSION / "package.json").is_file():
+        pytest.skip(
+            "the JupyterLab extension is not built (pip install ., or npm run build in extension/)"
+        )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    binary = require_chromium()
+    require_built()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+class Lab:
+    def __init__(self, url: str, token: str, root: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.url, self.token, self.root, self.proc = url, token, root, proc
+
+    def api(self, method: str, path: str) -> Any:
+        response = httpx.request(
+            method,
+            f"{self.url}/{path}",
+            headers={"Authorization": f"token {self.token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def restart_kernel(self) -> None:
+        """Restart the one notebook's kernel, once it has one."""
+        deadline = time.monotonic() + 30
+        while not (sessions := self.api("GET", "api/sessions")):
+            assert time.monotonic() < deadline, "the notebook never started a kernel"
+            time.sleep(0.2)
+        self.api("POST", f"api/kernels/{sessions[0]['kernel']['id']}/restart")
+
+
+@pytest.fixture(scope="module")
+def lab(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """``jupyter lab`` in its own process, with the server extension and the built front end."""
+    require_built()
+    base = tmp_path_factory.mktemp("lab")
+    (base / "share" / "labextensions").mkdir(parents=True)
+    (base / "share" / "labextensions" / "nbflow").symlink_to(LABEXTENSION)
+    (base / "config").mkdir()
+    extensions = {"ServerApp": {"jpserver_extensions": {"nbflow.jupyter.server": True}}}
+    (base / "config" / "jupyter_server_config.json").write_text(json.dumps(extensions))
+    (base / "root").mkdir()
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={base / 'root'}", f"--LabApp.workspaces_dir={base / 'ws'}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
+    ]  # fmt: skip
+    lab_env = {
+        **env(redis_url, TEST_SECRET),
+        "JUPYTER_PATH": str(base / "share"),
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+    }
+    log = (base / "lab.log").open("wb")
+    proc = subprocess.Popen(cmd, env=lab_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(proc, f"{url}/api/status?token={token}", base / "lab.log")
+        yield Lab(url, token, base / "root", proc)
+    finally:
+        stop(proc)
+        log.close()
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], status_url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(status_url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "jupyter lab did not start"
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture
+def worker_elsewhere(redis_url: str, runtime: Runtime) -> Iterator[subprocess.Popen[bytes]]:
+    """An ``nbflow worker`` process serving tests.viewer.viewer_apps."""
+    proc = start_worker(redis_url, TEST_SECRET)
+    yield proc
+    stop(proc)
+
+
+@pytest.fixture
+def api_url(runtime: Runtime) -> Iterator[str]:
+    """``nbflow api``'s app under uvicorn on a thread; its base URL."""
+    app = create_app(runtime)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", ws="none", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()

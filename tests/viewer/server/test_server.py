@@ -1,0 +1,115 @@
+"""The server extension's routes: the REST API's /runs routes under Jupyter's auth."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from nbflow.runtime.client import Runtime
+
+from ..support import sse_events
+
+Fetch = Callable[..., Any]
+
+
+async def test_runs_lists_every_run_with_its_notebook(jp_fetch: Fetch, finished: Any) -> None:
+    run_id = finished(n=2, sleep_s=0.01)
+    response = await jp_fetch("nbflow", "api", "runs")
+    runs = json.loads(response.body)["runs"]
+    [run] = [r for r in runs if r["run_id"] == run_id]
+    assert (run["workflow"], run["status"], run["notebook"]) == (
+        "paced",
+        "succeeded",
+        "analysis.ipynb",
+    )
+    assert run["duration_s"] > 0
+
+
+async def test_runs_filter_by_status(jp_fetch: Fetch, finished: Any) -> None:
+    ok, bad = finished(n=1, sleep_s=0.01), finished("broken")
+    response = await jp_fetch("nbflow", "api", "runs", params={"status": "failed"})
+    assert [r["run_id"] for r in json.loads(response.body)["runs"]] == [bad]
+    assert ok != bad
+
+
+async def test_run_detail_has_output_and_progress(jp_fetch: Fetch, finished: Any) -> None:
+    run_id = finished(n=2, sleep_s=0.01)
+    detail = json.loads((await jp_fetch("nbflow", "api", "runs", run_id)).body)
+    assert detail["output"] == 1
+    assert [s["step"] for s in detail["progress"]] == ["step 0", "step 1"]
+
+
+async def test_unknown_run_is_a_json_404(jp_fetch: Fetch, runtime: Runtime) -> None:
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("nbflow", "api", "runs", "nosuchrun")
+    assert caught.value.code == 404
+    assert caught.value.response is not None
+    assert json.loads(caught.value.response.body)["error"]["type"] == "run_not_found"
+
+
+async def test_events_replay_then_resume_after_last_event_id(
+    jp_fetch: Fetch, finished: Any
+) -> None:
+    run_id = finished(n=3, sleep_s=0.01)
+    response = await jp_fetch("nbflow", "api", "runs", run_id, "events")
+    assert response.headers["Content-Type"] == "text/event-stream"
+    events = sse_events(response.body.decode())
+    assert events[0]["type"] == "run.queued" and events[-1]["type"] == "run.succeeded"
+    resumed = await jp_fetch(
+        "nbflow", "api", "runs", run_id, "events", headers={"Last-Event-ID": events[4]["id"]}
+    )
+    assert sse_events(resumed.body.decode()) == events[5:]
+    after = await jp_fetch(
+        "nbflow", "api", "runs", run_id, "events", params={"after": events[-2]["id"]}
+    )
+    assert sse_events(after.body.decode()) == events[-1:]
+
+
+async def test_events_reject_a_malformed_position(jp_fetch: Fetch, finished: Any) -> None:
+    run_id = finished(n=1, sleep_s=0.01)
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("nbflow", "api", "runs", run_id, "events", params={"after": "yesterday"})
+    assert caught.value.code == 400
+
+
+async def test_cancel_stops_a_running_run(jp_fetch: Fetch, runtime: Runtime, worker: Any) -> None:
+    worker(app="tests.viewer.viewer_apps")
+    run = runtime.start("paced", {"n": 100, "sleep_s": 0.05})
+    response = await jp_fetch("nbflow", "api", "runs", run.id, "cancel", method="POST", body="")
+    assert json.loads(response.body)["outcome"] in ("cancelled", "requested")
+    assert run.wait(timeout_s=20) == "cancelled"
+    events = sse_events((await jp_fetch("nbflow", "api", "runs", run.id, "events")).body.decode())
+    assert events[-1]["type"] == "run.cancelled"
+
+
+async def test_routes_need_jupyter_auth(jp_fetch: Fetch, runtime: Runtime) -> None:
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("nbflow", "api", "runs", headers={"Authorization": ""})
+    assert caught.value.code == 403
+
+
+async def test_events_arrive_live_while_the_run_goes_on(
+    jp_fetch: Fetch, runtime: Runtime, worker: Any
+) -> None:
+    worker(app="tests.viewer.viewer_apps")
+    run = runtime.start("paced", {"n": 5, "sleep_s": 0.2})
+    chunks: list[tuple[bytes, str]] = []
+
+    def received(chunk: bytes) -> None:
+        chunks.append((chunk, run.status()))
+
+    await jp_fetch("nbflow", "api", "runs", run.id, "events", streaming_callback=received)
+    assert "running" in [status for _chunk, status in chunks]  # not one answer at the end
+    events = sse_events(b"".join(chunk for chunk, _status in chunks).decode())
+    assert [e["type"] for e in events].count("span.finished") == 6
+    assert events[-1]["type"] == "run.succeeded"
+
+
+async def test_runs_reject_a_bad_limit(jp_fetch: Fetch, runtime: Runtime) -> None:
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("nbflow", "api", "runs", params={"limit": "many"})
+    assert caught.value.code == 400
