@@ -45,7 +45,9 @@ const extension: IRenderMime.IExtension = {
     mimeTypes: [MIME_TYPE],
     createRenderer: () => new RunOutputWidget()
   },
-  rank: 0,
+  // Ahead of the widget renderer (-10): this view needs no kernel, so it stays live
+  // after a kernel restart or a page reload, where a widget shows "model not found".
+  rank: -20,
   dataType: 'json'
 };
 
