@@ -49,6 +49,13 @@ def runs(**filters: Any) -> pd.DataFrame:
     return get_runtime().runs(**filters)
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbflow``: the ``%%component``, ``%%workflow`` and ``%nbflow`` magics."""
+    from .jupyter.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __getattr__(name: str) -> Any:
     # ``nf.openai.OpenAI(...)``: the traced client, imported only when first used.
     if name == "openai":

@@ -356,7 +356,8 @@ def _embedded_runtime(workers: int | None, start_workers: bool, secret: bytes | 
     url = embedded.ensure_server(home)
     if start_workers:
         pool.ensure_pool(url, home, workers=workers or c.EMBEDDED_WORKERS)
-    return Runtime(url, secret=secret or embedded.secret(home), cluster=False)
+    # NBFLOW_SECRET wins over the home's secret file, as it does for the pool's workers.
+    return Runtime(url, secret=secret or codeship.load_secret(home), cluster=False)
 
 
 def get_runtime() -> Runtime:

@@ -1,0 +1,225 @@
+"""What a run looks like in a notebook output: one MIME bundle, readable without a kernel.
+
+Every display of a run carries ``application/vnd.nbflow.run+json`` (the run id
+and a bounded snapshot, enough for a front end to reconnect), a self-contained
+``text/html`` snapshot of the live view (no JavaScript) and ``text/plain``, so a
+saved, reopened or converted notebook still shows the last known state.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .. import _events as ev
+from .._fold import RunState, SpanState
+
+MIME = "application/vnd.nbflow.run+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+VERSION = 1
+MAX_SNAPSHOT_SPANS = 200
+OUTPUT_TAIL_CHARS = 2_000
+STATIC = Path(__file__).parent / "static"
+
+
+def read_events(run: Any) -> list[ev.Event]:
+    """Everything in the run's log so far, without waiting."""
+    if hasattr(run, "sink"):  # an in-process run
+        return list(run.events())
+    return list(run.events(follow=False))
+
+
+def mode_of(run: Any) -> str:
+    return "local" if hasattr(run, "sink") else "runtime"
+
+
+def workflow_of(run: Any) -> str:
+    # An in-process run knows its workflow; a runtime run's name comes from its log.
+    return str(vars(run).get("workflow") or "")
+
+
+def run_data(state: RunState, *, mode: str, workflow: str | None = None) -> dict[str, Any]:
+    """The ``application/vnd.nbflow.run+json`` payload for a folded run."""
+    return {
+        "version": VERSION,
+        "run_id": state.run_id,
+        "workflow": state.workflow or workflow or "",
+        "status": state.status,
+        "mode": mode,
+        "last_event_id": state.last_id,
+        "snapshot": snapshot(state),
+    }
+
+
+def snapshot(state: RunState) -> dict[str, Any]:
+    return {
+        "status": state.status,
+        "progress": {step: p.state for step, p in state.progress.items()},
+        "spans": [span_dict(s) for s in pick_spans(state, MAX_SNAPSHOT_SPANS)],
+        "usage": state.usage(),
+        "output_tail": "".join(state.chunks)[-OUTPUT_TAIL_CHARS:],
+        "error": state.error,
+    }
+
+
+def span_dict(span: SpanState) -> dict[str, Any]:
+    return {
+        "span_id": span.span_id,
+        "parent_id": span.parent_id,
+        "name": span.name,
+        "kind": span.kind,
+        "status": span.status,
+        "duration_ms": None if span.duration_ms is None else round(span.duration_ms, 1),
+        "attempts": span.attempts,
+        "cached": span.cached,
+        "tokens": span.tokens("input_tokens") + span.tokens("output_tokens"),
+    }
+
+
+def pick_spans(state: RunState, limit: int) -> list[SpanState]:
+    """At most ``limit`` spans in start order: failed and running first, then the shallowest."""
+    spans = list(state.spans.values())
+    if len(spans) > limit:
+        spans.sort(key=lambda s: (s.status not in ("error", "running"), s.depth, s.start))
+        spans = spans[:limit]
+    return sorted(spans, key=lambda s: s.start)
+
+
+def bundle(data: dict[str, Any], *, traceback: str | None = None) -> dict[str, Any]:
+    return {
+        MIME: data,
+        "text/html": render_html(data, traceback=traceback),
+        "text/plain": render_plain(data),
+    }
+
+
+def run_bundle(run: Any) -> tuple[dict[str, Any], RunState]:
+    """A run's bundle as its log says now, and the folded state it was made from."""
+    state = RunState(run.id)
+    for event in read_events(run):
+        state.apply(event)
+    data = run_data(state, mode=mode_of(run), workflow=workflow_of(run))
+    return bundle(data, traceback=state.traceback), state
+
+
+def mimebundle(run: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """A run's ``_repr_mimebundle_``: the snapshot, plus the live widget in a kernel."""
+    from . import view
+
+    data, _state = run_bundle(run)
+    shell = view.kernel_shell()
+    if shell is not None:
+        view.install_hooks(shell)
+    if view.widgets_available():
+        data[WIDGET_MIME] = view.live_widget(run).mime()
+    return data
+
+
+# --- text/plain ---------------------------------------------------------------
+def render_plain(data: dict[str, Any]) -> str:
+    snap = data["snapshot"]
+    lines = [
+        f"<nbflow run {data['run_id']} {data['workflow']!r} {data['status']} ({data['mode']})>"
+    ]
+    if snap["progress"]:
+        lines.append("  steps: " + ", ".join(f"{k} {v}" for k, v in snap["progress"].items()))
+    usage = snap["usage"]
+    if usage.get("llm_calls"):
+        lines.append(
+            f"  tokens: {usage['total_tokens']} ({usage['llm_calls']} LLM calls, "
+            f"~${usage['cost_usd']:.4f})"
+        )
+    if snap["error"]:
+        lines.append(f"  error: {snap['error']}")
+    return "\n".join(lines)
+
+
+# --- text/html ----------------------------------------------------------------
+@cache
+def stylesheet() -> str:
+    return (STATIC / "run_view.css").read_text()
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def render_html(data: dict[str, Any], *, traceback: str | None = None) -> str:
+    snap = data["snapshot"]
+    parts = [
+        f"<style>{stylesheet()}</style>",
+        f'<div class="nbf-run nbf-static" data-nbflow-run="{esc(data["run_id"])}">',
+        _header_html(data),
+        _steps_html(snap["progress"]),
+        _spans_html(snap["spans"]),
+        _output_html(snap["output_tail"]),
+        _error_html(snap["error"], traceback),
+        "</div>",
+    ]
+    return "".join(parts)
+
+
+def _header_html(data: dict[str, Any]) -> str:
+    usage = data["snapshot"]["usage"]
+    status = data["status"]
+    return (
+        '<div class="nbf-head">'
+        f'<span class="nbf-badge nbf-{esc(status)}">{esc(status)}</span>'
+        f'<span class="nbf-name">{esc(data["workflow"])}</span>'
+        f'<span class="nbf-id">run {esc(data["run_id"])} · {esc(data["mode"])}</span>'
+        f'<span class="nbf-usage">{usage.get("total_tokens", 0)} tokens · '
+        f"{usage.get('llm_calls', 0)} LLM calls · ${usage.get('cost_usd', 0.0):.4f}</span>"
+        f'<span class="nbf-snap">snapshot {esc(time.strftime("%H:%M:%S"))}</span>'
+        "</div>"
+    )
+
+
+def _steps_html(progress: dict[str, str]) -> str:
+    if not progress:
+        return ""
+    chips = "".join(
+        f'<span class="nbf-step nbf-{esc(state)}">{esc(step)}</span>'
+        for step, state in progress.items()
+    )
+    return f'<div class="nbf-steps">{chips}</div>'
+
+
+def _spans_html(spans: list[dict[str, Any]]) -> str:
+    if not spans:
+        return ""
+    depth: dict[str | None, int] = {}
+    rows = []
+    for span in spans:
+        level = depth.get(span["parent_id"], -1) + 1
+        depth[span["span_id"]] = level
+        rows.append(_span_row_html(span, level))
+    head = (
+        "<tr><th>span</th><th>kind</th><th>status</th><th>ms</th><th>tries</th><th>tokens</th></tr>"
+    )
+    table = f'<table class="nbf-spans">{head}{"".join(rows)}</table>'
+    return f'<div class="nbf-table-box">{table}</div>'
+
+
+def _span_row_html(span: dict[str, Any], level: int) -> str:
+    ms = "…" if span["duration_ms"] is None else f"{span['duration_ms']:.0f}"
+    cached = ' <span class="nbf-cached">cached</span>' if span["cached"] else ""
+    return (
+        f'<tr class="nbf-{esc(span["status"])}">'
+        f'<td style="padding-left:{4 + 14 * level}px">{esc(span["name"])}{cached}</td>'
+        f"<td>{esc(span['kind'])}</td><td>{esc(span['status'])}</td><td>{ms}</td>"
+        f"<td>{span['attempts']}</td><td>{span['tokens'] or ''}</td></tr>"
+    )
+
+
+def _output_html(tail: str) -> str:
+    return f'<pre class="nbf-output">{esc(tail)}</pre>' if tail else ""
+
+
+def _error_html(error: str | None, traceback: str | None) -> str:
+    if not error:
+        return ""
+    detail = f"<pre>{esc(traceback)}</pre>" if traceback else ""
+    return f'<div class="nbf-error"><b>{esc(error)}</b>{detail}</div>'

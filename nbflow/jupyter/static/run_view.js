@@ -1,0 +1,369 @@
+// The nbflow live run view (anywidget front end; plain ESM, no build step).
+//
+// The kernel sends a small `summary` trait and, as custom messages, only the
+// spans and output that changed since its last tick. Spans live in one store
+// per model, shared by every view of it; the span tree is drawn virtually (only
+// the rows in sight), and big subtrees start collapsed, so 10,000 spans stay cheap.
+
+const ROW_H = 20;
+const OVERSCAN = 10;
+const AUTO_COLLAPSE_CHILDREN = 25;
+const MAX_OUTPUT_CHARS = 200000;
+const MAX_TIMELINE_ROWS = 30;
+
+// Keyed by the widget's own `key`: anywidget hands initialize() and render() different
+// model wrappers, so the wrapper itself cannot be the key.
+/** @type {Map<string, Store>} */
+const stores = new Map();
+
+class Store {
+  constructor() {
+    /** @type {Map<string, any>} */
+    this.spans = new Map();
+    /** @type {Map<string | null, string[]>} */
+    this.children = new Map();
+    this.output = "";
+    /** @type {Set<() => void>} */
+    this.views = new Set();
+  }
+
+  reset() {
+    this.spans.clear();
+    this.children.clear();
+  }
+
+  /** @param {any[]} rows */
+  upsert(rows) {
+    for (const row of rows) {
+      if (!this.spans.has(row.span_id)) {
+        const parent = row.parent_id && this.spans.has(row.parent_id) ? row.parent_id : null;
+        row._parent = parent;
+        const list = this.children.get(parent) || [];
+        list.push(row.span_id);
+        this.children.set(parent, list);
+      } else {
+        row._parent = this.spans.get(row.span_id)._parent;
+      }
+      this.spans.set(row.span_id, row);
+    }
+  }
+
+  changed() {
+    for (const redraw of this.views) redraw();
+  }
+}
+
+/** @param {any} model */
+function storeFor(model) {
+  const key = model.get("key");
+  let store = stores.get(key);
+  if (!store) {
+    store = new Store();
+    stores.set(key, store);
+  }
+  return store;
+}
+
+/** @param {{model: any}} ctx */
+function initialize({ model }) {
+  const store = storeFor(model);
+  /** @param {any} msg */
+  const onMessage = (msg) => {
+    if (msg.kind === "spans") {
+      if (msg.reset) store.reset();
+      store.upsert(msg.spans);
+    } else if (msg.kind === "output") {
+      store.output = msg.reset ? msg.text : store.output + msg.text;
+      if (store.output.length > MAX_OUTPUT_CHARS) {
+        store.output = store.output.slice(-MAX_OUTPUT_CHARS);
+      }
+    }
+    store.changed();
+  };
+  model.on("msg:custom", onMessage);
+  // Ask for everything so far: a reloaded page has the summary but no spans.
+  model.send({ kind: "sync" });
+  return () => {
+    model.off("msg:custom", onMessage);
+    stores.delete(model.get("key"));
+  };
+}
+
+/** @param {string} tag @param {string} [cls] @param {string} [text] */
+function h(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** @param {number | null | undefined} ms */
+function fmtMs(ms) {
+  if (ms === null || ms === undefined) return "…";
+  if (ms < 1000) return `${ms.toFixed(0)} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 60000)}m${Math.round((ms % 60000) / 1000)}s`;
+}
+
+/** @param {number} n */
+function fmtInt(n) {
+  return (n || 0).toLocaleString("en-US");
+}
+
+/** @param {{model: any, el: HTMLElement}} ctx */
+function render({ model, el }) {
+  const store = storeFor(model);
+  /** @type {Map<string, boolean>} */
+  const toggled = new Map();
+  const root = h("div", "nbf-run nbf-live");
+  const head = h("div", "nbf-head");
+  const steps = h("div", "nbf-steps");
+  const timeline = h("div", "nbf-timeline");
+  const treeInfo = h("div", "nbf-section");
+  const tree = h("div", "nbf-tree");
+  const spacer = h("div");
+  const output = h("pre", "nbf-output");
+  const error = h("div", "nbf-error");
+  spacer.style.position = "relative";
+  tree.appendChild(spacer);
+  root.append(head, steps, timeline, treeInfo, tree, output, error);
+  el.appendChild(root);
+
+  /** @type {string[]} */
+  let rows = [];
+  let scheduled = false;
+  let followOutput = true;
+  let summaryAt = Date.now();
+
+  function drawHead() {
+    const s = model.get("summary") || {};
+    const usage = s.usage || {};
+    head.replaceChildren(
+      h("span", `nbf-badge nbf-${s.status}`, s.status || "…"),
+      h("span", "nbf-name", s.workflow || ""),
+      h("span", "nbf-id", `run ${s.run_id || model.get("run_id")} · ${s.mode || ""}`),
+      h("span", "nbf-id", elapsed(s)),
+      h(
+        "span",
+        "nbf-usage",
+        `${fmtInt(usage.input_tokens)} in · ${fmtInt(usage.output_tokens)} out · ` +
+          `${fmtInt(usage.llm_calls)} LLM calls · $${(usage.cost_usd || 0).toFixed(4)}`,
+      ),
+    );
+    if (s.restarts) head.appendChild(h("span", "nbf-tag", `restarted ×${s.restarts}: ${s.reason || ""}`));
+    steps.replaceChildren(
+      ...(s.steps || []).map((/** @type {any} */ st) => {
+        const chip = h("span", `nbf-step nbf-${st.state}`, st.step);
+        chip.title = `${st.state}${st.detail ? `: ${st.detail}` : ""}`;
+        return chip;
+      }),
+    );
+    drawTimeline(s);
+    drawError(s);
+  }
+
+  /** @param {any} s */
+  function elapsed(s) {
+    const start = s.started_at || s.created_at;
+    if (!start) return "";
+    // The kernel's clock: its "now" at the last summary, moved on by the time since.
+    const end = s.ended_at || s.now + (Date.now() - summaryAt) / 1000;
+    return fmtMs((end - start) * 1000);
+  }
+
+  /** @param {any} s */
+  function drawTimeline(s) {
+    /** @type {{label: string, start: number, end: number | null, state: string}[]} */
+    let bars = (s.steps || []).map((/** @type {any} */ st) => ({
+      label: st.step,
+      start: st.start,
+      end: st.end,
+      state: st.state,
+    }));
+    if (!bars.length) bars = topLevelBars(s);
+    if (!bars.length) {
+      timeline.replaceChildren();
+      return;
+    }
+    const t0 = Math.min(...bars.map((b) => b.start));
+    const t1 = Math.max(s.ended_at || s.now || 0, ...bars.map((b) => b.end || s.now || b.start));
+    const span = Math.max(t1 - t0, 0.001);
+    timeline.replaceChildren(
+      ...bars.map((b) => {
+        const row = h("div", "nbf-bar-row");
+        const track = h("div", "nbf-bar-track");
+        const bar = h("div", `nbf-bar nbf-${b.state}`);
+        const end = b.end || t1;
+        bar.style.left = `${(100 * (b.start - t0)) / span}%`;
+        bar.style.width = `${Math.max((100 * (end - b.start)) / span, 0.5)}%`;
+        bar.title = `${b.label}: ${fmtMs((end - b.start) * 1000)}`;
+        track.appendChild(bar);
+        row.append(h("span", "nbf-bar-label", b.label), track, h("span", "nbf-num", fmtMs((end - b.start) * 1000)));
+        return row;
+      }),
+    );
+  }
+
+  // Without progress steps: one bar per kind of top-level step, from its first start
+  // to its last end, so a fan-out of thousands of calls is one line ("leaf ×10,000").
+  /** @param {any} s */
+  function topLevelBars(s) {
+    /** @type {Map<string, any>} */
+    const groups = new Map();
+    for (const rootId of store.children.get(null) || []) {
+      for (const id of store.children.get(rootId) || []) {
+        const sp = store.spans.get(id);
+        const end = sp.duration_ms === null ? null : sp.start + sp.duration_ms / 1000;
+        const g = groups.get(sp.name);
+        if (!g) {
+          groups.set(sp.name, { name: sp.name, start: sp.start, end, count: 1, states: new Set([sp.status]) });
+          continue;
+        }
+        g.count += 1;
+        g.start = Math.min(g.start, sp.start);
+        g.end = g.end === null || end === null ? null : Math.max(g.end, end);
+        g.states.add(sp.status);
+      }
+    }
+    return [...groups.values()].slice(0, MAX_TIMELINE_ROWS).map((g) => ({
+      label: g.count > 1 ? `${g.name} ×${fmtInt(g.count)}` : g.name,
+      start: g.start,
+      end: g.end === null ? s.ended_at || null : g.end,
+      state: g.states.has("error") ? "error" : g.states.has("running") ? "running" : "ok",
+    }));
+  }
+
+  /** @param {any} s */
+  function drawError(s) {
+    if (!s.error) {
+      error.style.display = "none";
+      return;
+    }
+    error.style.display = "";
+    const details = h("details");
+    details.append(h("summary", "", "traceback"), h("pre", "", s.traceback || ""));
+    error.replaceChildren(h("b", "", `${s.error_type ? `${s.error_type}: ` : ""}${s.error}`), details);
+  }
+
+  /** @param {string} id */
+  function isOpen(id) {
+    const choice = toggled.get(id);
+    if (choice !== undefined) return choice;
+    const kids = store.children.get(id);
+    return !kids || kids.length <= AUTO_COLLAPSE_CHILDREN || store.spans.get(id)._parent === null;
+  }
+
+  function flatten() {
+    /** @type {string[]} */
+    const out = [];
+    const stack = [...(store.children.get(null) || [])].reverse();
+    /** @type {Map<string, number>} */
+    const depth = new Map();
+    while (stack.length) {
+      const id = /** @type {string} */ (stack.pop());
+      out.push(id);
+      const kids = store.children.get(id);
+      if (kids && isOpen(id)) {
+        const d = (depth.get(id) || 0) + 1;
+        for (let i = kids.length - 1; i >= 0; i--) {
+          depth.set(kids[i], d);
+          stack.push(kids[i]);
+        }
+      }
+    }
+    rows = out;
+    return depth;
+  }
+
+  /** @type {Map<string, number>} */
+  let depths = new Map();
+
+  function drawTree() {
+    depths = flatten();
+    const count = store.spans.size;
+    treeInfo.textContent = `${fmtInt(count)} span${count === 1 ? "" : "s"}`;
+    spacer.style.height = `${rows.length * ROW_H}px`;
+    drawRows();
+  }
+
+  function drawRows() {
+    const first = Math.max(0, Math.floor(tree.scrollTop / ROW_H) - OVERSCAN);
+    const last = Math.min(rows.length, Math.ceil((tree.scrollTop + (tree.clientHeight || 320)) / ROW_H) + OVERSCAN);
+    const nodes = [];
+    for (let i = first; i < last; i++) nodes.push(spanRow(rows[i], i));
+    spacer.replaceChildren(...nodes);
+  }
+
+  /** @param {string} id @param {number} index */
+  function spanRow(id, index) {
+    const sp = store.spans.get(id);
+    const row = h("div", `nbf-row nbf-${sp.status}`);
+    row.style.top = `${index * ROW_H}px`;
+    row.style.paddingLeft = `${4 + 14 * (depths.get(id) || 0)}px`;
+    const kids = store.children.get(id);
+    const toggle = h("span", "nbf-toggle", kids ? (isOpen(id) ? "▾" : "▸") : "");
+    if (kids) {
+      toggle.onclick = () => {
+        toggled.set(id, !isOpen(id));
+        drawTree();
+      };
+    }
+    const label = h("span", "nbf-label");
+    label.append(h("span", `nbf-dot nbf-${sp.status}`), ` ${sp.name} `);
+    if (kids && !isOpen(id)) label.append(h("span", "nbf-tag", `${fmtInt(kids.length)} children`), " ");
+    label.append(h("span", "nbf-tag", sp.kind));
+    if (sp.cached) label.append(" ", h("span", "nbf-tag", "cached"));
+    if (sp.attempts > 1) label.append(" ", h("span", "nbf-tag", `${sp.attempts} attempts`));
+    if (sp.error) label.title = sp.error;
+    row.append(
+      toggle,
+      label,
+      h("span", "nbf-num", sp.tokens ? `${fmtInt(sp.tokens)} tok` : ""),
+      h("span", "nbf-num", sp.cost_usd ? `$${sp.cost_usd.toFixed(4)}` : ""),
+      h("span", "nbf-num", fmtMs(sp.duration_ms)),
+    );
+    return row;
+  }
+
+  function drawOutput() {
+    output.style.display = store.output ? "" : "none";
+    if (output.textContent !== store.output) {
+      output.textContent = store.output;
+      if (followOutput) output.scrollTop = output.scrollHeight;
+    }
+  }
+
+  function redraw() {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      drawHead();
+      drawTree();
+      drawOutput();
+    });
+  }
+
+  tree.addEventListener("scroll", () => drawRows());
+  output.addEventListener("scroll", () => {
+    followOutput = output.scrollTop + output.clientHeight >= output.scrollHeight - 4;
+  });
+  const onSummary = () => {
+    summaryAt = Date.now();
+    redraw();
+  };
+  // A quiet run sends nothing: keep its clock moving here.
+  const clock = setInterval(() => {
+    if (!(model.get("summary") || {}).ended_at) drawHead();
+  }, 1000);
+  model.on("change:summary", onSummary);
+  store.views.add(redraw);
+  redraw();
+  return () => {
+    clearInterval(clock);
+    model.off("change:summary", onSummary);
+    store.views.delete(redraw);
+  };
+}
+
+export default { initialize, render };

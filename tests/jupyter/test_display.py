@@ -1,0 +1,90 @@
+"""The MIME bundle every display of a run carries: the contract with the JupyterLab renderer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import nbflow as nf
+from nbflow import _events as ev
+from nbflow._fold import fold
+from nbflow.jupyter import display as dsp
+
+SNAPSHOT_KEYS = {"status", "progress", "spans", "usage", "output_tail", "error"}
+SPAN_KEYS = {
+    "span_id", "parent_id", "name", "kind", "status", "duration_ms", "attempts", "cached", "tokens",
+}  # fmt: skip
+
+
+@nf.component
+def piece(i: int) -> int:
+    nf.emit("x" * 50)
+    return i
+
+
+@nf.workflow
+def wide(n: int) -> int:
+    nf.progress("fan out")
+    return sum(piece(i) for i in range(n))
+
+
+@nf.workflow
+def broken() -> None:
+    nf.progress("doomed")
+    raise ValueError("no <good> & no luck")
+
+
+def test_bundle_has_the_contracts_keys_and_bounds() -> None:
+    wide(300)
+    bundle = dsp.mimebundle(nf.last_run())
+    assert set(bundle) == {dsp.MIME, "text/html", "text/plain"}  # no kernel: no widget
+    data = bundle[dsp.MIME]
+    assert set(data) == {
+        "version", "run_id", "workflow", "status", "mode", "last_event_id", "snapshot",
+    }  # fmt: skip
+    assert data["version"] == 1 and data["mode"] == "local" and data["status"] == "succeeded"
+    assert data["workflow"] == "wide" and data["run_id"] == nf.last_run().id
+    snap = data["snapshot"]
+    assert set(snap) == SNAPSHOT_KEYS
+    assert len(snap["spans"]) == dsp.MAX_SNAPSHOT_SPANS
+    assert all(set(s) == SPAN_KEYS for s in snap["spans"])
+    assert snap["spans"][0]["name"] == "wide"  # the root is kept: shallowest first
+    assert len(snap["output_tail"]) == dsp.OUTPUT_TAIL_CHARS
+    assert snap["progress"] == {"fan out": "done"} and snap["error"] is None
+    assert data["last_event_id"] == nf.last_run().sink.events[-1]["id"]
+
+
+def test_failed_run_snapshot_shows_the_error_escaped_with_its_traceback() -> None:
+    with pytest.raises(ValueError):
+        broken()
+    bundle = dsp.mimebundle(nf.last_run())
+    assert "no <good> & no luck" in bundle[dsp.MIME]["snapshot"]["error"]
+    html = bundle["text/html"]
+    assert "no &lt;good&gt; &amp; no luck" in html and "<good>" not in html
+    assert "Traceback" in html and "nbf-failed" in html
+    assert "<script" not in html  # a static snapshot: readable with no kernel and no JS
+    assert "failed" in bundle["text/plain"] and "doomed failed" in bundle["text/plain"]
+
+
+def test_running_spans_and_failures_are_kept_first_when_spans_are_cut() -> None:
+    events: list[ev.Event] = [{"id": "1-0", "type": ev.RUN_STARTED, "ts": 1.0, "workflow": "w"}]
+    for i in range(300):
+        events.append({"id": f"2-{i}", "type": ev.SPAN_STARTED, "ts": 2.0 + i, "span_id": f"s{i}",
+                       "parent_id": None, "name": f"n{i}", "kind": "component"})  # fmt: skip
+    for i in range(299):
+        events.append({"id": f"3-{i}", "type": ev.SPAN_FINISHED, "ts": 400.0 + i,
+                       "span_id": f"s{i}", "status": "error" if i == 250 else "ok"})  # fmt: skip
+    picked = [s.span_id for s in dsp.pick_spans(fold(events, "r"), 10)]
+    assert "s299" in picked and "s250" in picked and len(picked) == 10
+
+
+def test_runtime_run_bundle_reads_the_log(runtime: Any, worker: Callable[..., Any]) -> None:
+    worker()
+    run = wide.submit(3)
+    run.result(timeout_s=20)
+    data = run._repr_mimebundle_()[dsp.MIME]
+    assert data["mode"] == "runtime" and data["status"] == "succeeded"
+    assert data["workflow"] == "wide" and len(data["snapshot"]["spans"]) == 4
+    assert data["last_event_id"] == list(run.events(follow=False))[-1]["id"]

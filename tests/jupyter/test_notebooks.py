@@ -1,0 +1,74 @@
+"""Each example notebook runs top to bottom (nbclient) on the embedded runtime, offline model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from nbflow.jupyter.display import MIME
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+# Set in the test session for other tests' runtimes; the kernel must use its own home's.
+DROPPED_ENV = ("NBFLOW_REDIS_URL", "NBFLOW_SECRET", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+@pytest.fixture(scope="module")
+def embedded_home() -> Iterator[Path]:
+    """A fresh nbflow home: the notebooks' kernels start its server and worker pool."""
+    from nbflow.runtime import embedded, pool
+
+    home = Path(tempfile.mkdtemp(prefix="nbf-nb-"))
+    yield home
+    pool.stop_pool(home)
+    embedded.stop_server(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def execute(name: str, home: Path, workdir: Path) -> Any:
+    book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV}
+    env.update(NBFLOW_HOME=str(home), JPY_SESSION_NAME=f"notebooks/{name}.ipynb")
+    client = NotebookClient(
+        book, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    )
+    client.execute(env=env)
+    return book
+
+
+def outputs(book: Any, mime: str) -> list[Any]:
+    return [
+        out["data"][mime]
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if mime in out.get("data", {})
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["quickstart", "blog_post_agent", "ingest_site", "traces_as_dataframes"]
+)
+def test_notebook_runs_top_to_bottom(name: str, embedded_home: Path, tmp_path: Path) -> None:
+    book = execute(name, embedded_home, tmp_path)
+    runs = outputs(book, MIME)
+    if name != "traces_as_dataframes":
+        assert runs, "the notebook shows at least one run"
+        assert all(r["status"] == "succeeded" for r in runs[-1:])
+        assert outputs(book, "text/html")
+    if name == "blog_post_agent":
+        blog = next(r for r in runs if r["workflow"] == "blog_post")
+        assert blog["snapshot"]["usage"]["llm_calls"] >= 5
+        assert "## " in blog["snapshot"]["output_tail"]
+        assert set(blog["snapshot"]["progress"]) == {"research", "outline", "write"}
+    if name == "ingest_site":
+        ingest = [r for r in runs if r["workflow"] == "ingest"]
+        assert ingest[-1]["snapshot"]["usage"]["llm_calls"] == 100
