@@ -19,8 +19,8 @@ export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
     const data = model.data[MIME_TYPE] as unknown as RunOutput;
-    if (this.view && data.run_id === this.runId) {
-      return; // the same run, already followed: a newer snapshot adds nothing
+    if (this.view && data.run_id === this.runId && data.mode === 'runtime') {
+      return; // the same run, already followed live: a newer snapshot adds nothing
     }
     this.view?.dispose();
     this.runId = data.run_id;

@@ -70,6 +70,12 @@ def lab(tmp_path: Path, redis_url: str, runtime: Runtime) -> Iterator[tuple[str,
     ]
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nbformat.write(book, root / "live.ipynb")
+    # This test pins the kernel-side widget, which front ends without nbflow's
+    # JupyterLab extension show (VS Code, a lab without it). Where the extension is
+    # installed its renderer ranks first; tests/viewer pins that one.
+    labconfig = tmp_path / "config" / "labconfig"
+    labconfig.mkdir(parents=True)
+    (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": {"nbflow": True}}))
     env = {
         **os.environ,
         "NBFLOW_REDIS_URL": redis_url,
