@@ -98,7 +98,14 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import blog_post
     from .runtime.client import connect
 
+    import os
+
     print("nbflow demo: starting the embedded runtime (a local Valkey server and worker pool)…")
+    if not (os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")):
+        print(
+            "No OPENAI_API_KEY or OPENAI_BASE_URL: LLM calls go to nbflow's offline model "
+            "(deterministic replies, realistic token counts, no network)."
+        )
     rt = connect(args.redis)
     run = blog_post.submit(args.topic)
     print(f"submitted run {run.id} of workflow blog_post on {rt.url}; following it live:\n")

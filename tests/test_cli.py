@@ -43,7 +43,9 @@ def test_demo_runs_live_on_the_embedded_runtime_and_the_run_survives_down_and_up
 ) -> None:
     demo = _nbflow(nbflow_home, "demo", "--topic", "otters")
     assert "run.succeeded" in demo.stdout
-    assert "▶ research" in demo.stdout and "Why otters matters." in demo.stdout
+    assert "▶ research" in demo.stdout and "offline model" in demo.stdout
+    assert "## " in demo.stdout  # section text streamed as it was written
+    assert "LLM calls" in demo.stdout  # token totals of the run
     run_id = demo.stdout.split("submitted run ")[1].split()[0]
 
     status = json.loads(_nbflow(nbflow_home, "status", "--json").stdout)
