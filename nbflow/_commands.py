@@ -94,11 +94,11 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import os
+
     from .console import LivePrinter, summary
     from .demo import blog_post
     from .runtime.client import connect
-
-    import os
 
     print("nbflow demo: starting the embedded runtime (a local Valkey server and worker pool)…")
     if not (os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")):

@@ -66,7 +66,9 @@ def outline(topic: str, notes: list[str], sections: int) -> list[str]:
 def write_section(title: str, notes: list[str]) -> str:
     stream = llm().chat.completions.create(
         model=MODEL,
-        messages=[{"role": "user", "content": f"Write a paragraph titled {title!r} using: {notes}"}],
+        messages=[
+            {"role": "user", "content": f"Write a paragraph titled {title!r} using: {notes}"}
+        ],
         max_tokens=80,
         stream=True,
     )
