@@ -36,7 +36,8 @@ def chromium_executable() -> str | None:
     match = re.search(r"^APPNAME=(\S+)", text, re.M)
     libdir = re.search(r"^LIBDIR=(\S+)", text, re.M)
     if match and libdir:
-        binary = Path(libdir.group(1).replace("$APPNAME", match.group(1)).strip("\"'")) / match.group(1)
+        folder = libdir.group(1).replace("$APPNAME", match.group(1)).strip("\"'")
+        binary = Path(folder) / match.group(1)
         if binary.exists():
             return str(binary)
     fallback = Path("/usr/lib/chromium/chromium")

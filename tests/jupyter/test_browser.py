@@ -75,7 +75,8 @@ def lab(tmp_path: Path, redis_url: str, runtime: Runtime) -> Iterator[tuple[str,
     # installed its renderer ranks first; tests/viewer pins that one.
     labconfig = tmp_path / "config" / "labconfig"
     labconfig.mkdir(parents=True)
-    (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": {"nbflow": True}}))
+    disabled = {"disabledExtensions": {"nbflow": True}}
+    (labconfig / "page_config.json").write_text(json.dumps(disabled))
     env = {
         **os.environ,
         "NBFLOW_REDIS_URL": redis_url,
