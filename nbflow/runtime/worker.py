@@ -28,6 +28,7 @@ from .._step import _describe, _format_traceback
 from .._workflow import Workflow
 from ..errors import NbflowError, PayloadRejected, RunCancelled
 from . import codeship, scripts
+from .batch import Batch
 from .connection import async_client, is_cluster, sync_client
 from .heartbeat import Heartbeat
 from .protocol import dumps, encode_event
@@ -186,15 +187,14 @@ class Worker:
     async def take_many(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Claim the runs of some work messages in one round trip, and start them."""
         wanted: list[str] = []
-        pipe = self._batch()
+        pipe = Batch(self.redis, cluster=self.cluster)
         for msg_id, fields in entries:
             run_id = (fields.get(b"run") or b"").decode(errors="replace")
             if _valid_run_id(run_id) and run_id not in self.active and run_id not in wanted:
                 # In the lease index before the lease itself: a crash in between
                 # still leaves the sweeper something to look at.
                 pipe.zadd(c.LEASES, {run_id: _now_ms() + self.options.lease_ms})
-                keys, args = self._claim_args(run_id)
-                pipe.eval(scripts.CLAIM, len(keys), *keys, *args)
+                pipe.eval(scripts.CLAIM, *self._claim_args(run_id))
                 wanted.append(run_id)
             else:
                 log.warning("dropping work message %r: %r", msg_id, fields)
@@ -210,9 +210,6 @@ class Worker:
     def _claim_args(self, run_id: str) -> tuple[list[str], list[Any]]:
         keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id)]
         return keys, [self.id, self.options.lease_ms, repr(time.time())]
-
-    def _batch(self) -> _Batch:
-        return _Batch(self.redis, cluster=self.cluster)
 
     def _start(
         self, run_id: str, code: int, meta: dict[bytes, bytes], steps: dict[bytes, bytes]
@@ -438,28 +435,6 @@ def _valid_run_id(run_id: str) -> bool:
 
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-class _Batch:
-    """Commands for one round trip: a pipeline, or (on Cluster, whose pipelines
-    refuse scripts) the same commands awaited one after another."""
-
-    def __init__(self, redis: Any, *, cluster: bool) -> None:
-        self.cluster = cluster
-        self._redis = redis
-        self.client = None if cluster else redis.pipeline(transaction=False)
-        self._pending: list[Any] = []
-
-    def __getattr__(self, name: str) -> Any:
-        if self.client is not None:
-            return getattr(self.client, name)
-        command = getattr(self._redis, name)
-        return lambda *args, **kwargs: self._pending.append(command(*args, **kwargs))
-
-    async def execute(self) -> list[Any]:
-        if self.client is not None:
-            return list(await self.client.execute())
-        return [await awaitable for awaitable in self._pending]
 
 
 def _now_ms() -> int:

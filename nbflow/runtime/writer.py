@@ -17,6 +17,7 @@ from typing import Any
 from .. import _events as ev
 from .. import constants as c
 from . import codeship, scripts
+from .batch import UNREACHABLE, Batch
 from .connection import AsyncRedis, SyncRedis
 from .protocol import dumps, encode_event
 
@@ -96,37 +97,19 @@ class EventWriter:
             try:
                 replies = await self._send(batch)
                 break
-            except (ConnectionError, OSError, TimeoutError) as error:
+            except UNREACHABLE as error:
                 # Redis is restarting or unreachable: keep the events and retry.
-                log.warning("event write failed (%s); retrying in %.2f s", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception as error:  # redis.ConnectionError is not an OSError
-                if "onnection" not in type(error).__name__:
-                    raise
                 log.warning("event write failed (%s); retrying in %.2f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self._settle(batch, replies)
 
-    async def _send(self, batch: list[_Item]) -> list[Any]:
-        if self.cluster:
-            return await self._send_in_order(batch)
-        pipe = self._redis.pipeline(transaction=False)
-        for item in batch:
-            keys = KEYS[item.script](item.run_id)
-            pipe.eval(self._scripts[item.script], len(keys), *keys, *item.args)
-            item.extra = _account(pipe, item)
-        return list(await pipe.execute(raise_on_error=False))
-
-    async def _send_in_order(self, batch: list[_Item]) -> list[Any]:
-        # Cluster pipelines refuse scripts, so each call goes on its own, in log order.
-        calls = _Calls(self._redis)
-        for item in batch:
-            keys = KEYS[item.script](item.run_id)
-            calls.add(self._redis.eval(self._scripts[item.script], len(keys), *keys, *item.args))
-            item.extra = _account(calls, item)
-        return await calls.execute()
+    async def _send(self, items: list[_Item]) -> list[Any]:
+        batch = Batch(self._redis, cluster=self.cluster)
+        for item in items:
+            batch.eval(self._scripts[item.script], KEYS[item.script](item.run_id), item.args)
+            item.extra = _account(batch, item)
+        return await batch.execute(raise_on_error=False)
 
     def _settle(self, batch: list[_Item], replies: list[Any]) -> None:
         index = 0
@@ -140,32 +123,6 @@ class EventWriter:
                     item.done.set_exception(reply)
                 else:
                     item.done.set_result(reply)
-
-
-class _Calls:
-    """A pipeline look-alike that awaits each command in turn."""
-
-    def __init__(self, redis: AsyncRedis) -> None:
-        self._redis = redis
-        self._pending: list[Any] = []
-
-    def add(self, awaitable: Any) -> None:
-        self._pending.append(awaitable)
-
-    def __getattr__(self, name: str) -> Any:
-        command = getattr(self._redis, name)
-        return lambda *args, **kwargs: self.add(command(*args, **kwargs))
-
-    async def execute(self) -> list[Any]:
-        replies: list[Any] = []
-        for awaitable in self._pending:
-            try:
-                replies.append(await awaitable)
-            except (ConnectionError, OSError, TimeoutError):
-                raise
-            except Exception as error:
-                replies.append(error)
-        return replies
 
 
 def _usage(event: ev.Event) -> dict[str, int]:
