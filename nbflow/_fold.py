@@ -52,6 +52,18 @@ class SpanState:
         value = self.attrs.get(USAGE_ATTRS[which], 0)
         return int(value) if isinstance(value, int | float) else 0
 
+    def marks(self) -> list[str]:
+        """What a one-line view notes beside a span: retries, cache hits, tokens."""
+        marks = []
+        if self.attempts > 1:
+            marks.append(f"{self.attempts} attempts")
+        if self.cached:
+            marks.append("cached")
+        tokens = self.tokens("input_tokens") + self.tokens("output_tokens")
+        if tokens:
+            marks.append(f"{tokens} tokens")
+        return marks
+
     @property
     def cost_usd(self) -> float:
         value = self.attrs.get("nbflow.cost_usd", 0.0)

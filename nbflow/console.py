@@ -82,14 +82,7 @@ class LivePrinter:
         parts = [f"{'  ' * span.depth}{span.name}", span.status]
         if span.duration_ms is not None:
             parts.append(f"{span.duration_ms:.0f} ms")
-        if span.attempts > 1:
-            parts.append(f"{span.attempts} attempts")
-        if span.cached:
-            parts.append("cached")
-        tokens = span.tokens("input_tokens") + span.tokens("output_tokens")
-        if tokens:
-            parts.append(f"{tokens} tokens")
-        return " · ".join(parts)
+        return " · ".join(parts + span.marks())
 
 
 def summary(state: RunState) -> str:

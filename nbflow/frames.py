@@ -208,14 +208,7 @@ def span_table(state: RunState) -> str:
 
 def _span_line(span: SpanState, depth: int) -> str:
     dur = "…" if span.duration_ms is None else f"{span.duration_ms:9.1f} ms"
-    extra = []
-    if span.attempts > 1:
-        extra.append(f"{span.attempts} attempts")
-    if span.cached:
-        extra.append("cached")
-    tokens = span.tokens("input_tokens") + span.tokens("output_tokens")
-    if tokens:
-        extra.append(f"{tokens} tokens")
+    extra = span.marks()
     if span.error:
         extra.append(span.error.splitlines()[0][:80])
     name = f"{'  ' * depth}{span.name}"
