@@ -93,6 +93,29 @@ def worker(redis_url: str, runtime: Runtime) -> Iterator[Callable[..., Worker]]:
         assert not thread.is_alive(), "a worker did not stop"
 
 
+def spawn_worker(
+    url: str, app: str, *extra: str, app_dir: Path, lease_ms: int = 1_000
+) -> subprocess.Popen[bytes]:
+    """An ``nbflow worker`` process serving module ``app`` from ``app_dir``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{app_dir}{os.pathsep}{ROOT}",
+        "NBFLOW_SECRET": TEST_SECRET.decode(),
+    }
+    cmd = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", url, "--app", app]
+    cmd += ["--lease-ms", str(lease_ms), *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
 @pytest.fixture
 def worker_process(
     redis_url: str, runtime: Runtime
@@ -101,32 +124,9 @@ def worker_process(
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*extra: str, lease_ms: int = 1_000) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{ROOT / 'tests' / 'runtime'}{os.pathsep}{ROOT}",
-            "NBFLOW_SECRET": TEST_SECRET.decode(),
-        }
-        cmd = [
-            sys.executable,
-            "-m",
-            "nbflow.cli",
-            "worker",
-            "--redis",
-            redis_url,
-            "--app",
-            "rt_apps",
-            "--lease-ms",
-            str(lease_ms),
-            *extra,
-        ]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        return proc
+        app_dir = ROOT / "tests" / "runtime"
+        procs.append(spawn_worker(redis_url, "rt_apps", *extra, app_dir=app_dir, lease_ms=lease_ms))
+        return procs[-1]
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    stop_workers(procs)

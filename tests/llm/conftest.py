@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from nbflow.llm.offline import OfflineServer, serve_offline
 
-from ..conftest import TEST_SECRET
-
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import ROOT, spawn_worker, stop_workers
 
 
 @pytest.fixture(scope="session")
@@ -50,32 +44,8 @@ def llm_worker_process(
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*extra: str) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{ROOT / 'tests' / 'llm'}{os.pathsep}{ROOT}",
-            "NBFLOW_SECRET": TEST_SECRET.decode(),
-        }
-        cmd = [
-            sys.executable,
-            "-m",
-            "nbflow.cli",
-            "worker",
-            "--redis",
-            redis_url,
-            "--app",
-            "llm_apps",
-            "--lease-ms",
-            "1000",
-            *extra,
-        ]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append(proc)
-        return proc
+        procs.append(spawn_worker(redis_url, "llm_apps", *extra, app_dir=ROOT / "tests" / "llm"))
+        return procs[-1]
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    stop_workers(procs)

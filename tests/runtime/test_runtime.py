@@ -16,7 +16,7 @@ from nbflow import constants as c
 from nbflow.runtime import codeship
 from nbflow.runtime.client import Runtime
 
-from ..conftest import TEST_SECRET
+from ..conftest import TEST_SECRET, stop_workers
 
 
 @nf.component
@@ -400,38 +400,12 @@ def test_a_server_restart_with_persistence_mid_run_loses_nothing(worker_process,
         assert [int(rt.redis.get(f"effects:persist:{i}") or 0) for i in range(6)] == [1] * 6
     finally:
         del env_url
-        proc.kill()
-        proc.wait(10)
+        stop_workers([proc])
         rt.close()
         embedded.stop_server(home)
 
 
 def _worker_on(url: str) -> Any:
-    import os
-    import subprocess
-    import sys
+    from ..conftest import ROOT, spawn_worker
 
-    from ..conftest import ROOT
-
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'runtime'}{os.pathsep}{ROOT}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "nbflow.cli",
-        "worker",
-        "--redis",
-        url,
-        "--app",
-        "rt_apps",
-        "--lease-ms",
-        "2000",
-    ]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def test_submit_many_queues_every_run_in_one_go(runtime, worker) -> None:
-    worker(concurrency=8)
-    runs = pipeline.submit_many([(i,) for i in range(20)] + [{"x": 100}])
-    assert len({r.id for r in runs}) == 21
-    assert [r.result(timeout_s=20) for r in runs] == [4 * i + 1 for i in range(20)] + [401]
-    assert nf.last_run().id == runs[-1].id
+    return spawn_worker(url, "rt_apps", app_dir=ROOT / "tests" / "runtime", lease_ms=2_000)
