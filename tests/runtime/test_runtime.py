@@ -409,3 +409,11 @@ def _worker_on(url: str) -> Any:
     from ..conftest import ROOT, spawn_worker
 
     return spawn_worker(url, "rt_apps", app_dir=ROOT / "tests" / "runtime", lease_ms=2_000)
+
+
+def test_submit_many_queues_every_run_in_one_go(runtime, worker) -> None:
+    worker(concurrency=8)
+    runs = pipeline.submit_many([(i,) for i in range(20)] + [{"x": 100}])
+    assert len({r.id for r in runs}) == 21
+    assert [r.result(timeout_s=20) for r in runs] == [4 * i + 1 for i in range(20)] + [401]
+    assert nf.last_run().id == runs[-1].id
