@@ -114,6 +114,11 @@ class Step:
             assert self.comp.cache is not None
             run.cache.set(self.cache_key, value, self.comp.cache.ttl_s)
         event = self._event("ok", attempts=attempt, output=self._preview(value))
+        if self.parent_id is None:
+            # The run's own span: its result is recorded with the run's end, so
+            # there is no step to commit and nothing to wait for.
+            run.emit(event)
+            return None
         return run.sink.commit_step(event, self.frame.step, value)
 
     def _preview(self, value: Any) -> Any:

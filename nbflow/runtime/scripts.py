@@ -10,23 +10,14 @@ SCRIPT EXISTS round trip on every execute (and NOSCRIPT handling after a restart
 
 from __future__ import annotations
 
-# KEYS: lease, meta  ARGV: worker, lease_ms, now_s, started_event_json, max_len
-# -> 1 claimed, 0 someone holds the lease, -1 run is finished or unknown
-ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local status = redis.call('HGET', KEYS[2], 'status')
-if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-  return -1
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('HSET', KEYS[2], 'status', 'running', 'worker', ARGV[1])
-redis.call('HSETNX', KEYS[2], 'started_at', ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-return 1
-"""
-
-# ACQUIRE, then the run's metadata and recorded steps, in one round trip.
-# KEYS: lease, meta, steps  ARGV: worker, lease_ms, now_s -> {code, meta pairs, step pairs}
+# Take a run's lease, count the attempt and log run.started, then return the run's
+# metadata and recorded steps: a claim is one round trip, and a run is never
+# "running" without its run.started event. The event is built here because only
+# the script knows the attempt number: ARGV[4] is its JSON without the closing
+# brace, to which the workflow's name and the attempt are added.
+# KEYS: lease, meta, steps, log  ARGV: worker, lease_ms, now_s, started_event_head
+# -> {code, meta pairs, step pairs}; code 1 claimed, 0 someone holds the lease,
+# -1 the run is finished or unknown
 CLAIM = """
 local code
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -39,7 +30,10 @@ else
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     redis.call('HSET', KEYS[2], 'status', 'running', 'worker', ARGV[1])
     redis.call('HSETNX', KEYS[2], 'started_at', ARGV[3])
-    redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+    local attempt = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+    local workflow = redis.call('HGET', KEYS[2], 'workflow') or ''
+    redis.call('XADD', KEYS[4], '*', 'e',
+      ARGV[4] .. ',"workflow":' .. cjson.encode(workflow) .. ',"attempt":' .. attempt .. '}')
     code = 1
   end
 end

@@ -208,8 +208,10 @@ class Worker:
             self._start(run_id, int(code), _pairs(meta), _pairs(steps))
 
     def _claim_args(self, run_id: str) -> tuple[list[str], list[Any]]:
-        keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id)]
-        return keys, [self.id, self.options.lease_ms, repr(time.time())]
+        keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id), c.run_log(run_id)]
+        started = ev.make(ev.RUN_STARTED, worker=self.id, mode="runtime")
+        head = encode_event(started)[:-1]  # the script adds the workflow and the attempt
+        return keys, [self.id, self.options.lease_ms, repr(started["ts"]), head]
 
     def _start(
         self, run_id: str, code: int, meta: dict[bytes, bytes], steps: dict[bytes, bytes]
@@ -223,7 +225,10 @@ class Worker:
         active.task = asyncio.create_task(self._execute(active, meta, steps))
 
     def _sink(self, run_id: str) -> RedisSink:
-        return RedisSink(self.writer, run_id, self.id, self.secret, self.options.max_log_events)
+        # count=1: the claim already logged run.started
+        return RedisSink(
+            self.writer, run_id, self.id, self.secret, self.options.max_log_events, count=1
+        )
 
     # --- executing ----------------------------------------------------------------
     async def _execute(
@@ -241,17 +246,6 @@ class Worker:
     async def _execute_inner(
         self, active: Active, raw: dict[bytes, bytes], steps: dict[bytes, bytes]
     ) -> None:
-        attempt = int(raw.get(b"attempts", b"1"))
-        sink = active.context.sink
-        sink.emit(
-            ev.make(
-                ev.RUN_STARTED,
-                workflow=raw.get(b"workflow", b"").decode(),
-                worker=self.id,
-                attempt=attempt,
-                mode="runtime",
-            )
-        )
         try:
             wf = await self._load_workflow(raw)
             args, kwargs = codeship.unpack(raw.get(b"args", b""), self.secret)

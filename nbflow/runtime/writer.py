@@ -58,6 +58,7 @@ class EventWriter:
         self._loop = loop
         self._items: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
+        self._signalled = False  # a wake-up is already on its way to the loop
         self._scripts = {
             "append": scripts.APPEND,
             "finish": scripts.FINISH,
@@ -67,7 +68,12 @@ class EventWriter:
 
     def put(self, item: _Item) -> None:
         self._items.append(item)
-        self._loop.call_soon_threadsafe(self._wake.set)
+        # Waking the loop from another thread costs a system call: one per batch
+        # is enough. The writer clears the flag before it drains the queue, so an
+        # item appended after that is either drained now or signals again.
+        if not self._signalled:
+            self._signalled = True
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def call(self, run_id: str, script: str, args: list[Any]) -> Future[Any]:
         """Queue a run-state script behind the run's pending events; its reply."""
@@ -82,6 +88,7 @@ class EventWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._signalled = False
             while self._items:
                 batch = [self._items.popleft() for _ in range(min(len(self._items), MAX_BATCH))]
                 await self._write(batch)
