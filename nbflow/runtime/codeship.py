@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,37 @@ def load_secret(home: Path | None = None) -> bytes:
 
 
 def pack(obj: Any, secret: bytes) -> bytes:
-    payload: bytes = cloudpickle.dumps(obj)
-    header = json.dumps({"py": PYTHON, "sig": _sign(secret, PYTHON, payload)}).encode()
+    payload = (
+        pickle.dumps(obj, protocol=PROTOCOL) if _plain(obj, 0) else cloudpickle.dumps(obj, PROTOCOL)
+    )
+    header = f'{{"py":"{PYTHON}","sig":"{_sign(secret, PYTHON, payload)}"}}'.encode()
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
 
 
 def unpack(blob: bytes, secret: bytes) -> Any:
     payload = verify(blob, secret)
-    return cloudpickle.loads(payload)
+    return pickle.loads(payload)
+
+
+PROTOCOL = 5
+_SCALARS = frozenset({str, bytes, int, float, bool, complex, type(None)})
+_SEQUENCES = frozenset({list, tuple, set, frozenset})
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Built-in scalars in built-in containers: the standard pickler writes them
+    exactly as cloudpickle would, many times faster. Exact types only: a
+    subclass may be defined in a notebook, which only cloudpickle can ship."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth > 16:
+        return False
+    if kind in _SEQUENCES:
+        return all(_plain(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def verify(blob: bytes, secret: bytes) -> bytes:

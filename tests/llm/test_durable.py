@@ -90,7 +90,7 @@ def test_a_replay_returns_recorded_calls_and_streams_without_new_requests(
     sink = RecordingSink()
     first = run_with(agent, sink)
     assert first[:3] == (EXPECTED, EXPECTED, EXPECTED)
-    assert len(sink.steps) == 5, "four llm steps and the workflow itself"
+    assert len(sink.steps) == 4, "the four llm calls (the run's own result ends the run)"
     before = server.stats()["requests"]
 
     replay_sink = RecordingSink()

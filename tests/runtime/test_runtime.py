@@ -216,6 +216,18 @@ def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(
     assert pipeline.submit(1).result(timeout_s=10) == 5
 
 
+def test_signed_values_round_trip_plain_data_and_notebook_defined_types() -> None:
+    class Tagged(dict):  # defined here, like a notebook's class: only cloudpickle ships it
+        pass
+
+    plain = {"a": [1, 2.5, None, True], "b": ("x", b"y", frozenset({3})), 4: {5: "z"}}
+    assert codeship.unpack(codeship.pack(plain, TEST_SECRET), TEST_SECRET) == plain
+    tagged = codeship.unpack(codeship.pack([Tagged(k=1)], TEST_SECRET), TEST_SECRET)
+    assert type(tagged[0]).__name__ == "Tagged" and tagged[0] == {"k": 1}
+    with pytest.raises(nf.PayloadRejected):
+        codeship.unpack(codeship.pack(plain, TEST_SECRET), b"another secret")
+
+
 def test_code_from_another_python_version_is_refused_with_a_clear_reason(
     runtime, worker, r
 ) -> None:
@@ -273,8 +285,12 @@ def test_kill_9_mid_run_resumes_elsewhere_and_every_step_happened_once(
     worker_process()
     assert run.result(timeout_s=30) == sum(i * 10 for i in range(6))
     assert [int(r.get(f"effects:k9:{i}") or 0) for i in range(6)] == [1] * 6
-    restarted = [e for e in run.events() if e["type"] == "run.restarted"]
+    events = list(run.events())
+    restarted = [e for e in events if e["type"] == "run.restarted"]
     assert restarted[0]["reason"] == "worker_lost"
+    started = [e for e in events if e["type"] == "run.started"]
+    assert [(e["workflow"], e["attempt"]) for e in started] == [("steps", 1), ("steps", 2)]
+    assert started[0]["worker"] != started[1]["worker"]
 
 
 def test_sigterm_drains_then_hands_back_and_another_worker_finishes(
