@@ -349,14 +349,12 @@ class Worker:
         args: list[Any] = [self.id, status, encode_event(event), self.options.retention_s]
         for key, val in fields.items():
             args.extend((key, val))
-        await asyncio.wrap_future(self.writer.call(active.run_id, "finish", args))
+        await self.writer.call(active.run_id, "finish", args)
 
     async def hand_back(self, run_id: str, reason: str) -> bool:
         """Put a run this worker holds back on the queue, for another worker to resume."""
         event = ev.make(ev.RUN_RESTARTED, reason=reason, worker=self.id)
-        done = await asyncio.wrap_future(
-            self.writer.call(run_id, "requeue", [self.id, encode_event(event)])
-        )
+        done = await self.writer.call(run_id, "requeue", [self.id, encode_event(event)])
         if int(done) == 1:
             await self.redis.xadd(c.WORK_STREAM, {"run": run_id})
             await self.redis.zrem(c.LEASES, run_id)

@@ -37,7 +37,7 @@ class _Item:
     script: str  # "append" | "finish" | "requeue"
     args: list[Any]
     event: ev.Event | None = None  # for token accounting
-    done: Future[Any] | None = None
+    done: Future[Any] | asyncio.Future[Any] | None = None  # settled on the writer's loop
     meta: dict[str, str] | None = None
     extra: int = 0  # metadata commands sent after the script
 
@@ -75,11 +75,11 @@ class EventWriter:
             self._signalled = True
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def call(self, run_id: str, script: str, args: list[Any]) -> Future[Any]:
-        """Queue a run-state script behind the run's pending events; its reply."""
-        done: Future[Any] = Future()
+    async def call(self, run_id: str, script: str, args: list[Any]) -> Any:
+        """Run a run-state script behind the run's pending events (from the loop); its reply."""
+        done: asyncio.Future[Any] = self._loop.create_future()
         self.put(_Item(run_id, script, args, done=done))
-        return done
+        return await done
 
     def pending(self) -> int:
         return len(self._items)
