@@ -327,7 +327,8 @@ class Worker:
             }
             fields["progress"] = dumps(steps)
         if status == "succeeded":
-            fields["output"] = dumps(preview(value, redact=redact))
+            shown = preview(value, redact=redact)
+            fields["output"] = dumps(shown)
             try:
                 fields["result"] = codeship.pack(value, self.secret)
             except Exception as pickling:
@@ -336,7 +337,7 @@ class Worker:
                     active.run_id,
                     pickling,
                 )
-            event = ev.make(ev.RUN_SUCCEEDED, output=preview(value, redact=redact))
+            event = ev.make(ev.RUN_SUCCEEDED, output=shown)
         else:
             event = _error_event(status, error, reason)
             fields.update(
