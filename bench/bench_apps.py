@@ -69,6 +69,8 @@ async def async_blocking(sleep_s: float = 15.0) -> str:
 
 
 # --- peers (only when BENCH_PEER_URL is set) ---------------------------------------
+# One-step: a no-op job. Three-step: three jobs run one after the other, each one's
+# result stored in the peer's Redis result backend.
 
 PEER_URL = os.environ.get("BENCH_PEER_URL")
 
@@ -85,17 +87,16 @@ if PEER_URL:
             return 1
 
         @taskiq_broker.task
-        async def taskiq_step(i: int) -> int:
-            return i + 1
+        async def taskiq_step(i: int, next_ids: list[str]) -> int:
+            """A step of a chain: starts the next step under the id the client chose for it.
 
-        @taskiq_broker.task
-        async def taskiq_three() -> int:
-            # three recorded steps: each a task of its own, awaited in turn
-            total = 0
-            for i in range(3):
-                handle = await taskiq_step.kiq(i)
-                total += (await handle.wait_result(check_interval=0.001)).return_value
-            return total
+            taskiq has no chains of its own. A task that awaits its subtasks instead
+            deadlocks a worker once more of them are in flight than its
+            --max-async-tasks (100): they hold every slot, and the subtasks wait.
+            """
+            if next_ids:
+                await taskiq_step.kicker().with_task_id(next_ids[0]).kiq(i + 1, next_ids[1:])
+            return i + 1
     except ImportError:
         pass
 
@@ -113,9 +114,17 @@ if PEER_URL:
         @celery_app.task(name="celery_noop")
         def celery_noop() -> int:
             return 1
+
+        @celery_app.task(name="celery_step")
+        def celery_step(i: int) -> int:
+            return i + 1
     except ImportError:
         pass
 
 
 def rq_noop() -> int:
     return 1
+
+
+def rq_step(i: int) -> int:
+    return i + 1
