@@ -115,9 +115,24 @@ class Runtime:
         return run_id, meta, ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
 
     def _enqueue(self, requests: list[tuple[str, dict[str, Any], ev.Event]]) -> list[Run]:
-        # Metadata and the first event go before the work message, so a worker
-        # never sees a run it cannot read; a client that dies half-way leaves at
-        # worst a queued run with no work message, which it never reported accepted.
+        if self.cluster:
+            self._enqueue_in_order(requests)
+        elif len(requests) == 1:
+            self.redis.eval(scripts.SUBMIT, *_submit_args(*requests[0]))
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for request in requests:
+                pipe.eval(scripts.SUBMIT, *_submit_args(*request))
+            pipe.execute()
+        runs = [Run(self, run_id) for run_id, _meta, _queued in requests]
+        if runs:
+            set_last(runs[-1])
+        return runs
+
+    def _enqueue_in_order(self, requests: list[tuple[str, dict[str, Any], ev.Event]]) -> None:
+        # On Cluster: metadata and the first event go before the work message, so a
+        # worker never sees a run it cannot read; a client that dies half-way leaves
+        # at worst a queued run with no work message, which it never reported accepted.
         pipe = self.redis.pipeline(transaction=False)
         for run_id, meta, queued in requests:
             pipe.hset(c.run_meta(run_id), mapping=meta)
@@ -126,10 +141,6 @@ class Runtime:
         for run_id, _meta, _queued in requests:
             pipe.xadd(c.WORK_STREAM, {"run": run_id})
         pipe.execute()
-        runs = [Run(self, run_id) for run_id, _meta, _queued in requests]
-        if runs:
-            set_last(runs[-1])
-        return runs
 
     # --- reading -----------------------------------------------------------
     def attach(self, run_id: str) -> Run:
@@ -302,6 +313,13 @@ class Run:
     def _last_id(self) -> str:
         newest = self._r.xrevrange(c.run_log(self.id), count=1)
         return newest[0][0].decode() if newest else "0-0"
+
+
+def _submit_args(run_id: str, meta: dict[str, Any], queued: ev.Event) -> list[Any]:
+    """SUBMIT's number of keys, keys and arguments for one run."""
+    keys = [c.run_meta(run_id), c.run_log(run_id), c.RUNS_INDEX, c.WORK_STREAM]
+    fields = [item for pair in meta.items() for item in pair]
+    return [len(keys), *keys, run_id, meta["created_at"], encode_event(queued), *fields]
 
 
 def _valid_id(event_id: str) -> str:

@@ -41,6 +41,20 @@ if code ~= 1 then return {code, {}, {}} end
 return {code, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
 """
 
+# Accept a run in one step: its metadata, its run.queued event, its place in the
+# runs index and its work message. A run is either wholly accepted or not at all.
+# (Standalone servers only: on Cluster these keys live on different slots, and
+# the client writes them in this order instead.)
+# KEYS: meta, log, runs index, work stream
+# ARGV: run_id, created_at, queued_event_json, then metadata field/value pairs
+SUBMIT = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[4], '*', 'run', ARGV[1])
+return 1
+"""
+
 # KEYS: lease, meta  ARGV: worker, lease_ms -> {owned 0|1, cancel requested 0|1}
 RENEW = """
 local cancel = redis.call('HGET', KEYS[2], 'cancel_requested') == '1' and 1 or 0
