@@ -38,7 +38,7 @@ def load_secret(home: Path | None = None) -> bytes:
 
 def pack(obj: Any, secret: bytes) -> bytes:
     payload = (
-        pickle.dumps(obj, protocol=PROTOCOL) if _plain(obj, 0) else cloudpickle.dumps(obj, PROTOCOL)
+        pickle.dumps(obj, protocol=PROTOCOL) if _plain(obj) else cloudpickle.dumps(obj, PROTOCOL)
     )
     header = f'{{"py":"{PYTHON}","sig":"{_sign(secret, PYTHON, payload)}"}}'.encode()
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
@@ -51,23 +51,28 @@ def unpack(blob: bytes, secret: bytes) -> Any:
 
 PROTOCOL = 5
 _SCALARS = frozenset({str, bytes, int, float, bool, complex, type(None)})
-_SEQUENCES = frozenset({list, tuple, set, frozenset})
+_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
 
-def _plain(value: Any, depth: int) -> bool:
+def _plain(value: Any) -> bool:
     """Built-in scalars in built-in containers: the standard pickler writes them
     exactly as cloudpickle would, many times faster. Exact types only: a
-    subclass may be defined in a notebook, which only cloudpickle can ship."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return True
-    if depth > 16:
-        return False
-    if kind in _SEQUENCES:
-        return all(_plain(item, depth + 1) for item in value)
-    if kind is dict:
-        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
-    return False
+    subclass may be defined in a notebook, which only cloudpickle can ship. A
+    container met twice (shared or recursive) is left to cloudpickle too."""
+    seen: set[int] = set()
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind not in _CONTAINERS or id(item) in seen:
+            return False
+        seen.add(id(item))
+        todo.extend(item.keys() if kind is dict else item)
+        if kind is dict:
+            todo.extend(item.values())
+    return True
 
 
 def verify(blob: bytes, secret: bytes) -> bytes:

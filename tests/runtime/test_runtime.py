@@ -224,6 +224,10 @@ def test_signed_values_round_trip_plain_data_and_notebook_defined_types() -> Non
     assert codeship.unpack(codeship.pack(plain, TEST_SECRET), TEST_SECRET) == plain
     tagged = codeship.unpack(codeship.pack([Tagged(k=1)], TEST_SECRET), TEST_SECRET)
     assert type(tagged[0]).__name__ == "Tagged" and tagged[0] == {"k": 1}
+    looped: list[Any] = [1]
+    looped.extend([looped] * 50)  # shared and recursive: met twice, so cloudpickle's job
+    back = codeship.unpack(codeship.pack(looped, TEST_SECRET), TEST_SECRET)
+    assert back[0] == 1 and back[1] is back and back[50] is back
     with pytest.raises(nf.PayloadRejected):
         codeship.unpack(codeship.pack(plain, TEST_SECRET), b"another secret")
 
