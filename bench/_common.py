@@ -8,6 +8,7 @@ manager that stops all of them on exit, even on error or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -213,22 +214,14 @@ class Bench:
 def _stop_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     """SIGTERM the process group we started, then SIGKILL it if it lingers."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers in the group (forked children)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(2)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 # --- figures -------------------------------------------------------------------
@@ -253,13 +246,13 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
         max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)
     ]
     print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print(
             "  ".join(
                 v.rjust(w) if numeric[i] else v.ljust(w)
-                for i, (v, w) in enumerate(zip(row, widths))
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
             )
         )
     sys.stdout.flush()
@@ -280,4 +273,5 @@ def _fmt(v: Any) -> str:
 def machine() -> str:
     import platform
 
-    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, {platform.system()}"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{python}, {os.cpu_count()} CPUs, {platform.system()}"

@@ -32,6 +32,12 @@ def three_steps() -> int:
 
 
 @nf.workflow
+def started_at() -> float:
+    """The wall clock at its first line, for submit-to-start latency."""
+    return time.time()
+
+
+@nf.workflow
 def ticker(n: int = 200, gap_s: float = 0.005) -> int:
     """Emits its wall clock ``n`` times, ``gap_s`` apart, for emit-to-reader latency."""
     for _ in range(n):
@@ -70,7 +76,8 @@ async def async_blocking(sleep_s: float = 15.0) -> str:
 
 # --- peers (only when BENCH_PEER_URL is set) ---------------------------------------
 # One-step: a no-op job. Three-step: three jobs run one after the other, each one's
-# result stored in the peer's Redis result backend.
+# result stored in the peer's Redis result backend. Latency: a job returning the wall
+# clock at its first line.
 
 PEER_URL = os.environ.get("BENCH_PEER_URL")
 
@@ -85,6 +92,10 @@ if PEER_URL:
         @taskiq_broker.task
         async def taskiq_noop() -> int:
             return 1
+
+        @taskiq_broker.task
+        async def taskiq_started_at() -> float:
+            return time.time()
 
         @taskiq_broker.task
         async def taskiq_step(i: int, next_ids: list[str]) -> int:
@@ -115,6 +126,10 @@ if PEER_URL:
         def celery_noop() -> int:
             return 1
 
+        @celery_app.task(name="celery_started_at")
+        def celery_started_at() -> float:
+            return time.time()
+
         @celery_app.task(name="celery_step")
         def celery_step(i: int) -> int:
             return i + 1
@@ -124,6 +139,10 @@ if PEER_URL:
 
 def rq_noop() -> int:
     return 1
+
+
+def rq_started_at() -> float:
+    return time.time()
 
 
 def rq_step(i: int) -> int:

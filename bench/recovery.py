@@ -106,7 +106,8 @@ def main() -> int:
 
     print(f"nbflow recovery benchmark: {cm.machine()}")
     print(
-        f"defaults: lease {c.LEASE_MS} ms, heartbeat {c.HEARTBEAT_MS} ms, sweep {c.SWEEP_INTERVAL_MS} ms"
+        f"defaults: lease {c.LEASE_MS} ms, heartbeat {c.HEARTBEAT_MS} ms, "
+        f"sweep {c.SWEEP_INTERVAL_MS} ms"
     )
     with cm.Bench(url=args.redis) as bench:
         restarted, resumed, status = kill_and_resume(bench)

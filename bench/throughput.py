@@ -19,7 +19,7 @@ Before the clock starts, each figure's workers are started and warmed with one j
   taskiq kiq, Celery delay, RQ enqueue).
 
 Peers: taskiq (RedisStreamBroker + result backend, log level WARNING), Celery
-(redis broker and backend, solo pool), RQ (SimpleWorker).
+(redis broker and backend, solo pool), RQ (SimpleWorker); see systems.py.
 
 This machine is shared: its noise is about +-30 % and drifts over minutes. So
 the figures are interleaved: each round measures every figure for nbflow and for
@@ -37,19 +37,14 @@ system can do; a mean or median would keep part of the noise.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib
-import os
-import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import _common as cm
-import redis
+from systems import Nbflow, System, available_peers, load_apps, running
 
 KINDS = ("one-step", "three-step")
 FIGURES = [("one-step", 1), ("one-step", 2), ("three-step", 1), ("three-step", 2)]
@@ -77,206 +72,6 @@ class Timing:
         return self.jobs / self.submit_s
 
 
-# --- systems -------------------------------------------------------------------------
-
-
-class System:
-    """A contender: starts its workers, submits jobs of a kind, waits until they end."""
-
-    name = ""
-    module = ""  # the package it needs
-    submit_call = ""  # how it submits one job, for the submissions rows
-    settle_s = 0.0  # pause after the warm-up job, for the other workers' start-up
-
-    def __init__(self, apps: ModuleType) -> None:
-        self.apps = apps
-
-    def unit(self, kind: str) -> str:
-        return "jobs/s" if kind == "one-step" else "chains/s"
-
-    def start_workers(self, bench: cm.Bench, n: int) -> list[subprocess.Popen[bytes]]:
-        raise NotImplementedError
-
-    def open(self, url: str) -> None:
-        """Connect the client side."""
-
-    def close(self) -> None:
-        """Disconnect the client side."""
-
-    def submit(self, kind: str, n: int) -> list[Any]:
-        """Submit ``n`` jobs of ``kind`` back to back; a handle on each."""
-        raise NotImplementedError
-
-    def wait(self, handles: list[Any], timeout_s: float) -> None:
-        """Block until every job is terminal; raise if one failed or time ran out."""
-        raise NotImplementedError
-
-    def note(self, handles: list[Any]) -> str:
-        """Something to print about the finished jobs."""
-        return ""
-
-
-class Nbflow(System):
-    name = "nbflow"
-    module = "nbflow"
-    submit_call = "submit"
-    workflows = {"one-step": "noop", "three-step": "three_steps"}
-
-    def unit(self, kind: str) -> str:
-        return "runs/s"
-
-    def start_workers(self, bench: cm.Bench, n: int) -> list[subprocess.Popen[bytes]]:
-        return bench.nbflow_workers(n)  # returns once all n have registered
-
-    def open(self, url: str) -> None:
-        from nbflow.runtime.client import Runtime
-
-        self.rt = Runtime(url, secret=cm.SECRET.encode())
-
-    def close(self) -> None:
-        self.rt.close()
-
-    def submit(self, kind: str, n: int) -> list[Any]:
-        wf = getattr(self.apps, self.workflows[kind])
-        return [self.rt.submit(wf, (), {}) for _ in range(n)]
-
-    def wait(self, handles: list[Any], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        for run in handles:
-            status = run.wait(max(0.1, deadline - time.monotonic()))
-            if status != "succeeded":
-                raise RuntimeError(f"{run.id} ended {status}")
-
-    def note(self, handles: list[Any]) -> str:
-        sample = handles[:5]
-        events = sum(self.rt.redis.xlen(f"nbflow:{{{run.id}}}:log") for run in sample)
-        return f"~{events / len(sample):.0f} events kept per run"
-
-
-class Peer(System):
-    settle_s = 2.0  # a peer's workers cannot be asked whether they are up
-
-    def start_workers(self, bench: cm.Bench, n: int) -> list[subprocess.Popen[bytes]]:
-        return [
-            bench.spawn(self.worker_argv(bench.url, i), BENCH_PEER_URL=bench.url) for i in range(n)
-        ]
-
-    def worker_argv(self, url: str, index: int) -> list[str]:
-        raise NotImplementedError
-
-
-class Taskiq(Peer):
-    name = "taskiq"
-    module = "taskiq_redis"
-    submit_call = "kiq"
-
-    def worker_argv(self, url: str, index: int) -> list[str]:
-        args = "-m taskiq worker bench_apps:taskiq_broker --workers 1 --log-level WARNING"
-        return [sys.executable, *args.split()]
-
-    def open(self, url: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.apps.taskiq_broker.startup())
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.apps.taskiq_broker.shutdown())
-        self.loop.close()
-
-    def submit(self, kind: str, n: int) -> list[Any]:
-        return self.loop.run_until_complete(self._submit(kind, n))
-
-    async def _submit(self, kind: str, n: int) -> list[Any]:
-        if kind == "one-step":
-            return [await self.apps.taskiq_noop.kiq() for _ in range(n)]
-        return [await self._chain() for _ in range(n)]
-
-    async def _chain(self) -> Any:
-        from taskiq import AsyncTaskiqTask
-
-        ids = [uuid.uuid4().hex for _ in range(3)]
-        await self.apps.taskiq_step.kicker().with_task_id(ids[0]).kiq(0, ids[1:])
-        return AsyncTaskiqTask(ids[-1], self.apps.taskiq_broker.result_backend)
-
-    def wait(self, handles: list[Any], timeout_s: float) -> None:
-        self.loop.run_until_complete(self._wait(handles, timeout_s))
-
-    async def _wait(self, handles: list[Any], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        for handle in handles:
-            left = max(0.1, deadline - time.monotonic())
-            result = await handle.wait_result(timeout=left, check_interval=0.001)
-            if result.is_err:
-                raise RuntimeError(result.error)
-
-
-class Celery(Peer):
-    name = "celery"
-    module = "celery"
-    submit_call = "delay"
-
-    def worker_argv(self, url: str, index: int) -> list[str]:
-        args = (
-            "-m celery -A bench_apps:celery_app worker -P solo -c 1 -l warning"
-            " --without-gossip --without-mingle --without-heartbeat"
-        )
-        return [sys.executable, *args.split(), "-n", f"w{index}@%h"]
-
-    def submit(self, kind: str, n: int) -> list[Any]:
-        if kind == "one-step":
-            return [self.apps.celery_noop.delay() for _ in range(n)]
-        step = self.apps.celery_step
-        return [(step.s(0) | step.s() | step.s()).delay() for _ in range(n)]
-
-    def wait(self, handles: list[Any], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        for result in handles:
-            result.get(timeout=max(0.1, deadline - time.monotonic()), interval=0.001)
-
-
-class Rq(Peer):
-    name = "rq"
-    module = "rq"
-    submit_call = "enqueue"
-
-    def worker_argv(self, url: str, index: int) -> list[str]:
-        args = "-m rq.cli worker -q -w rq.worker.SimpleWorker"
-        return [sys.executable, *args.split(), "-u", url]
-
-    def open(self, url: str) -> None:
-        from rq import Queue
-
-        self.conn = redis.Redis.from_url(url)
-        self.queue = Queue(connection=self.conn)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def submit(self, kind: str, n: int) -> list[Any]:
-        if kind == "one-step":
-            return [self.queue.enqueue(self.apps.rq_noop) for _ in range(n)]
-        return [self._chain() for _ in range(n)]
-
-    def _chain(self) -> Any:
-        job = None
-        for i in range(3):
-            job = self.queue.enqueue(self.apps.rq_step, i, depends_on=job)
-        return job
-
-    def wait(self, handles: list[Any], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        for job in handles:
-            while (status := job.get_status(refresh=True)) != "finished":
-                if status == "failed":
-                    raise RuntimeError(f"rq job failed: {job.exc_info}")
-                if time.monotonic() > deadline:
-                    ready = self.queue.ready_job_registry.count
-                    raise TimeoutError(
-                        f"a job still {status.value} after {timeout_s:.0f} s,"
-                        f" {ready} ready dependents not enqueued"
-                    )
-                time.sleep(0.001)
-
-
 # --- measuring -----------------------------------------------------------------------
 
 
@@ -284,17 +79,8 @@ def measure(
     bench: cm.Bench, system: System, *, kind: str, workers: int, jobs: int, timeout_s: float
 ) -> Timing:
     """Start the system's workers, warm them, time ``jobs`` jobs of ``kind``, stop them."""
-    bench.flush()
-    procs = system.start_workers(bench, workers)
-    try:
-        system.open(bench.url)
-        try:
-            return time_jobs(system, kind, jobs, timeout_s)
-        finally:
-            system.close()
-    finally:
-        for proc in procs:
-            bench.stop(proc)
+    with running(bench, system, workers):
+        return time_jobs(system, kind, jobs, timeout_s)
 
 
 def time_jobs(system: System, kind: str, jobs: int, timeout_s: float) -> Timing:
@@ -404,28 +190,6 @@ def run_figure(
     print(f"{label}  {timing.rate:7,.0f} {system.unit(kind)}  ({details})", flush=True)
 
 
-def available_peers(apps: ModuleType, results: Results) -> list[System]:
-    peers: list[System] = []
-    for peer in (Taskiq(apps), Celery(apps), Rq(apps)):
-        try:
-            importlib.import_module(peer.module)
-        except ImportError as error:
-            results.fail(f"{peer.name}: skipped: {error}")
-            continue
-        peers.append(peer)
-    return peers
-
-
-def load_apps(url: str) -> ModuleType:
-    """bench_apps with its peer apps built against ``url`` (in this process only)."""
-    os.environ["BENCH_PEER_URL"] = url
-    try:
-        import bench_apps
-    finally:
-        os.environ.pop("BENCH_PEER_URL")  # nbflow workers inherit this environment
-    return bench_apps
-
-
 # --- report --------------------------------------------------------------------------
 
 
@@ -533,7 +297,7 @@ def main() -> int:
         apps = load_apps(bench.url)
         systems = [Nbflow(apps)]
         if not args.no_peers:
-            systems += available_peers(apps, results)
+            systems += available_peers(apps, results.fail)
         for index in range(args.rounds):
             run_round(bench, systems, index, args, results)
     report(systems, results)

@@ -173,6 +173,8 @@ class Worker:
                 continue
             for _stream, entries in reply or []:
                 await self.take_many(entries)
+                # Let the claimed runs start before the next read goes out.
+                await asyncio.sleep(0)
 
     async def _after_redis_error(self, error: Exception) -> None:
         if "NOGROUP" in str(error):
