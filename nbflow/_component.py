@@ -27,6 +27,9 @@ RetryOption = RetryPolicy | int | dict[str, Any] | None
 CacheOption = CachePolicy | float | bool | dict[str, Any] | None
 
 
+_DERIVED = ("signature", "positional_names")  # rebuilt from fn on unpickling, never shipped
+
+
 class Component:
     kind = "component"
     fn: Callable[..., Any]
@@ -65,6 +68,15 @@ class Component:
 
     def __repr__(self) -> str:
         return f"<nbflow {self.kind} {self.name!r}>"
+
+    # --- shipping: what is derived from fn is rebuilt, not pickled ------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.signature = _signature(self.fn)
+        self.positional_names = _positional_names(self.signature)
 
     # --- fluent configuration: each returns a new component ----------------
     def _replace(self, **changes: Any) -> Component:

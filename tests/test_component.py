@@ -719,3 +719,23 @@ def test_redact_accepts_a_single_name():
 
     use("abc-secret")
     assert only_span()["input"] == {"token": REDACTED}
+
+
+def test_a_shipped_component_keeps_its_policies_and_rebuilds_its_signature() -> None:
+    import cloudpickle
+
+    def scale(x: int, factor: int = 2) -> int:
+        return x * factor
+
+    comp = nf.component(scale).with_retry(4).with_timeout(9)
+    blob = cloudpickle.dumps(comp)
+    assert b"Parameter" not in blob, "the signature is rebuilt from the function, not shipped"
+    back = cloudpickle.loads(blob)
+    assert (back.retry, back.timeout_s, back.code_digest) == (
+        comp.retry,
+        comp.timeout_s,
+        comp.code_digest,
+    )
+    assert back.positional_names == comp.positional_names == ("x", "factor")
+    assert str(back.signature) == str(comp.signature)
+    assert back(3) == 6

@@ -15,10 +15,18 @@ from __future__ import annotations
 # "running" without its run.started event. The event is built here because only
 # the script knows the attempt number: ARGV[4] is its JSON without the closing
 # brace, to which the workflow's name and the attempt are added.
-# KEYS: lease, meta, steps, log  ARGV: worker, lease_ms, now_s, started_event_head
+# On a standalone server the script also acknowledges and deletes the work
+# message and puts a claimed run in the lease index (KEYS[5], KEYS[6]); on
+# Cluster those keys live on other slots and the worker sends those commands itself.
+# KEYS: lease, meta, steps, log[, lease index, work stream]
+# ARGV: worker, lease_ms, now_s, started_event_head[, run_id, lease_deadline_ms, group, msg_id]
 # -> {code, meta pairs, step pairs}; code 1 claimed, 0 someone holds the lease,
 # -1 the run is finished or unknown
 CLAIM = """
+if KEYS[6] then
+  redis.call('XACK', KEYS[6], ARGV[7], ARGV[8])
+  redis.call('XDEL', KEYS[6], ARGV[8])
+end
 local code
 if redis.call('EXISTS', KEYS[1]) == 1 then
   code = 0
@@ -34,6 +42,7 @@ else
     local workflow = redis.call('HGET', KEYS[2], 'workflow') or ''
     redis.call('XADD', KEYS[4], '*', 'e',
       ARGV[4] .. ',"workflow":' .. cjson.encode(workflow) .. ',"attempt":' .. attempt .. '}')
+    if KEYS[5] then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5]) end
     code = 1
   end
 end
@@ -75,13 +84,16 @@ redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
 return 1
 """
 
-# KEYS: lease, meta, log, steps
-# ARGV: worker, status, event_json, retention_s, then field/value pairs
+# End a run held by this worker. On a standalone server the run also leaves the
+# lease index (KEYS[5]); on Cluster the worker removes it itself.
+# KEYS: lease, meta, log, steps[, lease index]
+# ARGV: worker, status, event_json, retention_s, run_id, then field/value pairs
 FINISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[5]) end
 redis.call('HSET', KEYS[2], 'status', ARGV[2])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])

@@ -193,27 +193,35 @@ class Worker:
         for msg_id, fields in entries:
             run_id = (fields.get(b"run") or b"").decode(errors="replace")
             if _valid_run_id(run_id) and run_id not in self.active and run_id not in wanted:
-                # In the lease index before the lease itself: a crash in between
-                # still leaves the sweeper something to look at.
-                pipe.zadd(c.LEASES, {run_id: _now_ms() + self.options.lease_ms})
-                pipe.eval(scripts.CLAIM, *self._claim_args(run_id))
+                self._claim(pipe, run_id, msg_id)
                 wanted.append(run_id)
             else:
                 log.warning("dropping work message %r: %r", msg_id, fields)
-            pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
-            pipe.xdel(c.WORK_STREAM, msg_id)
+                pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
+                pipe.xdel(c.WORK_STREAM, msg_id)
         replies = await pipe.execute()
         claims = [r for r in replies if isinstance(r, list)]
         for run_id, (code, meta, steps) in zip(wanted, claims, strict=True):
-            if int(code) == -1:  # already finished: nothing to lease
+            if int(code) == -1 and self.cluster:  # already finished: nothing to lease
                 await self.redis.zrem(c.LEASES, run_id)
             self._start(run_id, int(code), _pairs(meta), _pairs(steps))
 
-    def _claim_args(self, run_id: str) -> tuple[list[str], list[Any]]:
+    def _claim(self, pipe: Batch, run_id: str, msg_id: bytes) -> None:
         keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id), c.run_log(run_id)]
         started = ev.make(ev.RUN_STARTED, worker=self.id, mode="runtime")
         head = encode_event(started)[:-1]  # the script adds the workflow and the attempt
-        return keys, [self.id, self.options.lease_ms, repr(started["ts"]), head]
+        args = [self.id, self.options.lease_ms, repr(started["ts"]), head]
+        deadline = _now_ms() + self.options.lease_ms
+        if not self.cluster:  # one script does it all
+            keys += [c.LEASES, c.WORK_STREAM]
+            pipe.eval(scripts.CLAIM, keys, [*args, run_id, deadline, c.WORK_GROUP, msg_id])
+            return
+        # In the lease index before the lease itself: a crash in between still
+        # leaves the sweeper something to look at.
+        pipe.zadd(c.LEASES, {run_id: deadline})
+        pipe.eval(scripts.CLAIM, keys, args)
+        pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
+        pipe.xdel(c.WORK_STREAM, msg_id)
 
     def _start(
         self, run_id: str, code: int, meta: dict[bytes, bytes], steps: dict[bytes, bytes]
@@ -349,7 +357,13 @@ class Worker:
                     if event.get(k)
                 }
             )
-        args: list[Any] = [self.id, status, encode_event(event), self.options.retention_s]
+        args: list[Any] = [
+            self.id,
+            status,
+            encode_event(event),
+            self.options.retention_s,
+            active.run_id,
+        ]
         for key, val in fields.items():
             args.extend((key, val))
         await self.writer.call(active.run_id, "finish", args)

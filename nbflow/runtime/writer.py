@@ -114,8 +114,11 @@ class EventWriter:
     async def _send(self, items: list[_Item]) -> list[Any]:
         batch = Batch(self._redis, cluster=self.cluster)
         for item in items:
-            batch.eval(self._scripts[item.script], KEYS[item.script](item.run_id), item.args)
-            item.extra = _account(batch, item)
+            keys = KEYS[item.script](item.run_id)
+            if item.script == "finish" and not self.cluster:
+                keys.append(c.LEASES)  # the script takes the run out of the lease index
+            batch.eval(self._scripts[item.script], keys, item.args)
+            item.extra = _account(batch, item, cluster=self.cluster)
         return await batch.execute(raise_on_error=False)
 
     def _settle(self, batch: list[_Item], replies: list[Any]) -> None:
@@ -143,11 +146,11 @@ def _usage(event: ev.Event) -> dict[str, int]:
     }
 
 
-def _account(pipe: Any, item: _Item) -> int:
+def _account(pipe: Any, item: _Item, *, cluster: bool) -> int:
     """Keep token totals and progress in the run's metadata; how many commands it sent."""
     meta = c.run_meta(item.run_id)
     sent = 0
-    if item.script == "finish":
+    if item.script == "finish" and cluster:
         pipe.zrem(c.LEASES, item.run_id)  # the run no longer needs watching
         sent += 1
     if item.meta:
