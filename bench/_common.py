@@ -224,6 +224,23 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
         proc.wait(2)
 
 
+class Rounds:
+    """What failed over a benchmark's rounds, each line tagged with its round."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.round = 0
+
+    def next_round(self, total: int) -> None:
+        self.round += 1
+        print(f"round {self.round}/{total}", flush=True)
+
+    def fail(self, line: str) -> None:
+        print(line, flush=True)
+        prefix = f"round {self.round}: " if self.round else ""
+        self.failures.append(prefix + line.strip())
+
+
 # --- figures -------------------------------------------------------------------
 
 

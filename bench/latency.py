@@ -131,13 +131,12 @@ class Figure:
     p99: float
 
 
-class Results:
+class Results(cm.Rounds):
     """The lowest p50 and p99 of each (system, figure) over the rounds, and what failed."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.best: dict[tuple[str, str], Figure] = {}
-        self.failures: list[str] = []
-        self.round = 0
 
     def keep(self, system: str, figure: str, values: list[float]) -> None:
         values = [v for v in values if v == v]  # a run with no start event gives NaN
@@ -157,18 +156,12 @@ class Results:
     def get(self, system: str, figure: str) -> Figure | None:
         return self.best.get((system, figure))
 
-    def fail(self, line: str) -> None:
-        print(line, flush=True)
-        prefix = f"round {self.round}: " if self.round else ""
-        self.failures.append(prefix + line.strip())
-
 
 def run_round(
     bench: cm.Bench, systems: list[System], index: int, args: argparse.Namespace, results: Results
 ) -> None:
     """The floor, then every system back to back."""
-    results.round = index + 1
-    print(f"round {results.round}/{args.rounds}", flush=True)
+    results.next_round(args.rounds)
     bench.flush()
     results.keep(FLOOR_SYSTEM, FLOOR, raw_floor(bench.url, args.floor))
     shift = index % len(systems)

@@ -120,7 +120,7 @@ def nbflow_submissions(bench: cm.Bench, apps: ModuleType, n: int) -> dict[str, f
         bench.flush()
 
 
-class Results:
+class Results(cm.Rounds):
     """The best figure of each (system, measure, workers) over the rounds, and what failed.
 
     A measure is a kind of job ("one-step", "three-step") or a way of submitting
@@ -128,9 +128,8 @@ class Results:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.best: dict[tuple[str, str, int], float] = {}
-        self.failures: list[str] = []
-        self.round = 0
 
     def keep(self, system: str, measure: str, workers: int, rate: float) -> None:
         key = (system, measure, workers)
@@ -139,18 +138,12 @@ class Results:
     def get(self, system: str, measure: str, workers: int) -> float | None:
         return self.best.get((system, measure, workers))
 
-    def fail(self, line: str) -> None:
-        print(line, flush=True)
-        prefix = f"round {self.round}: " if self.round else ""
-        self.failures.append(prefix + line.strip())
-
 
 def run_round(
     bench: cm.Bench, systems: list[System], index: int, args: argparse.Namespace, results: Results
 ) -> None:
     """Every figure, each measured for nbflow and every peer back to back."""
-    results.round = index + 1
-    print(f"round {results.round}/{args.rounds}", flush=True)
+    results.next_round(args.rounds)
     rates = nbflow_submissions(bench, systems[0].apps, args.submits)  # nbflow comes first
     for measure, rate in rates.items():
         results.keep("nbflow", measure, 0, rate)
