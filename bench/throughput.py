@@ -50,6 +50,7 @@ KINDS = ("one-step", "three-step")
 FIGURES = [("one-step", 1), ("one-step", 2), ("three-step", 1), ("three-step", 2)]
 SUBMIT_MANY = "submit_many, 500 a call"
 START_BY_NAME = "start by name"
+DRAIN = "one-step, queued first"  # nbflow only: the worker side without the client's submits
 GOAL_RATIO = 2.0
 GOAL_SUBMITS = 5000
 
@@ -120,6 +121,32 @@ def nbflow_submissions(bench: cm.Bench, apps: ModuleType, n: int) -> dict[str, f
         bench.flush()
 
 
+def nbflow_drain(bench: cm.Bench, apps: ModuleType, n: int, timeout_s: float) -> float:
+    """The worker side alone: ``n`` no-op runs queued (submit_many) before one worker
+    starts; runs/s from the first run's start to the last run's end (run metadata)."""
+    from nbflow.runtime.client import Runtime
+
+    bench.flush()
+    rt = Runtime(bench.url, secret=cm.SECRET.encode())
+    try:
+        runs = []
+        for start in range(0, n, 500):
+            runs += rt.submit_many(apps.noop, [((), {})] * min(500, n - start))
+        procs = bench.nbflow_workers(1)
+        try:
+            Nbflow(apps).wait(runs, timeout_s)
+        finally:
+            for proc in procs:
+                bench.stop(proc)
+        metas = rt.metas([run.id for run in runs])
+        first = min(float(m["started_at"]) for m in metas)
+        last = max(float(m["ended_at"]) for m in metas)
+        return n / (last - first)
+    finally:
+        rt.close()
+        bench.flush()
+
+
 class Results(cm.Rounds):
     """The best figure of each (system, measure, workers) over the rounds, and what failed.
 
@@ -149,6 +176,13 @@ def run_round(
         results.keep("nbflow", measure, 0, rate)
     listed = "; ".join(f"{measure} {rate:,.0f}/s" for measure, rate in rates.items())
     print(f"  {'submissions':<13} nbflow  {listed}  ({args.submits} each, no worker)", flush=True)
+    try:
+        drain = nbflow_drain(bench, systems[0].apps, args.jobs, args.timeout)
+    except Exception as error:
+        results.fail(f"  {'drain x1':<13} nbflow  failed: {type(error).__name__}: {error}")
+    else:
+        results.keep("nbflow", DRAIN, 1, drain)
+        print(f"  {'drain x1':<13} nbflow  {drain:7,.0f} runs/s  ({args.jobs} queued first)")
     shift = index % len(systems)
     order = systems[shift:] + systems[:shift]
     for kind, workers in FIGURES:
@@ -189,9 +223,11 @@ def run_figure(
 def throughput_rows(systems: list[System], results: Results) -> list[list[Any]]:
     rows = []
     for system in systems:
-        for measure in [*KINDS, system.submit_call, SUBMIT_MANY, START_BY_NAME]:
+        for measure in [*KINDS, DRAIN, system.submit_call, SUBMIT_MANY, START_BY_NAME]:
             if measure in KINDS:
                 figure = f"{measure} {system.unit(measure)}"
+            elif measure == DRAIN:
+                figure = f"{DRAIN} runs/s"
             else:
                 figure = f"submissions/s ({measure})"
             for workers in (0, 1, 2):
