@@ -13,6 +13,9 @@ Before the clock starts, each figure's workers are started and warmed with one j
   three jobs run one after the other, each one's result stored in its Redis
   result backend, and the client waits on the last one: a taskiq chain (each
   step starts the next), a Celery chain, three RQ jobs chained with depends_on.
+- one-step, queued first (nbflow only): --jobs runs queued before one worker
+  starts, timed from the first run's start to the last one's end: the worker
+  side without the client competing for the CPUs.
 - submissions/s on one connection: nbflow's Runtime.submit, submit_many (500 a
   call) and start by name with no worker running (workers 0); and for every
   system its submit loop in the one-step figure, its workers running (submit,
