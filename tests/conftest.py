@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,35 @@ def worker(redis_url: str, runtime: Runtime) -> Iterator[Callable[..., Worker]]:
     for _w, thread in started:
         thread.join(15)
         assert not thread.is_alive(), "a worker did not stop"
+
+
+class ThreadServer:
+    """An ASGI app under uvicorn on a thread of this process, on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(app, log_level="warning", ws="none", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert self._thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def ask_to_stop(self) -> None:
+        self._server.should_exit = True
+
+    def stop(self) -> None:
+        self.ask_to_stop()
+        self._thread.join(10)
+        self._sock.close()
 
 
 def spawn_worker(

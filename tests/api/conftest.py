@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from nbflow.api import create_app
 from nbflow.runtime.client import Runtime
 
-from ..conftest import TEST_SECRET
+from ..conftest import TEST_SECRET, ThreadServer
 from .helpers import APP, ApiProcess, start_api_process
 
 
@@ -34,31 +30,19 @@ def served_apps() -> dict[str, FastAPI]:
 @pytest.fixture
 def serve(runtime: Runtime, served_apps: dict[str, FastAPI]) -> Iterator[Callable[..., str]]:
     """Start the API on a thread of this process; its base URL. All are stopped at the end."""
-    servers: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
+    servers: list[ThreadServer] = []
 
     def start(*, app_module: str | None = APP, **options: Any) -> str:
         app = create_app(runtime, app_module=app_module, **options)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, log_level="warning", ws="none", timeout_graceful_shutdown=1)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        servers.append((server, thread, sock))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.01)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        served_apps[url] = app
-        return url
+        servers.append(ThreadServer(app))
+        served_apps[servers[-1].url] = app
+        return servers[-1].url
 
     yield start
-    for server, _thread, _sock in servers:
-        server.should_exit = True
-    for _server, thread, sock in servers:
-        thread.join(10)
-        sock.close()
+    for server in servers:
+        server.ask_to_stop()  # all at once, then wait for each
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

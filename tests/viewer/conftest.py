@@ -12,7 +12,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from nbflow.api import create_app
 from nbflow.runtime.client import Runtime
 
 from ..browser import CHROMIUM_ARGS, require_chromium
-from ..conftest import TEST_SECRET
+from ..conftest import TEST_SECRET, ThreadServer
 from .support import LABEXTENSION, env, start_worker
 
 START_TIMEOUT_S = 60.0
@@ -155,18 +153,6 @@ def worker_elsewhere(redis_url: str, runtime: Runtime) -> Iterator[subprocess.Po
 @pytest.fixture
 def api_url(runtime: Runtime) -> Iterator[str]:
     """``nbflow api``'s app under uvicorn on a thread; its base URL."""
-    app = create_app(runtime)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", ws="none", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    served = ThreadServer(create_app(runtime))
+    yield served.url
+    served.stop()
