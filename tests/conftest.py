@@ -96,6 +96,17 @@ def worker(redis_url: str, runtime: Runtime) -> Iterator[Callable[..., Worker]]:
         assert not thread.is_alive(), "a worker did not stop"
 
 
+def wait_until(predicate: Callable[[], Any], timeout_s: float, *, interval_s: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"condition not met within {timeout_s} s"
+        time.sleep(interval_s)
+
+
 class ThreadServer:
     """An ASGI app under uvicorn on a thread of this process, on a free loopback port."""
 

@@ -23,6 +23,7 @@ from nbflow.jupyter.display import run_bundle
 from nbflow.runtime.client import Runtime
 
 from ..browser import CHROMIUM_ARGS, artifact, require_chromium
+from ..conftest import wait_until
 
 PARTS = 40
 BIG = 10_000
@@ -109,16 +110,6 @@ def _up(base: str, token: str) -> bool:
         return httpx.get(f"{base}/api/status", params={"token": token}, timeout=2).is_success
     except httpx.HTTPError:
         return False
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 KERNEL_IDLE = """() => {

@@ -19,7 +19,7 @@ from jupyter_client.manager import KernelManager
 from nbflow.jupyter.display import MIME, WIDGET_MIME
 from nbflow.runtime.client import Runtime
 
-from ..conftest import TEST_SECRET
+from ..conftest import TEST_SECRET, wait_until
 
 NOTEBOOK = "kernel_test.ipynb"
 PARTS = 40
@@ -76,16 +76,6 @@ def execute(km: KernelManager, code: str, timeout_s: float = 60) -> dict[str, An
         kc.stop_channels()
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 @pytest.mark.slow
 def test_attach_after_kernel_restart_sees_the_whole_log_in_order_then_the_end(
     kernel: KernelManager, runtime: Runtime, worker: Callable[..., Any], tmp_path: Path
@@ -101,7 +91,9 @@ def test_attach_after_kernel_restart_sees_the_whole_log_in_order_then_the_end(
     run_id = out["displays"][0][MIME]["run_id"]
     run = runtime.attach(run_id)
     assert run.meta()["notebook"] == NOTEBOOK
-    wait_for(lambda: sum(e["type"] == "output" for e in run.events(follow=False)) >= 5)
+    wait_until(
+        lambda: sum(e["type"] == "output" for e in run.events(follow=False)) >= 5, timeout_s=30
+    )
 
     kernel.restart_kernel(now=True)
     assert run.status() == "running"  # the run lives on without its kernel

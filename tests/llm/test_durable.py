@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
-from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -21,7 +19,7 @@ from nbflow.llm._stream import RecordedStream
 from nbflow.llm.offline import OfflineServer, complete
 from nbflow.runtime import codeship
 
-from ..conftest import TEST_SECRET
+from ..conftest import TEST_SECRET, wait_until
 
 MODEL = "gpt-4o-mini"
 QUESTION = "Why do durable workflows record their steps?"
@@ -139,13 +137,6 @@ def test_an_async_replay_serves_the_recorded_stream_asynchronously(server: Offli
     assert server.stats()["requests"] == before
 
 
-def _wait_for(check: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_resumes_without_repeating_its_llm_calls(
     runtime, llm_worker_process, server, redis_url, r
@@ -153,7 +144,7 @@ def test_a_worker_killed_mid_run_resumes_without_repeating_its_llm_calls(
     first = llm_worker_process()
     inputs = {"base_url": server.base_url, "url": redis_url, "tag": "k9", "question": QUESTION}
     run = runtime.start("two_calls", inputs)
-    _wait_for(lambda: r.get("gate:k9") is not None, timeout_s=30)
+    wait_until(lambda: r.get("gate:k9") is not None, timeout_s=30)
     assert server.stats()["requests"]["chat.completions"] == 2
     first.send_signal(signal.SIGKILL)
     first.wait(5)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -26,6 +26,8 @@ from nbflow import constants
 from nbflow.errors import RuntimeUnavailable
 from nbflow.runtime import embedded, pool
 from tests.redis_servers import close_cluster_client, slot_ranges, start_cluster
+
+from ..conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(1000)"]
@@ -82,13 +84,6 @@ def outputs(*procs: subprocess.Popen[str]) -> list[str]:
         assert proc.returncode == 0, err
         results.append(out.strip())
     return results
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def worker_pids(home: Path) -> dict[int, int]:
@@ -210,7 +205,7 @@ def test_pool_is_reused_and_replaces_a_killed_worker(home: Path) -> None:
 
     os.kill(before[0], signal.SIGKILL)
 
-    wait_until(lambda: worker_pids(home)[0] != before[0])
+    wait_until(lambda: worker_pids(home)[0] != before[0], timeout_s=5)
     assert worker_pids(home)[1] == before[1]
     assert all(w["alive"] for w in pool.pool_status(home)["workers"])
     assert (home / constants.POOL_LOG_DIR / "worker-0.log").exists()
@@ -245,7 +240,7 @@ def test_concurrent_ensure_pool_starts_one_supervisor(home: Path) -> None:
 def test_sigterm_to_the_pool_leaves_no_workers_or_their_children(home: Path) -> None:
     supervisor = pool.ensure_pool(UNUSED_URL, home, workers=2, worker_cmd=PARENT)
     workers = list(worker_pids(home).values())
-    wait_until(lambda: len(list(home.glob("child-*"))) == 2)
+    wait_until(lambda: len(list(home.glob("child-*"))) == 2, timeout_s=5)
     children = [int(p.read_text()) for p in home.glob("child-*")]
 
     os.kill(supervisor, signal.SIGTERM)
@@ -259,7 +254,7 @@ def test_sigterm_to_the_pool_leaves_no_workers_or_their_children(home: Path) -> 
 def test_stop_pool_kills_workers_that_ignore_sigterm(home: Path) -> None:
     pool.ensure_pool(UNUSED_URL, home, workers=1, worker_cmd=STUBBORN, kill_after_s=0.5)
     [worker] = worker_pids(home).values()
-    wait_until(lambda: (home / f"ready-{worker}").exists())
+    wait_until(lambda: (home / f"ready-{worker}").exists(), timeout_s=5)
 
     assert pool.stop_pool(home)
     assert not embedded.process_running(worker)

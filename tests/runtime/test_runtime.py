@@ -16,7 +16,7 @@ from nbflow import constants as c
 from nbflow.runtime import codeship
 from nbflow.runtime.client import Runtime
 
-from ..conftest import TEST_SECRET, stop_workers
+from ..conftest import TEST_SECRET, stop_workers, wait_until
 
 
 @nf.component
@@ -138,7 +138,7 @@ def napper(n: int, s: float) -> int:
 def test_cancel_stops_a_running_run_at_the_next_component_boundary(runtime, worker) -> None:
     worker()
     run = napper.submit(50, 0.1)
-    _wait_for(lambda: run.status() == "running")
+    wait_until(lambda: run.status() == "running", timeout_s=10)
     time.sleep(0.3)
     assert run.cancel() == "requested"
     with pytest.raises(nf.RunCancelled):
@@ -167,7 +167,7 @@ async def async_sleeper(s: float) -> str:
 def test_cancel_interrupts_an_async_step_at_once(runtime, worker) -> None:
     worker()
     run = async_sleeper.submit(30.0)
-    _wait_for(lambda: run.status() == "running")
+    wait_until(lambda: run.status() == "running", timeout_s=10)
     started = time.monotonic()
     run.cancel()
     with pytest.raises(nf.RunCancelled):
@@ -283,7 +283,7 @@ def test_kill_9_mid_run_resumes_elsewhere_and_every_step_happened_once(
 ) -> None:
     first = worker_process()
     run = runtime.start("steps", {"url": redis_url, "tag": "k9", "n": 6, "sleep_s": 0.4})
-    _wait_for(lambda: r.get("effects:k9:1") is not None, timeout_s=15)
+    wait_until(lambda: r.get("effects:k9:1") is not None, timeout_s=15)
     first.send_signal(signal.SIGKILL)
     first.wait(5)
     worker_process()
@@ -302,7 +302,7 @@ def test_sigterm_drains_then_hands_back_and_another_worker_finishes(
 ) -> None:
     first = worker_process("--drain-timeout", "0.3")
     run = runtime.start("blocking", {"url": redis_url, "tag": "drain", "sleep_s": 3.0})
-    _wait_for(lambda: r.get("started:drain") is not None, timeout_s=15)
+    wait_until(lambda: r.get("started:drain") is not None, timeout_s=15)
     first.send_signal(signal.SIGTERM)
     assert first.wait(10) == 0
     restarted = [e for e in run.events(follow=False) if e["type"] == "run.restarted"]
@@ -358,14 +358,6 @@ def test_runs_lists_runs_newest_first_with_their_metadata(runtime, worker) -> No
     assert set(frame.columns) >= {"workflow", "created_at", "user", "duration_s", "total_tokens"}
 
 
-def _wait_for(check: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 def test_runs_complete_across_two_workers_on_a_three_master_cluster(
     tmp_path, worker, runtime
 ) -> None:
@@ -410,7 +402,7 @@ def test_a_server_restart_with_persistence_mid_run_loses_nothing(worker_process,
     try:
         run = rt.start("steps", {"url": url, "tag": "persist", "n": 6, "sleep_s": 0.3})
         proc = _worker_on(url)
-        _wait_for(lambda: rt.redis.get("effects:persist:1") is not None, timeout_s=15)
+        wait_until(lambda: rt.redis.get("effects:persist:1") is not None, timeout_s=15)
         embedded.stop_server(home)
         time.sleep(0.5)
         embedded.ensure_server(home)
