@@ -115,10 +115,16 @@ class EventWriter:
         batch = Batch(self._redis, cluster=self.cluster)
         for item in items:
             keys = KEYS[item.script](item.run_id)
-            if item.script == "finish" and not self.cluster:
-                keys.append(c.LEASES)  # the script takes the run out of the lease index
+            # A finished run leaves the lease index: inside the script on a standalone
+            # server, by a command of its own on Cluster (the index is on another slot).
+            unwatch = item.script == "finish"
+            if unwatch and not self.cluster:
+                keys.append(c.LEASES)
             batch.eval(self._scripts[item.script], keys, item.args)
-            item.extra = _account(batch, item, cluster=self.cluster)
+            item.extra = _account(batch, item)
+            if unwatch and self.cluster:
+                batch.zrem(c.LEASES, item.run_id)
+                item.extra += 1
         return await batch.execute(raise_on_error=False)
 
     def _settle(self, batch: list[_Item], replies: list[Any]) -> None:
@@ -146,13 +152,10 @@ def _usage(event: ev.Event) -> dict[str, int]:
     }
 
 
-def _account(pipe: Any, item: _Item, *, cluster: bool) -> int:
+def _account(pipe: Any, item: _Item) -> int:
     """Keep token totals and progress in the run's metadata; how many commands it sent."""
     meta = c.run_meta(item.run_id)
     sent = 0
-    if item.script == "finish" and cluster:
-        pipe.zrem(c.LEASES, item.run_id)  # the run no longer needs watching
-        sent += 1
     if item.meta:
         pipe.hset(meta, mapping=item.meta)
         sent += 1
