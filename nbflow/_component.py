@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import importlib
 import inspect
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, overload
+from typing import Any, SupportsIndex, overload
 
 from . import _context as ctx
 from ._cache import code_digest
@@ -33,6 +35,7 @@ _DERIVED = ("signature", "positional_names")  # rebuilt from fn on unpickling, n
 class Component:
     kind = "component"
     fn: Callable[..., Any]
+    _copied = False  # made by with_*: never the object its module defines
 
     def __init__(
         self,
@@ -69,7 +72,28 @@ class Component:
     def __repr__(self) -> str:
         return f"<nbflow {self.kind} {self.name!r}>"
 
-    # --- shipping: what is derived from fn is rebuilt, not pickled ------------
+    # --- shipping ------------------------------------------------------------
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        where = self.module_reference()
+        if where is not None:
+            return (_import_component, where)
+        return super().__reduce_ex__(protocol)
+
+    def module_reference(self) -> tuple[str, str] | None:
+        """(module, name) when this object is defined at the top level of an importable
+        module: it is then pickled by reference, as pickle treats functions, and the
+        receiving process imports the module. Copies made by ``with_*`` and modules
+        registered with ``cloudpickle.register_pickle_by_value`` are pickled by value."""
+        module_name = self.__dict__.get("__module__")
+        name = self.__dict__.get("__qualname__")
+        if self._copied or not module_name or not name or module_name == "__main__":
+            return None
+        module = sys.modules.get(module_name)
+        if getattr(module, name, None) is not self or _registered_by_value(module_name):
+            return None
+        return module_name, name
+
+    # What is derived from fn is rebuilt on unpickling, never shipped.
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
 
@@ -83,6 +107,7 @@ class Component:
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.__dict__.update(changes)
+        clone._copied = True
         return clone
 
     def with_retry(
@@ -191,6 +216,21 @@ class Component:
             if scope.expired():
                 raise StepTimeout(f"{self.name} timed out after {self.timeout_s:g} s") from None
             raise
+
+
+def _import_component(module_name: str, name: str) -> Component:
+    found = getattr(importlib.import_module(module_name), name, None)
+    if not isinstance(found, Component):
+        raise TypeError(f"{module_name}.{name} is not an nbflow component")
+    return found
+
+
+def _registered_by_value(module_name: str) -> bool:
+    import cloudpickle
+
+    registered = cloudpickle.list_registry_pickle_by_value()
+    parts = module_name.split(".")
+    return any(".".join(parts[:i]) in registered for i in range(1, len(parts) + 1))
 
 
 def _sleep(delay_s: float) -> None:

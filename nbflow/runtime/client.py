@@ -44,6 +44,7 @@ class Runtime:
         self.redis: SyncRedis = sync_client(url, cluster=self.cluster)
         self.secret = secret if secret is not None else codeship.load_secret()
         self._cancel = self.redis.register_script(scripts.CANCEL)
+        self._submit = self.redis.register_script(scripts.SUBMIT)
         self._shipped: set[str] = set()
 
     def __repr__(self) -> str:
@@ -118,11 +119,12 @@ class Runtime:
         if self.cluster:
             self._enqueue_in_order(requests)
         elif len(requests) == 1:
-            self.redis.eval(scripts.SUBMIT, *_submit_args(*requests[0]))
+            self._submit(*_submit_args(*requests[0]))
         else:
             pipe = self.redis.pipeline(transaction=False)
             for request in requests:
-                pipe.eval(scripts.SUBMIT, *_submit_args(*request))
+                keys, args = _submit_args(*request)
+                pipe.eval(scripts.SUBMIT, len(keys), *keys, *args)
             pipe.execute()
         runs = [Run(self, run_id) for run_id, _meta, _queued in requests]
         if runs:
@@ -315,11 +317,13 @@ class Run:
         return newest[0][0].decode() if newest else "0-0"
 
 
-def _submit_args(run_id: str, meta: dict[str, Any], queued: ev.Event) -> list[Any]:
-    """SUBMIT's number of keys, keys and arguments for one run."""
+def _submit_args(
+    run_id: str, meta: dict[str, Any], queued: ev.Event
+) -> tuple[list[str], list[Any]]:
+    """SUBMIT's keys and arguments for one run."""
     keys = [c.run_meta(run_id), c.run_log(run_id), c.RUNS_INDEX, c.WORK_STREAM]
     fields = [item for pair in meta.items() for item in pair]
-    return [len(keys), *keys, run_id, meta["created_at"], encode_event(queued), *fields]
+    return keys, [run_id, meta["created_at"], encode_event(queued), *fields]
 
 
 def _valid_id(event_id: str) -> str:

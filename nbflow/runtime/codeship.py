@@ -19,6 +19,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._component import Component
 from ..constants import ENV_SECRET
 from ..errors import PayloadRejected
 
@@ -38,7 +39,9 @@ def load_secret(home: Path | None = None) -> bytes:
 
 def pack(obj: Any, secret: bytes) -> bytes:
     payload = (
-        pickle.dumps(obj, protocol=PROTOCOL) if _plain(obj) else cloudpickle.dumps(obj, PROTOCOL)
+        pickle.dumps(obj, protocol=PROTOCOL)
+        if _plain(obj) or _by_reference(obj)
+        else cloudpickle.dumps(obj, PROTOCOL)
     )
     header = f'{{"py":"{PYTHON}","sig":"{_sign(secret, PYTHON, payload)}"}}'.encode()
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
@@ -73,6 +76,11 @@ def _plain(value: Any) -> bool:
         if kind is dict:
             todo.extend(item.values())
     return True
+
+
+def _by_reference(value: Any) -> bool:
+    """A component its module defines: the standard pickler writes its name."""
+    return isinstance(value, Component) and value.module_reference() is not None
 
 
 def verify(blob: bytes, secret: bytes) -> bytes:

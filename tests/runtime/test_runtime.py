@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 from typing import Any
 
+import cloudpickle
 import pytest
 import redis
 
@@ -230,6 +232,27 @@ def test_signed_values_round_trip_plain_data_and_notebook_defined_types() -> Non
     assert back[0] == 1 and back[1] is back and back[50] is back
     with pytest.raises(nf.PayloadRejected):
         codeship.unpack(codeship.pack(plain, TEST_SECRET), b"another secret")
+
+
+def test_a_workflow_its_module_defines_ships_by_name_and_copies_ship_by_value(
+    monkeypatch,
+) -> None:
+    blob = codeship.pack(pipeline, TEST_SECRET)
+    assert __name__.encode() in blob and b"double" not in blob  # a name, not the code
+    assert codeship.unpack(blob, TEST_SECRET) is pipeline
+    tuned = pipeline.with_retry(2)
+    back = codeship.unpack(codeship.pack(tuned, TEST_SECRET), TEST_SECRET)
+    assert back is not tuned and back.retry.attempts == 2
+    # The module's name rebound to a copy: a worker importing the module would
+    # not see that copy, so it still travels by value.
+    monkeypatch.setattr(sys.modules[__name__], "pipeline", tuned)
+    assert codeship.unpack(codeship.pack(tuned, TEST_SECRET), TEST_SECRET) is not tuned
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        by_value = codeship.unpack(codeship.pack(double, TEST_SECRET), TEST_SECRET)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert by_value is not double and by_value.fn(3) == 6
 
 
 def test_code_from_another_python_version_is_refused_with_a_clear_reason(
