@@ -1,54 +1,106 @@
 """Lua scripts: the run-state changes that must be atomic.
 
-Every script touches only the keys of one run (one hash slot), so each works on
-Redis Cluster. Event payloads are built in Python and passed in as JSON.
+Every script but TAKE touches only the keys of one run (one hash slot), so each
+works on Redis Cluster. Event payloads are built in Python and passed in as JSON.
 
 Pipelines send scripts with EVAL and their full text: the server caches the
 compiled script either way, and EVALSHA in a redis-py pipeline costs an extra
 SCRIPT EXISTS round trip on every execute (and NOSCRIPT handling after a restart).
+TAKE, sent with every read of the work stream, is the exception: by its digest.
 """
 
 from __future__ import annotations
 
-# Take a run's lease, count the attempt and log run.started, then return the run's
-# metadata and recorded steps: a claim is one round trip, and a run is never
+# Take a run's lease, count the attempt and log run.started: a run is never
 # "running" without its run.started event. The event is built here because only
-# the script knows the attempt number: ARGV[4] is its JSON without the closing
+# the script knows the attempt number: `head` is its JSON without the closing
 # brace, to which the workflow's name and the attempt are added.
-# On a standalone server the script also acknowledges and deletes the work
-# message and puts a claimed run in the lease index (KEYS[5], KEYS[6]); on
-# Cluster those keys live on other slots and the worker sends those commands itself.
-# KEYS: lease, meta, steps, log[, lease index, work stream]
-# ARGV: worker, lease_ms, now_s, started_event_head[, run_id, lease_deadline_ms, group, msg_id]
-# -> {code, meta pairs, step pairs}; code 1 claimed, 0 someone holds the lease,
-# -1 the run is finished or unknown
-CLAIM = """
-if KEYS[6] then
-  redis.call('XACK', KEYS[6], ARGV[7], ARGV[8])
-  redis.call('XDEL', KEYS[6], ARGV[8])
-end
-local code
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  code = 0
-else
-  local status = redis.call('HGET', KEYS[2], 'status')
+# -> 1 claimed, 0 someone holds the lease, -1 the run is finished or unknown
+_CLAIM_RUN = """
+local function claim_run(lease, meta, log, worker, lease_ms, now_s, head)
+  if redis.call('EXISTS', lease) == 1 then return 0 end
+  local status = redis.call('HGET', meta, 'status')
   if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-    code = -1
-  else
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    redis.call('HSET', KEYS[2], 'status', 'running', 'worker', ARGV[1])
-    redis.call('HSETNX', KEYS[2], 'started_at', ARGV[3])
-    local attempt = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-    local workflow = redis.call('HGET', KEYS[2], 'workflow') or ''
-    redis.call('XADD', KEYS[4], '*', 'e',
-      ARGV[4] .. ',"workflow":' .. cjson.encode(workflow) .. ',"attempt":' .. attempt .. '}')
-    if KEYS[5] then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5]) end
-    code = 1
+    return -1
   end
+  redis.call('SET', lease, worker, 'PX', lease_ms)
+  redis.call('HSET', meta, 'status', 'running', 'worker', worker)
+  redis.call('HSETNX', meta, 'started_at', now_s)
+  local attempt = redis.call('HINCRBY', meta, 'attempts', 1)
+  local workflow = redis.call('HGET', meta, 'workflow') or ''
+  redis.call('XADD', log, '*', 'e',
+    head .. ',"workflow":' .. cjson.encode(workflow) .. ',"attempt":' .. attempt .. '}')
+  return 1
 end
+"""
+
+# Claim one run, then return its metadata and recorded steps (Redis Cluster: the
+# work message and the lease index live on other slots, so the worker acknowledges
+# the message and indexes the lease with commands of its own).
+# KEYS: lease, meta, steps, log  ARGV: worker, lease_ms, now_s, started_event_head
+# -> {code, meta pairs, step pairs}
+CLAIM = (
+    _CLAIM_RUN
+    + """
+local code = claim_run(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 if code ~= 1 then return {code, {}, {}} end
 return {code, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
 """
+)
+
+# Standalone servers: claim the run of every work message this worker has been
+# given and not yet acknowledged (its pending entries), in one step. Sent in the
+# same pipeline right behind the worker's blocking XREADGROUP, it runs the moment
+# that read is served, so a worker wakes up already holding its runs: reading
+# and claiming cost one round trip. Each message is acknowledged and deleted
+# whatever becomes of its run; a claimed run enters the lease index. The run's
+# keys are built from templates (constants' key names with an empty run id), so
+# they cannot be declared in KEYS, which is why Cluster uses CLAIM instead.
+# run.started's timestamp is the server's clock, read when the claim happens.
+# KEYS: work stream, lease index
+# ARGV: group, worker, count, lease_ms, started_event_head (no ts),
+#       then the templates of the lease, meta, steps and log keys
+# -> one entry per message: {run_id, 1, meta pairs, step pairs} claimed,
+#    {run_id, 0 | -1} not claimed, {message_id, -2} not a valid work message
+TAKE = (
+    _CLAIM_RUN
+    + """
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                         'STREAMS', KEYS[1], '0')
+local entries = (reply and reply[1] and reply[1][2]) or {}
+local out = {}
+if #entries == 0 then return out end
+local t = redis.call('TIME')
+local now_s = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
+local head = ARGV[5] .. ',"ts":' .. now_s
+for _, entry in ipairs(entries) do
+  local id, fields = entry[1], entry[2]
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+  redis.call('XDEL', KEYS[1], id)
+  local run = nil
+  if fields then
+    for i = 1, #fields - 1, 2 do
+      if fields[i] == 'run' then run = fields[i + 1] end
+    end
+  end
+  if run and #run <= 64 and string.match(run, '^%w+$') then
+    local key = {}
+    for i = 1, 4 do key[i] = string.gsub(ARGV[5 + i], '{}', '{' .. run .. '}', 1) end
+    local code = claim_run(key[1], key[2], key[4], ARGV[2], ARGV[4], now_s, head)
+    if code == 1 then
+      redis.call('ZADD', KEYS[2], deadline, run)
+      out[#out + 1] = {run, 1, redis.call('HGETALL', key[2]), redis.call('HGETALL', key[3])}
+    else
+      out[#out + 1] = {run, code}
+    end
+  else
+    out[#out + 1] = {id, -2}
+  end
+end
+return out
+"""
+)
 
 # Accept a run in one step: its metadata, its run.queued event, its place in the
 # runs index and its work message. A run is either wholly accepted or not at all.

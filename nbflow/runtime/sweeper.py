@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbflow.worker")
 SWEEP_BATCH = 100
+RECLAIM_BATCH = 10
 
 
 class Sweeper:
@@ -101,8 +102,13 @@ class Sweeper:
             worker.id,
             min_idle_time=c.RECLAIM_IDLE_MS,
             start_id="0-0",
-            count=10,
+            count=RECLAIM_BATCH,
+            justid=not worker.cluster,
         )
-        for msg_id, fields in reply[1]:
-            if fields:
-                await worker.take(msg_id, fields)
+        if not reply[1]:
+            return
+        if worker.cluster:
+            claims = await worker.claimer.claim([(m, f) for m, f in reply[1] if f])
+        else:  # the messages are now this worker's pending ones
+            claims = await worker.claimer.pending(RECLAIM_BATCH)
+        worker.start(claims)

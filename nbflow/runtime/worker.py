@@ -16,7 +16,8 @@ import signal
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,8 @@ from .._preview import preview
 from .._step import _describe, _format_traceback
 from .._workflow import Workflow
 from ..errors import NbflowError, PayloadRejected, RunCancelled
-from . import codeship, scripts
-from .batch import Batch
+from . import codeship
+from .claims import Claim, Claimer
 from .connection import async_client, is_cluster, sync_client
 from .heartbeat import Heartbeat
 from .protocol import dumps, encode_event
@@ -36,7 +37,6 @@ from .sweeper import Sweeper
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
 
 log = logging.getLogger("nbflow.worker")
-CLAIM_BLOCK_MS = 100  # drain must stop reading within this after SIGTERM
 
 
 class UnknownWorkflow(NbflowError):
@@ -107,6 +107,7 @@ class Worker:
         self.sync = sync_client(self.url, cluster=self.cluster)
         self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
+        self.claimer = Claimer(self)
         self._slot = asyncio.Event()
         # One thread per run slot, so sync workflows never queue behind each other.
         self.threads = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="nbflow-run")
@@ -165,16 +166,13 @@ class Worker:
                 await self._slot.wait()
                 continue
             try:
-                reply = await self.redis.xreadgroup(
-                    c.WORK_GROUP, self.id, {c.WORK_STREAM: ">"}, count=free, block=CLAIM_BLOCK_MS
-                )
+                claims = await self.claimer.read(free)
             except Exception as error:
                 await self._after_redis_error(error)
                 continue
-            for _stream, entries in reply or []:
-                await self.take_many(entries)
-                # Let the claimed runs start before the next read goes out.
-                await asyncio.sleep(0)
+            self.start(claims)
+            # Let the claimed runs start before the next read goes out.
+            await asyncio.sleep(0)
 
     async def _after_redis_error(self, error: Exception) -> None:
         if "NOGROUP" in str(error):
@@ -183,56 +181,15 @@ class Worker:
         log.warning("claim failed: %s", error)
         await asyncio.sleep(0.2)
 
-    async def take(self, msg_id: bytes, fields: dict[bytes, bytes]) -> None:
-        await self.take_many([(msg_id, fields)])
-
-    async def take_many(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Claim the runs of some work messages in one round trip, and start them."""
-        wanted: list[str] = []
-        pipe = Batch(self.redis, cluster=self.cluster)
-        for msg_id, fields in entries:
-            run_id = (fields.get(b"run") or b"").decode(errors="replace")
-            if _valid_run_id(run_id) and run_id not in self.active and run_id not in wanted:
-                self._claim(pipe, run_id, msg_id)
-                wanted.append(run_id)
-            else:
-                log.warning("dropping work message %r: %r", msg_id, fields)
-                pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
-                pipe.xdel(c.WORK_STREAM, msg_id)
-        replies = await pipe.execute()
-        claims = [r for r in replies if isinstance(r, list)]
-        for run_id, (code, meta, steps) in zip(wanted, claims, strict=True):
-            if int(code) == -1 and self.cluster:  # already finished: nothing to lease
-                await self.redis.zrem(c.LEASES, run_id)
-            self._start(run_id, int(code), _pairs(meta), _pairs(steps))
-
-    def _claim(self, pipe: Batch, run_id: str, msg_id: bytes) -> None:
-        keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id), c.run_log(run_id)]
-        started = ev.make(ev.RUN_STARTED, worker=self.id, mode="runtime")
-        head = encode_event(started)[:-1]  # the script adds the workflow and the attempt
-        args = [self.id, self.options.lease_ms, repr(started["ts"]), head]
-        deadline = _now_ms() + self.options.lease_ms
-        if not self.cluster:  # one script does it all
-            keys += [c.LEASES, c.WORK_STREAM]
-            pipe.eval(scripts.CLAIM, keys, [*args, run_id, deadline, c.WORK_GROUP, msg_id])
-            return
-        # In the lease index before the lease itself: a crash in between still
-        # leaves the sweeper something to look at.
-        pipe.zadd(c.LEASES, {run_id: deadline})
-        pipe.eval(scripts.CLAIM, keys, args)
-        pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
-        pipe.xdel(c.WORK_STREAM, msg_id)
-
-    def _start(
-        self, run_id: str, code: int, meta: dict[bytes, bytes], steps: dict[bytes, bytes]
-    ) -> None:
-        if code != 1:
-            return
-        active = Active(
-            run_id, ctx.RunContext(run_id, self._sink(run_id), self.cache, redis=self.sync)
-        )
-        self.active[run_id] = active
-        active.task = asyncio.create_task(self._execute(active, meta, steps))
+    def start(self, claims: list[Claim]) -> None:
+        """Execute runs this worker has just claimed."""
+        for claim in claims:
+            context = ctx.RunContext(
+                claim.run_id, self._sink(claim.run_id), self.cache, redis=self.sync
+            )
+            active = Active(claim.run_id, context)
+            self.active[claim.run_id] = active
+            active.task = asyncio.create_task(self._execute(active, claim.meta, claim.steps))
 
     def _sink(self, run_id: str) -> RedisSink:
         # count=1: the claim already logged run.started
@@ -274,15 +231,21 @@ class Worker:
                 active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
                 value = await active.inner
             else:
-                value = await self.loop.run_in_executor(
-                    self.threads, _call_sync, active.context, wf, args, kwargs
-                )
+                value = await self._in_thread(_call_sync, active.context, wf, args, kwargs)
         except (RunCancelled, asyncio.CancelledError) as error:
             await self._stopped(active, error)
         except Exception as error:
             await self._finish(active, "failed", error=error)
         else:
             await self._finish(active, "succeeded", value=value, redact=wf.redact)
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``fn(*args)`` on a run thread; its outcome comes back through the writer's
+        wake-ups, so a busy worker pays no extra wake-up per run."""
+        outcome: asyncio.Future[Any] = self.loop.create_future()
+        running = self.threads.submit(fn, *args)
+        running.add_done_callback(lambda done: self.writer.call_soon(_settle, done, outcome))
+        return outcome
 
     async def _stopped(self, active: Active, error: BaseException) -> None:
         if active.handback:
@@ -413,6 +376,19 @@ def _error_event(status: str, error: BaseException | None, reason: str | None) -
     )
 
 
+def _settle(done: Future[Any], outcome: asyncio.Future[Any]) -> None:
+    if outcome.cancelled():
+        return
+    if done.cancelled():  # the pool shut down before the run got a thread
+        outcome.cancel()
+        return
+    error = done.exception()
+    if error is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(done.result())
+
+
 def _call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
     token = ctx.enter(ctx.Frame(context, None, ""))
     try:
@@ -436,18 +412,6 @@ def load_app(module_name: str) -> dict[str, Workflow]:
     if not found:
         raise NbflowError(f"module {module_name!r} defines no nbflow workflows")
     return found
-
-
-def _valid_run_id(run_id: str) -> bool:
-    return bool(run_id) and run_id.isalnum() and len(run_id) <= 64
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:

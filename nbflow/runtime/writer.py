@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +60,11 @@ class EventWriter:
         self._loop = loop
         self._items: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
-        self._signalled = False  # a wake-up is already on its way to the loop
+        self._callbacks: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._idle = False  # True while the writer's task waits for a wake-up
+        self._loop_thread = threading.get_ident()  # built on the loop's thread
         self._scripts = {
             "append": scripts.APPEND,
             "finish": scripts.FINISH,
@@ -68,11 +74,24 @@ class EventWriter:
 
     def put(self, item: _Item) -> None:
         self._items.append(item)
-        # Waking the loop from another thread costs a system call: one per batch
-        # is enough. The writer clears the flag before it drains the queue, so an
-        # item appended after that is either drained now or signals again.
-        if not self._signalled:
-            self._signalled = True
+        self._signal()
+
+    def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop soon, from any thread (a run's thread
+        handing back its outcome): it shares the writer's wake-ups."""
+        self._callbacks.append((callback, args))
+        self._signal()
+
+    def _signal(self) -> None:
+        # Waking the loop from another thread costs a system call, so only an
+        # idle writer is woken: a busy one looks at its queues again before it
+        # goes idle (see run), and on the loop's own thread no call is needed.
+        if not self._idle:
+            return
+        self._idle = False
+        if threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def call(self, run_id: str, script: str, args: list[Any]) -> Any:
@@ -86,12 +105,26 @@ class EventWriter:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            # Idle from here: an item put from now on wakes the writer; one put
+            # before is seen by this check.
+            self._idle = True
+            if not self._items and not self._callbacks:
+                await self._wake.wait()
             self._wake.clear()
-            self._signalled = False
+            self._idle = False
+            self._run_callbacks()
             while self._items:
                 batch = [self._items.popleft() for _ in range(min(len(self._items), MAX_BATCH))]
                 await self._write(batch)
+                self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        while self._callbacks:
+            callback, args = self._callbacks.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("callback %r failed", callback)
 
     async def flush(self) -> None:
         while self._items:

@@ -255,6 +255,26 @@ def test_a_workflow_its_module_defines_ships_by_name_and_copies_ship_by_value(
     assert by_value is not double and by_value.fn(3) == 6
 
 
+def test_a_worker_carries_on_after_the_server_forgets_its_scripts(runtime, worker, r) -> None:
+    worker()
+    assert pipeline.submit(1).result(timeout_s=10) == 5
+    r.script_flush()  # as after a server restart: the worker's next claim gets NOSCRIPT
+    assert pipeline.submit(2).result(timeout_s=10) == 9
+
+
+def test_a_work_message_whose_reader_died_before_claiming_it_is_run(
+    runtime, worker, r, monkeypatch
+) -> None:
+    monkeypatch.setattr(c, "RECLAIM_IDLE_MS", 300)
+    run = pipeline.submit(3)
+    r.xgroup_create(c.WORK_STREAM, c.WORK_GROUP, id="0")
+    given = r.xreadgroup(c.WORK_GROUP, "a-worker-that-died", {c.WORK_STREAM: ">"})
+    assert given and len(given[0][1]) == 1  # the message is now pending under a dead name
+    worker()
+    assert run.result(timeout_s=15) == 13
+    assert r.xpending(c.WORK_STREAM, c.WORK_GROUP)["pending"] == 0
+
+
 def test_code_from_another_python_version_is_refused_with_a_clear_reason(
     runtime, worker, r
 ) -> None:

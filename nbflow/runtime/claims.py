@@ -1,0 +1,143 @@
+"""Claiming runs: from a work message to a run whose lease this worker holds.
+
+On a standalone server the blocking read of the work stream and the TAKE script
+go out in one pipeline: the server runs the script as soon as the read is
+served, so a worker wakes up already holding its runs (one round trip, not
+two). On Redis Cluster the run's keys live on other slots than the work stream,
+so each run is claimed with CLAIM after the read, and the message acknowledged
+by separate commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
+
+from .. import _events as ev
+from .. import constants as c
+from . import scripts
+from .batch import Batch
+from .protocol import encode_event
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("nbflow.worker")
+CLAIM_BLOCK_MS = 100  # drain must stop reading within this after SIGTERM
+Entry = tuple[bytes, dict[bytes, bytes]]  # a work message: id, fields
+# The run keys' names with an empty run id; TAKE puts each run's id between the braces.
+KEY_TEMPLATES = [c.run_lease(""), c.run_meta(""), c.run_steps(""), c.run_log("")]
+
+
+@dataclass
+class Claim:
+    """A run this worker now holds: its metadata and the steps it already recorded."""
+
+    run_id: str
+    meta: dict[bytes, bytes]
+    steps: dict[bytes, bytes]
+
+
+class Claimer:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._take_sha = ""  # TAKE is sent by its digest: it goes out with every read
+
+    async def read(self, count: int) -> list[Claim]:
+        """Wait up to CLAIM_BLOCK_MS for work messages, and claim up to ``count`` runs."""
+        worker = self.worker
+        if worker.cluster:
+            reply = await worker.redis.xreadgroup(
+                c.WORK_GROUP, worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
+            )
+            entries = [entry for _stream, batch in reply or [] for entry in batch]
+            return await self.claim(entries) if entries else []
+        if not self._take_sha:
+            self._take_sha = await worker.redis.script_load(scripts.TAKE)
+        pipe = worker.redis.pipeline(transaction=False)
+        pipe.xreadgroup(
+            c.WORK_GROUP, worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
+        )
+        self._take(pipe, count)
+        try:
+            replies = await pipe.execute()
+        except NoScriptError:  # the server restarted without it: what was read is pending
+            self._take_sha = ""
+            return await self.pending(count)
+        return self._taken(replies[-1])
+
+    async def pending(self, count: int) -> list[Claim]:
+        """Claim the runs of work messages already given to this worker (standalone)."""
+        self._take_sha = await self.worker.redis.script_load(scripts.TAKE)
+        pipe = self.worker.redis.pipeline(transaction=False)
+        self._take(pipe, count)
+        return self._taken((await pipe.execute())[-1])
+
+    def _take(self, pipe: Any, count: int) -> None:
+        worker = self.worker
+        head = encode_event({"type": ev.RUN_STARTED, "worker": worker.id, "mode": "runtime"})
+        args = [c.WORK_GROUP, worker.id, count, worker.options.lease_ms, head[:-1]]
+        pipe.evalsha(self._take_sha, 2, c.WORK_STREAM, c.LEASES, *args, *KEY_TEMPLATES)
+
+    def _taken(self, reply: list[list[Any]]) -> list[Claim]:
+        claims = []
+        for item in reply:
+            name, code = item[0].decode(errors="replace"), int(item[1])
+            if code == 1:
+                claims.append(Claim(name, _pairs(item[2]), _pairs(item[3])))
+            elif code == -2:
+                log.warning("dropped work message %r: it names no valid run", item[0])
+        return claims
+
+    async def claim(self, entries: list[Entry]) -> list[Claim]:
+        """Claim the runs of these work messages, each with CLAIM (any server)."""
+        worker = self.worker
+        wanted: list[str] = []
+        pipe = Batch(worker.redis, cluster=worker.cluster)
+        for msg_id, fields in entries:
+            run_id = (fields.get(b"run") or b"").decode(errors="replace")
+            if valid_run_id(run_id) and run_id not in worker.active and run_id not in wanted:
+                self._claim(pipe, run_id)
+                wanted.append(run_id)
+            else:
+                log.warning("dropping work message %r: %r", msg_id, fields)
+            pipe.xack(c.WORK_STREAM, c.WORK_GROUP, msg_id)
+            pipe.xdel(c.WORK_STREAM, msg_id)
+        replies = await pipe.execute()
+        claims = []
+        for run_id, (code, meta, steps) in zip(wanted, _script_replies(replies), strict=True):
+            if int(code) == 1:
+                claims.append(Claim(run_id, _pairs(meta), _pairs(steps)))
+            elif int(code) == -1:  # finished: nothing left to lease (0: another worker's)
+                await worker.redis.zrem(c.LEASES, run_id)
+        return claims
+
+    def _claim(self, pipe: Batch, run_id: str) -> None:
+        worker = self.worker
+        started = ev.make(ev.RUN_STARTED, worker=worker.id, mode="runtime")
+        head = encode_event(started)[:-1]  # the script adds the workflow and the attempt
+        # In the lease index before the lease itself: a crash in between still
+        # leaves the sweeper something to look at.
+        pipe.zadd(c.LEASES, {run_id: _now_ms() + worker.options.lease_ms})
+        keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id), c.run_log(run_id)]
+        pipe.eval(scripts.CLAIM, keys, [worker.id, worker.options.lease_ms, started["ts"], head])
+
+
+def valid_run_id(run_id: str) -> bool:
+    return bool(run_id) and run_id.isascii() and run_id.isalnum() and len(run_id) <= 64
+
+
+def _script_replies(replies: list[Any]) -> list[Any]:
+    return [r for r in replies if isinstance(r, list)]
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
