@@ -41,12 +41,13 @@ def _strip_cluster(url: str) -> str:
     return parsed._replace(query=query).geturl()
 
 
-def sync_client(url: str, *, cluster: bool | None = None) -> SyncRedis:
+def sync_client(url: str, *, cluster: bool | None = None, **options: Any) -> SyncRedis:
+    """``options`` go to redis-py (standalone servers)."""
     cluster = is_cluster(url) if cluster is None else cluster
     clean = _strip_cluster(url)
     if cluster:
         return RedisCluster.from_url(clean)
-    return redis.Redis.from_url(clean, health_check_interval=30)
+    return redis.Redis.from_url(clean, **{"health_check_interval": 30, **options})
 
 
 def async_client(url: str, *, cluster: bool, **options: Any) -> AsyncRedis:
