@@ -18,7 +18,7 @@ from .. import _events as ev
 from .. import constants as c
 from .._local import new_run_id, set_last
 from .._preview import preview
-from ..errors import ConfigError, RunCancelled, RunFailed, RunNotFound
+from ..errors import ConfigError, PayloadRejected, RunCancelled, RunFailed, RunNotFound
 from . import codeship, scripts
 from .connection import SyncRedis, is_cluster, sync_client
 from .protocol import decode_entry, decode_meta, dumps, encode_event
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .._trace import Trace
     from .._workflow import Workflow
 
+Request = tuple[str, dict[str, Any], ev.Event]  # run id, metadata, run.queued
 READ_BATCH = 1_000
 BLOCK_MS = 1_000
 
@@ -48,6 +49,7 @@ class Runtime:
         self._submit: Any = None  # SUBMIT, registered on that connection
         self._submitter_lock = threading.Lock()
         self._shipped: set[str] = set()
+        self._by_name: dict[tuple[str, str], str] = {}  # module, name -> digest
 
     def __repr__(self) -> str:
         return f"<nbflow Runtime {self.url}>"
@@ -57,7 +59,7 @@ class Runtime:
         if self._submitter is not None:
             self._submitter.close()
 
-    def _submit_one(self, keys: list[str], args: list[Any]) -> None:
+    def _submit_one(self, keys: list[str], args: list[Any]) -> int:
         # Submits one at a time skip the connection pool (a fifth of a submit's
         # cost); a connection of their own, so a blocked reader never holds them up.
         with self._submitter_lock:
@@ -66,7 +68,7 @@ class Runtime:
                     self.url, cluster=False, single_connection_client=True
                 )
                 self._submit = self._submitter.register_script(scripts.SUBMIT)
-        self._submit(keys, args)
+        return int(self._submit(keys, args))
 
     # --- starting runs -------------------------------------------------------
     def submit(
@@ -80,25 +82,48 @@ class Runtime:
         """Start one run per ``(args, kwargs)``: code shipped once, one round trip in all."""
         code = self.ship(wf)
         requests = [self._request(wf.name, code, a, k, wf.redact, origin) for a, k in calls]
-        return self._enqueue(requests)
+        if self._enqueue(requests):
+            return self._accepted(requests)
+        # The server lost the code this client had shipped: ship it again.
+        self._shipped.discard(code)
+        self._by_name = {k: v for k, v in self._by_name.items() if v != code}
+        code = self.ship(wf)
+        for _run_id, meta, _queued in requests:
+            meta["code"] = code
+        if not self._enqueue(requests):
+            raise PayloadRejected(f"the runtime refused the code of workflow {wf.name!r}")
+        return self._accepted(requests)
 
     def start(self, name: str, kwargs: dict[str, Any], **origin: Any) -> Run:
         """Start a workflow by name: deployed from a notebook, or served by ``--app`` workers."""
         deployed = self.redis.hget(c.DEPLOYED, name)
         code = deployed.decode() if deployed else ""
-        return self._enqueue([self._request(name, code, (), kwargs, (), origin)])[0]
+        requests = [self._request(name, code, (), kwargs, (), origin)]
+        if not self._enqueue(requests):
+            raise PayloadRejected(
+                f"workflow {name!r} was deployed, but the runtime no longer has its code "
+                "(the server was flushed or lost its data): deploy it again"
+            )
+        return self._accepted(requests)[0]
 
     def ship(self, wf: Workflow) -> str:
-        """Store the workflow's code by value, signed and content-addressed; its digest.
+        """Store the workflow's code, signed and content-addressed; its digest.
 
-        The workflow is pickled on every call so that a notebook's edits to the
-        globals it uses always reach the workers.
+        A workflow defined in a notebook is pickled by value on every call, so
+        that the notebook's edits to the globals it uses always reach the
+        workers. One its importable module defines travels by name, and that
+        payload never changes: it is made once.
         """
-        blob = codeship.pack(wf, self.secret)
-        digest = codeship.digest(blob)
-        if digest not in self._shipped:
-            self.redis.set(c.CODE_KEY.format(digest=digest), blob, ex=c.RETENTION_S)
-            self._shipped.add(digest)
+        where = wf.module_reference()
+        digest = self._by_name.get(where) if where else None
+        if digest is None:
+            blob = codeship.pack(wf, self.secret)
+            digest = codeship.digest(blob)
+            if digest not in self._shipped:
+                self.redis.set(c.CODE_KEY.format(digest=digest), blob, ex=c.RETENTION_S)
+                self._shipped.add(digest)
+            if where:
+                self._by_name[where] = digest
         return digest
 
     def deploy(self, wf: Workflow) -> str:
@@ -115,7 +140,7 @@ class Runtime:
         kwargs: dict[str, Any],
         redact: tuple[str, ...],
         origin: dict[str, Any],
-    ) -> tuple[str, dict[str, Any], ev.Event]:
+    ) -> Request:
         run_id = new_run_id()
         shown = preview({"args": list(args), "kwargs": kwargs}, redact=redact)
         meta = {
@@ -130,23 +155,27 @@ class Runtime:
         }
         return run_id, meta, ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
 
-    def _enqueue(self, requests: list[tuple[str, dict[str, Any], ev.Event]]) -> list[Run]:
+    def _enqueue(self, requests: list[Request]) -> bool:
+        """Write the runs; False if the server refused them for want of their code
+        (then it wrote nothing: all of them share that code)."""
         if self.cluster:
             self._enqueue_in_order(requests)
-        elif len(requests) == 1:
-            self._submit_one(*_submit_args(*requests[0]))
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for request in requests:
-                keys, args = _submit_args(*request)
-                pipe.eval(scripts.SUBMIT, len(keys), *keys, *args)
-            pipe.execute()
+            return True
+        if len(requests) == 1:
+            return self._submit_one(*_submit_args(*requests[0])) == 1
+        pipe = self.redis.pipeline(transaction=False)
+        for request in requests:
+            keys, args = _submit_args(*request)
+            pipe.eval(scripts.SUBMIT, len(keys), *keys, *args)
+        return all(int(reply) == 1 for reply in pipe.execute())
+
+    def _accepted(self, requests: list[Request]) -> list[Run]:
         runs = [Run(self, run_id) for run_id, _meta, _queued in requests]
         if runs:
             set_last(runs[-1])
         return runs
 
-    def _enqueue_in_order(self, requests: list[tuple[str, dict[str, Any], ev.Event]]) -> None:
+    def _enqueue_in_order(self, requests: list[Request]) -> None:
         # On Cluster: metadata and the first event go before the work message, so a
         # worker never sees a run it cannot read; a client that dies half-way leaves
         # at worst a queued run with no work message, which it never reported accepted.
@@ -337,8 +366,10 @@ def _submit_args(
 ) -> tuple[list[str], list[Any]]:
     """SUBMIT's keys and arguments for one run."""
     keys = [c.run_meta(run_id), c.run_log(run_id), c.RUNS_INDEX, c.WORK_STREAM]
+    if meta["code"]:
+        keys.append(c.CODE_KEY.format(digest=meta["code"]))
     fields = [item for pair in meta.items() for item in pair]
-    return keys, [run_id, meta["created_at"], encode_event(queued), *fields]
+    return keys, [run_id, meta["created_at"], encode_event(queued), c.RETENTION_S, *fields]
 
 
 def _valid_id(event_id: str) -> str:

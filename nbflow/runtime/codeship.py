@@ -111,4 +111,4 @@ def digest(blob: bytes) -> str:
 
 
 def _sign(secret: bytes, py: str, payload: bytes) -> str:
-    return hmac.new(secret, py.encode() + b"\0" + payload, hashlib.sha256).hexdigest()
+    return hmac.digest(secret, py.encode() + b"\0" + payload, "sha256").hex()

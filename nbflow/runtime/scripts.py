@@ -104,12 +104,20 @@ return out
 
 # Accept a run in one step: its metadata, its run.queued event, its place in the
 # runs index and its work message. A run is either wholly accepted or not at all.
+# A run whose shipped code the server no longer has (flushed, restarted without
+# persistence, expired) is refused, for the client to ship it again; code in use
+# has its expiry pushed back (never onto deployed code, which has none).
 # (Standalone servers only: on Cluster these keys live on different slots, and
 # the client writes them in this order instead.)
-# KEYS: meta, log, runs index, work stream
-# ARGV: run_id, created_at, queued_event_json, then metadata field/value pairs
+# KEYS: meta, log, runs index, work stream[, code]
+# ARGV: run_id, created_at, queued_event_json, code_ttl_s, then metadata field/value pairs
+# -> 1 accepted, 0 the code is missing
 SUBMIT = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if KEYS[5] then
+  if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
+  redis.call('EXPIRE', KEYS[5], ARGV[4], 'GT')
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('XADD', KEYS[4], '*', 'run', ARGV[1])

@@ -255,6 +255,26 @@ def test_a_workflow_its_module_defines_ships_by_name_and_copies_ship_by_value(
     assert by_value is not double and by_value.fn(3) == 6
 
 
+def test_code_the_server_lost_is_shipped_again_and_code_in_use_does_not_expire(
+    runtime, worker, r
+) -> None:
+    worker()
+    first = pipeline.submit(1)
+    key = c.CODE_KEY.format(digest=first.meta()["code"])
+    assert first.result(timeout_s=10) == 5
+    r.delete(key)  # as after a flush or a restart without persistence
+    assert pipeline.submit(2).result(timeout_s=10) == 9
+    r.expire(key, 100)
+    pipeline.submit(3).wait(timeout_s=10)
+    assert r.ttl(key) > 100  # pushed back by the submit
+    runtime.deploy(pipeline)
+    pipeline.submit(4).wait(timeout_s=10)
+    assert r.ttl(key) == -1  # deployed code keeps no expiry
+    r.delete(key)
+    with pytest.raises(nf.PayloadRejected, match="deploy it again"):
+        runtime.start("pipeline", {"x": 1})
+
+
 def test_a_worker_carries_on_after_the_server_forgets_its_scripts(runtime, worker, r) -> None:
     worker()
     assert pipeline.submit(1).result(timeout_s=10) == 5
@@ -290,7 +310,9 @@ def test_code_from_another_python_version_is_refused_with_a_clear_reason(
     run.wait(timeout_s=10)
     digest = codeship.digest(forged)
     r.set(c.CODE_KEY.format(digest=digest), forged)
-    second = runtime._enqueue([runtime._request("pipeline", digest, (1,), {}, (), {})])[0]
+    request = runtime._request("pipeline", digest, (1,), {}, (), {})
+    assert runtime._enqueue([request])
+    second = runtime.attach(request[0])
     with pytest.raises(nf.RunFailed) as info:
         second.result(timeout_s=10)
     assert "Python 3.99" in str(info.value)
