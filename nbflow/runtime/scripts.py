@@ -134,13 +134,17 @@ end
 return {0, cancel}
 """
 
-# Append one event while holding the run's lease; with a step, record its result
-# in the same atomic step, so a finished step is never both absent and reported.
-# KEYS: log, lease, steps  ARGV: worker, event_json[, step, blob] -> 1, or 0 if the lease is lost
+# Append events while holding the run's lease; with a step, record its result in
+# the same atomic step as its event, so a finished step is never both absent and
+# reported. KEYS: log, lease, steps
+# ARGV: worker, then (event_json, step or '', result blob or '') for each event
+# -> 1, or 0 if the lease is lost (nothing written)
 APPEND = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if ARGV[3] then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+for i = 2, #ARGV, 3 do
+  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2]) end
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+end
 return 1
 """
 

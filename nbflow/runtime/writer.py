@@ -132,46 +132,71 @@ class EventWriter:
             await self._write(batch)
 
     async def _write(self, batch: list[_Item]) -> None:
+        calls = _calls(batch)
         delay = 0.05
         while True:
             try:
-                replies = await self._send(batch)
+                replies = await self._send(calls)
                 break
             except UNREACHABLE as error:
                 # Redis is restarting or unreachable: keep the events and retry.
                 log.warning("event write failed (%s); retrying in %.2f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self._settle(batch, replies)
+        self._settle(calls, replies)
 
-    async def _send(self, items: list[_Item]) -> list[Any]:
+    async def _send(self, calls: list[list[_Item]]) -> list[Any]:
         batch = Batch(self._redis, cluster=self.cluster)
-        for item in items:
-            keys = KEYS[item.script](item.run_id)
+        for call in calls:
+            first = call[0]
+            keys = KEYS[first.script](first.run_id)
+            if first.script == "append":
+                args = [first.args[0], *(arg for item in call for arg in item.args[1:])]
+            else:
+                args = first.args
             # A finished run leaves the lease index: inside the script on a standalone
             # server, by a command of its own on Cluster (the index is on another slot).
-            unwatch = item.script == "finish"
+            unwatch = first.script == "finish"
             if unwatch and not self.cluster:
                 keys.append(c.LEASES)
-            batch.eval(self._scripts[item.script], keys, item.args)
-            item.extra = _account(batch, item)
+            batch.eval(self._scripts[first.script], keys, args)
+            for item in call:
+                item.extra = _account(batch, item)
             if unwatch and self.cluster:
-                batch.zrem(c.LEASES, item.run_id)
-                item.extra += 1
+                batch.zrem(c.LEASES, first.run_id)
+                first.extra += 1
         return await batch.execute(raise_on_error=False)
 
-    def _settle(self, batch: list[_Item], replies: list[Any]) -> None:
+    def _settle(self, calls: list[list[_Item]], replies: list[Any]) -> None:
         index = 0
-        for item in batch:
+        for call in calls:
             reply = replies[index]
-            index += 1 + item.extra
-            if item.script == "append" and reply == 0:
-                self.lost.add(item.run_id)
-            if item.done is not None and not item.done.done():
-                if isinstance(reply, Exception):
-                    item.done.set_exception(reply)
-                else:
-                    item.done.set_result(reply)
+            index += 1 + sum(item.extra for item in call)
+            if call[0].script == "append" and reply == 0:
+                self.lost.add(call[0].run_id)
+            for item in call:
+                if item.done is not None and not item.done.done():
+                    if isinstance(reply, Exception):
+                        item.done.set_exception(reply)
+                    else:
+                        item.done.set_result(reply)
+
+
+def _calls(items: list[_Item]) -> list[list[_Item]]:
+    """The batch as script calls: each run's appends go in one call, up to its next
+    call of another script (a run's own order is kept; runs need none between them)."""
+    calls: list[list[_Item]] = []
+    appending: dict[str, list[_Item]] = {}
+    for item in items:
+        if item.script != "append":
+            appending.pop(item.run_id, None)
+            calls.append([item])
+        elif item.run_id in appending:
+            appending[item.run_id].append(item)
+        else:
+            appending[item.run_id] = [item]
+            calls.append(appending[item.run_id])
+    return calls
 
 
 def _usage(event: ev.Event) -> dict[str, int]:
@@ -228,9 +253,9 @@ class RedisSink:
             meta = {"progress": dumps(self.progress)}
         self.writer.put(self._append(event, meta=meta))
 
-    def _append(self, event: ev.Event, *extra: Any, **fields: Any) -> _Item:
+    def _append(self, event: ev.Event, step: str = "", blob: bytes = b"", **fields: Any) -> _Item:
         return _Item(
-            self.run_id, "append", [self.worker, encode_event(event), *extra], event, **fields
+            self.run_id, "append", [self.worker, encode_event(event), step, blob], event, **fields
         )
 
     def _track_progress(self, event: ev.Event) -> None:
