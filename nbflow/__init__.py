@@ -25,7 +25,8 @@ from .errors import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .runtime.client import Run, Runtime
+    from .runtime.client import Runtime
+    from .runtime.run import Run
 
 
 def connect(url: str | None = None, **options: Any) -> Runtime:

@@ -13,7 +13,8 @@ from ._preview import truncate
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .runtime.client import Run, Runtime
+    from .runtime.client import Runtime
+    from .runtime.run import Run
 
 PROGRESS_STATES = ("pending", "running", "done", "failed", "retrying")
 

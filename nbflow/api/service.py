@@ -10,9 +10,10 @@ from anyio import to_thread
 
 from .. import constants as c
 from .._workflow import Workflow
-from ..runtime.client import Run, Runtime
+from ..runtime.client import Runtime
 from ..runtime.connection import AsyncRedis, async_client
 from ..runtime.protocol import decode_meta
+from ..runtime.run import Run
 from . import views
 from .catalog import Catalog
 from .errors import ApiError

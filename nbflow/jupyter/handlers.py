@@ -25,8 +25,9 @@ from ..api.errors import ApiError
 from ..api.reader import parse_id
 from ..api.service import Service, check_id
 from ..api.sse import HEADERS, KEEP_ALIVE_S, SSE, SSE_KEEP_ALIVE, sse_frame
-from ..runtime.client import Run, Runtime
+from ..runtime.client import Runtime
 from ..runtime.protocol import decode_meta
+from ..runtime.run import Run
 
 BASE = "nbflow/api"
 MAX_LIMIT = 1_000

@@ -14,7 +14,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import nbflow as nf
 from nbflow.jupyter import display as dsp
 from nbflow.jupyter import magics, view
-from nbflow.runtime.client import Run
+from nbflow.runtime.run import Run
 
 
 @pytest.fixture

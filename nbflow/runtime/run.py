@@ -1,0 +1,159 @@
+"""A handle on one run of a runtime: its status, result, log and trace."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .. import _events as ev
+from .. import constants as c
+from ..errors import ConfigError, RunCancelled, RunFailed, RunNotFound
+from . import codeship
+from .connection import SyncRedis
+from .protocol import decode_entry, decode_meta, encode_event
+
+if TYPE_CHECKING:
+    from .._trace import Trace
+    from .client import Runtime
+
+READ_BATCH = 1_000
+BLOCK_MS = 1_000
+
+
+class Run:
+    """A handle on one run of a runtime."""
+
+    def __init__(self, runtime: Runtime, run_id: str) -> None:
+        self.runtime = runtime
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<nbflow run {self.id}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ..jupyter.display import mimebundle
+
+        return mimebundle(self, include, exclude)
+
+    def watch(self) -> Any:
+        """Show this run live in the notebook: its whole history, then updates until it ends."""
+        from ..jupyter.view import watch
+
+        return watch(self)
+
+    @property
+    def _r(self) -> SyncRedis:
+        return self.runtime.redis
+
+    def meta(self) -> dict[str, Any]:
+        raw = self._r.hgetall(c.run_meta(self.id))
+        if not raw:
+            raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
+        return decode_meta(raw)
+
+    def status(self) -> str:
+        value = self._r.hget(c.run_meta(self.id), "status")
+        if value is None:
+            raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
+        return str(value.decode())
+
+    @property
+    def workflow(self) -> str:
+        return str(self.meta().get("workflow", ""))
+
+    def cancel(self) -> str:
+        """Ask the run to stop at its next component boundary; what happened."""
+        requested = ev.make(ev.RUN_CANCEL_REQUESTED)
+        cancelled = ev.make(ev.RUN_CANCELLED, reason="cancelled")
+        outcome = self.runtime._cancel(
+            keys=[c.run_meta(self.id), c.run_log(self.id)],
+            args=[
+                encode_event(requested),
+                encode_event(cancelled),
+                c.RETENTION_S,
+                repr(time.time()),
+            ],
+        )
+        result = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        if result == "missing":
+            raise RunNotFound(f"no run {self.id!r}")
+        return result
+
+    def wait(self, timeout_s: float | None = None) -> str:
+        """Block until the run ends (or ``timeout_s`` passes); its status."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last = self._last_id()
+        while True:
+            status = self.status()
+            if status in c.TERMINAL_STATUSES:
+                return status
+            remaining_ms = (
+                BLOCK_MS if deadline is None else int((deadline - time.monotonic()) * 1000)
+            )
+            if remaining_ms <= 0:
+                raise TimeoutError(f"run {self.id} still {status} after {timeout_s} s")
+            reply = self._r.xread(
+                {c.run_log(self.id): last}, count=READ_BATCH, block=min(remaining_ms, BLOCK_MS)
+            )
+            for _stream, entries in reply or []:
+                last = entries[-1][0]
+
+    def result(self, timeout_s: float | None = None) -> Any:
+        """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise."""
+        status = self.wait(timeout_s)
+        if status == "succeeded":
+            blob = self._r.hget(c.run_meta(self.id), "result")
+            return None if blob is None else codeship.unpack(blob, self.runtime.secret)
+        meta = self.meta()
+        if status == "cancelled":
+            raise RunCancelled(f"run {self.id} was cancelled")
+        raise RunFailed(
+            f"run {self.id} ({meta.get('workflow')}) failed: "
+            f"{meta.get('error') or meta.get('reason')}",
+            run_id=self.id,
+            error_type=str(meta.get("error_type", "")),
+            remote_traceback=str(meta.get("traceback", "")),
+        )
+
+    def events(
+        self, after: str = "0", *, follow: bool = True, block_ms: int = BLOCK_MS
+    ) -> Iterator[ev.Event]:
+        """Every event after ``after`` in order, then live ones until the run ends."""
+        key = c.run_log(self.id)
+        last = _valid_id(after)
+        while True:
+            reply = self._r.xread({key: last}, count=READ_BATCH, block=block_ms if follow else None)
+            entries = reply[0][1] if reply else []
+            for entry_id, fields in entries:
+                event = decode_entry(entry_id, fields)
+                last = event["id"]
+                yield event
+                if event["type"] in ev.TERMINAL_EVENTS:
+                    return
+            if not entries and (not follow or self._ended_without_more(key, last)):
+                return
+
+    def _ended_without_more(self, key: str, last: str) -> bool:
+        # Safety net for logs whose terminal event was trimmed or that expired.
+        status = self._r.hget(c.run_meta(self.id), "status")
+        if status is None:
+            return True
+        return status.decode() in c.TERMINAL_STATUSES and not self._r.xread({key: last}, count=1)
+
+    def trace(self) -> Trace:
+        from .._trace import Trace
+
+        return Trace(self.id, list(self.events(follow=False)))
+
+    def _last_id(self) -> str:
+        newest = self._r.xrevrange(c.run_log(self.id), count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+
+def _valid_id(event_id: str) -> str:
+    try:
+        ev.id_tuple(event_id)
+    except ValueError:
+        raise ConfigError(f"not a stream id: {event_id!r} (expected '<ms>-<seq>' or '0')") from None
+    return event_id
