@@ -134,36 +134,53 @@ end
 return {0, cancel}
 """
 
-# Append events while holding the run's lease; with a step, record its result in
-# the same atomic step as its event, so a finished step is never both absent and
-# reported. KEYS: log, lease, steps
-# ARGV: worker, then (event_json, step or '', result blob or '') for each event
-# -> 1, or 0 if the lease is lost (nothing written)
-APPEND = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 3 do
-  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2]) end
-  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+# Append (event_json, step or '', result blob or '') triples from ARGV[first] to
+# ARGV[last]; with a step, its result is recorded in the same atomic step as its
+# event, so a finished step is never both absent and reported.
+_APPEND_EVENTS = """
+local function append_events(log, steps, first, last)
+  for i = first, last, 3 do
+    if ARGV[i + 1] ~= '' then redis.call('HSET', steps, ARGV[i + 1], ARGV[i + 2]) end
+    redis.call('XADD', log, '*', 'e', ARGV[i])
+  end
 end
-return 1
 """
 
-# End a run held by this worker. On a standalone server the run also leaves the
-# lease index (KEYS[5]); on Cluster the worker removes it itself.
+# Append events while holding the run's lease.
+# KEYS: log, lease, steps  ARGV: worker, then event triples
+# -> 1, or 0 if the lease is lost (nothing written)
+APPEND = (
+    _APPEND_EVENTS
+    + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+append_events(KEYS[1], KEYS[3], 2, #ARGV)
+return 1
+"""
+)
+
+# End a run held by this worker, after appending the events it still had pending.
+# On a standalone server the run also leaves the lease index (KEYS[5]); on Cluster
+# the worker removes it itself.
 # KEYS: lease, meta, log, steps[, lease index]
-# ARGV: worker, status, event_json, retention_s, run_id, then field/value pairs
-FINISH = """
+# ARGV: worker, status, event_json, retention_s, run_id, n, then n event triples,
+#       then metadata field/value pairs -> 1, or 0 if the lease is lost (nothing written)
+FINISH = (
+    _APPEND_EVENTS
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local fields = 7 + 3 * tonumber(ARGV[6])
+append_events(KEYS[3], KEYS[4], 7, fields - 1)
 redis.call('DEL', KEYS[1])
 if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[5]) end
 redis.call('HSET', KEYS[2], 'status', ARGV[2])
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = fields, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 return 1
 """
+)
 
 # Hand a run back to the queue (drain, lost lease). KEYS: lease, meta, log
 # ARGV: worker ('' = whoever), event_json -> 1 if requeued

@@ -41,7 +41,6 @@ class _Item:
     event: ev.Event | None = None  # for token accounting
     done: Future[Any] | asyncio.Future[Any] | None = None  # settled on the writer's loop
     meta: dict[str, str] | None = None
-    extra: int = 0  # metadata commands sent after the script
 
 
 KEYS = {
@@ -136,42 +135,50 @@ class EventWriter:
         delay = 0.05
         while True:
             try:
-                replies = await self._send(calls)
+                replies, at = await self._send(calls)
                 break
             except UNREACHABLE as error:
                 # Redis is restarting or unreachable: keep the events and retry.
                 log.warning("event write failed (%s); retrying in %.2f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self._settle(calls, replies)
+        self._settle(calls, [replies[i] for i in at])
 
-    async def _send(self, calls: list[list[_Item]]) -> list[Any]:
+    async def _send(self, calls: list[list[_Item]]) -> tuple[list[Any], list[int]]:
+        """Send the calls in one round trip: the replies, and where each call's is."""
         batch = Batch(self._redis, cluster=self.cluster)
+        sent = 0
+        at: list[int] = []
         for call in calls:
-            first = call[0]
-            keys = KEYS[first.script](first.run_id)
-            if first.script == "append":
-                args = [first.args[0], *(arg for item in call for arg in item.args[1:])]
-            else:
-                args = first.args
-            # A finished run leaves the lease index: inside the script on a standalone
-            # server, by a command of its own on Cluster (the index is on another slot).
-            unwatch = first.script == "finish"
-            if unwatch and not self.cluster:
-                keys.append(c.LEASES)
-            batch.eval(self._scripts[first.script], keys, args)
-            for item in call:
-                item.extra = _account(batch, item)
-            if unwatch and self.cluster:
-                batch.zrem(c.LEASES, first.run_id)
-                first.extra += 1
-        return await batch.execute(raise_on_error=False)
+            last = call[-1]
+            appended = call if last.script == "append" else call[:-1]
+            # The appended events' metadata first: a finishing run's final progress
+            # must not be overwritten by one of its earlier events'.
+            for item in appended:
+                sent += _account(batch, item)
+            at.append(sent)
+            sent += 1
+            events = [arg for item in appended for arg in item.args[1:]]
+            if last.script == "append":
+                batch.eval(scripts.APPEND, KEYS["append"](last.run_id), [last.args[0], *events])
+                continue
+            keys = KEYS[last.script](last.run_id)
+            args = last.args
+            if last.script == "finish":
+                args = [*args[:5], len(appended), *events, *args[5:]]
+                # A finished run leaves the lease index: inside the script on a standalone
+                # server, by a command of its own on Cluster (the index is on another slot).
+                if not self.cluster:
+                    keys.append(c.LEASES)
+            batch.eval(self._scripts[last.script], keys, args)
+            sent += _account(batch, last)
+            if last.script == "finish" and self.cluster:
+                batch.zrem(c.LEASES, last.run_id)
+                sent += 1
+        return await batch.execute(raise_on_error=False), at
 
     def _settle(self, calls: list[list[_Item]], replies: list[Any]) -> None:
-        index = 0
-        for call in calls:
-            reply = replies[index]
-            index += 1 + sum(item.extra for item in call)
+        for call, reply in zip(calls, replies, strict=True):
             if call[0].script == "append" and reply == 0:
                 self.lost.add(call[0].run_id)
             for item in call:
@@ -183,16 +190,20 @@ class EventWriter:
 
 
 def _calls(items: list[_Item]) -> list[list[_Item]]:
-    """The batch as script calls: each run's appends go in one call, up to its next
-    call of another script (a run's own order is kept; runs need none between them)."""
+    """The batch as script calls, one per run where it can: a run's appends go in one
+    call, which its finish joins; another script (requeue) starts a new call. A
+    run's own order is kept; runs need none between them."""
     calls: list[list[_Item]] = []
     appending: dict[str, list[_Item]] = {}
     for item in items:
-        if item.script != "append":
-            appending.pop(item.run_id, None)
+        group = appending.pop(item.run_id, None)
+        if item.script == "finish" and group is not None:
+            group.append(item)
+        elif item.script != "append":
             calls.append([item])
-        elif item.run_id in appending:
-            appending[item.run_id].append(item)
+        elif group is not None:
+            group.append(item)
+            appending[item.run_id] = group
         else:
             appending[item.run_id] = [item]
             calls.append(appending[item.run_id])

@@ -501,33 +501,44 @@ def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(
 ) -> None:
     from nbflow import _events as ev
     from nbflow.runtime.connection import async_client
+    from nbflow.runtime.protocol import encode_event
     from nbflow.runtime.writer import EventWriter, RedisSink
 
     for run_id in ("a", "b"):
         r.set(c.run_lease(run_id), "w")  # "c" holds no lease: its worker lost it
+        r.hset(c.run_meta(run_id), "status", "running")
     evals_before = _evals(r)
 
     async def write() -> None:
         client = async_client(redis_url, cluster=False)
         writer = EventWriter(client, asyncio.get_running_loop())
         sinks = {run_id: RedisSink(writer, run_id, "w", TEST_SECRET) for run_id in "abc"}
+        sinks["b"].emit(ev.make(ev.PROGRESS, step="draft", state="running"))
         for i in range(3):  # interleaved, all queued before the writer runs: one batch
             for sink in sinks.values():
                 sink.emit(ev.make(ev.OUTPUT, text=str(i)))
         step = sinks["a"].commit_step(ev.make(ev.SPAN_FINISHED, span_id="s1"), "step-1", 42)
         assert step is not None
+        ended = ev.make(ev.RUN_SUCCEEDED)
+        finish = ["w", "succeeded", encode_event(ended), 60, "b", "progress", '{"draft":"done"}']
+        finished = asyncio.create_task(writer.call("b", "finish", finish))
         task = asyncio.create_task(writer.run())
+        assert await asyncio.wait_for(finished, 5) == 1
         await asyncio.wait_for(asyncio.wrap_future(step), 5)
         task.cancel()
         await client.aclose()
         assert writer.lost == {"c"}
 
     asyncio.run(write())
-    assert _evals(r) - evals_before == 3  # one script call per run, not one per event
+    assert _evals(r) - evals_before == 3  # one script call per run, its finish included
     texts = [json.loads(f[b"e"])["text"] for _i, f in r.xrange(c.run_log("a"))[:3]]
     assert texts == ["0", "1", "2"] and r.xlen(c.run_log("a")) == 4
     assert codeship.unpack(r.hget(c.run_steps("a"), "step-1"), TEST_SECRET) == 42
-    assert r.xlen(c.run_log("b")) == 3 and r.xlen(c.run_log("c")) == 0
+    types = [json.loads(f[b"e"])["type"] for _i, f in r.xrange(c.run_log("b"))]
+    assert types == ["progress", "output", "output", "output", "run.succeeded"]
+    assert r.hget(c.run_meta("b"), "status") == b"succeeded" and not r.exists(c.run_lease("b"))
+    assert json.loads(r.hget(c.run_meta("b"), "progress")) == {"draft": "done"}
+    assert r.xlen(c.run_log("c")) == 0
 
 
 def _evals(r: redis.Redis) -> int:
