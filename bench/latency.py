@@ -10,8 +10,9 @@ Celery and RQ need TCP URLs), one at a time, with the server flushed in between.
   kiq, Celery delay, RQ enqueue): same machine, same clock.
 - nbflow's event figures, from the same runs, whose log the client follows with
   run.events(): queued -> started, the run.queued event's timestamp (taken by
-  the client) to the run.started event's (taken by the worker); and submit ->
-  run.started read by the client.
+  the client) to the run.started event's (the server's clock, read by the script
+  that claims the run as soon as the worker's blocked read is served: the
+  worker has yet to wake up); and submit -> run.started read by the client.
 - emit-to-reader (nbflow): a run emits its wall clock every 5 ms; a client
   following run.events() notes when each one arrives.
 - raw floor: XADD from one connection to an XREADGROUP BLOCK waiting on another
