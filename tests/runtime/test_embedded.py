@@ -37,8 +37,10 @@ PARENT = [
     "-c",
     "import os, subprocess, sys, time\n"
     "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(1000)'])\n"
-    "with open(os.path.join(os.environ['NBFLOW_HOME'], f'child-{os.getpid()}'), 'w') as f:\n"
+    "note = os.path.join(os.environ['NBFLOW_HOME'], f'child-{os.getpid()}')\n"
+    "with open(note + '.tmp', 'w') as f:\n"
     "    f.write(str(child.pid))\n"
+    "os.replace(note + '.tmp', note)  # whole, or not there at all\n"
     "time.sleep(1000)",
 ]
 # A worker that ignores SIGTERM, and says so once it does.
@@ -240,8 +242,8 @@ def test_concurrent_ensure_pool_starts_one_supervisor(home: Path) -> None:
 def test_sigterm_to_the_pool_leaves_no_workers_or_their_children(home: Path) -> None:
     supervisor = pool.ensure_pool(UNUSED_URL, home, workers=2, worker_cmd=PARENT)
     workers = list(worker_pids(home).values())
-    wait_until(lambda: len(list(home.glob("child-*"))) == 2, timeout_s=5)
-    children = [int(p.read_text()) for p in home.glob("child-*")]
+    wait_until(lambda: len(list(home.glob("child-*[0-9]"))) == 2, timeout_s=5)
+    children = [int(p.read_text()) for p in home.glob("child-*[0-9]")]
 
     os.kill(supervisor, signal.SIGTERM)
 
