@@ -3,7 +3,8 @@
 On a standalone server the blocking read of the work stream and the TAKE script
 go out in one pipeline: the server runs the script as soon as the read is
 served, so a worker wakes up already holding its runs (one round trip, not
-two). On Redis Cluster the run's keys live on other slots than the work stream,
+two). That read is made by a run thread (``take``), which then starts the run
+itself (see runthreads). On Redis Cluster the run's keys live on other slots than the work stream,
 so each run is claimed with CLAIM after the read, and the message acknowledged
 by separate commands.
 """
@@ -47,28 +48,35 @@ class Claimer:
         self.worker = worker
         self._take_sha = ""  # TAKE is sent by its digest: it goes out with every read
 
-    async def read(self, count: int) -> list[Claim]:
-        """Wait up to CLAIM_BLOCK_MS for work messages, and claim up to ``count`` runs."""
-        worker = self.worker
-        if worker.cluster:
-            reply = await worker.redis.xreadgroup(
-                c.WORK_GROUP, worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
-            )
-            entries = [entry for _stream, batch in reply or [] for entry in batch]
-            return await self.claim(entries) if entries else []
+    def take(self, count: int) -> list[Claim]:
+        """Standalone, from a thread: wait up to CLAIM_BLOCK_MS for work messages,
+        and claim up to ``count`` runs."""
+        sync = self.worker.sync
         if not self._take_sha:
-            self._take_sha = await worker.redis.script_load(scripts.TAKE)
-        pipe = worker.redis.pipeline(transaction=False)
+            self._take_sha = sync.script_load(scripts.TAKE)
+        pipe = sync.pipeline(transaction=False)
         pipe.xreadgroup(
-            c.WORK_GROUP, worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
+            c.WORK_GROUP, self.worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
         )
         self._take(pipe, count)
         try:
-            replies = await pipe.execute()
+            replies = pipe.execute()
         except NoScriptError:  # the server restarted without it: what was read is pending
-            self._take_sha = ""
-            return await self.pending(count)
+            self._take_sha = sync.script_load(scripts.TAKE)
+            pipe = sync.pipeline(transaction=False)
+            self._take(pipe, count)
+            replies = pipe.execute()
         return self._taken(replies[-1])
+
+    async def read(self, count: int) -> list[Claim]:
+        """Redis Cluster: wait up to CLAIM_BLOCK_MS for work messages, and claim up to
+        ``count`` runs."""
+        worker = self.worker
+        reply = await worker.redis.xreadgroup(
+            c.WORK_GROUP, worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
+        )
+        entries = [entry for _stream, batch in reply or [] for entry in batch]
+        return await self.claim(entries) if entries else []
 
     async def pending(self, count: int) -> list[Claim]:
         """Claim the runs of work messages already given to this worker (standalone)."""

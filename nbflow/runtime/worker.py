@@ -16,8 +16,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,14 +27,16 @@ from .._step import _describe, _format_traceback
 from .._workflow import Workflow
 from ..errors import NbflowError, PayloadRejected, RunCancelled
 from . import codeship
-from .claims import Claim, Claimer
+from .claims import CLAIM_BLOCK_MS, Claim, Claimer
 from .connection import async_client, is_cluster, sync_client
 from .heartbeat import Heartbeat
 from .protocol import dumps, encode_event
+from .runthreads import RunThreads
 from .sweeper import Sweeper
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
 
 log = logging.getLogger("nbflow.worker")
+DRAIN_POLL_S = 0.01  # how often a draining worker looks for its last runs to end
 
 
 class UnknownWorkflow(NbflowError):
@@ -47,7 +47,7 @@ class UnknownWorkflow(NbflowError):
 class Active:
     run_id: str
     context: ctx.RunContext
-    task: asyncio.Task[Any] | None = None  # the whole execution
+    task: asyncio.Task[Any] | None = None  # an async run's execution, or a run's ending
     inner: asyncio.Task[Any] | None = None  # an async workflow's own task, cancelled at once
     handback: bool = False
     lost: bool = False
@@ -108,19 +108,24 @@ class Worker:
         self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self.claimer = Claimer(self)
-        self._slot = asyncio.Event()
-        # One thread per run slot, so sync workflows never queue behind each other.
-        self.threads = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="nbflow-run")
+        self._slot = asyncio.Event()  # a run ended (the cluster claim loop waits for it)
+        self._freed = threading.Event()  # the same, for the reading thread
+        # One thread per run slot, so sync workflows never queue behind each other;
+        # on a standalone server they read the work stream too (see runthreads).
+        reader = None if self.cluster else self._read_work
+        self.threads = RunThreads(self.options.concurrency, self._serve, reader)
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.drain)
-        await self._ensure_group()
+        self._ensure_group()
         heartbeat = Heartbeat(self)
         sweeper = Sweeper(self)
         heartbeat.start()
-        tasks = [
-            asyncio.create_task(t) for t in (self.writer.run(), sweeper.run(), self._claim_loop())
-        ]
+        self.threads.start()
+        loops = [self.writer.run(), sweeper.run()]
+        if self.cluster:
+            loops.append(self._claim_loop())
+        tasks = [asyncio.create_task(t) for t in loops]
         log.info(
             "worker %s serving %s (concurrency %d)", self.id, self.url, self.options.concurrency
         )
@@ -129,7 +134,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.stop()
-            self.threads.shutdown(wait=False, cancel_futures=True)
+            self.threads.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=2.0)
@@ -147,18 +152,37 @@ class Worker:
         if not self.draining:
             log.info("worker %s draining", self.id)
         self.draining = True
+        self.threads.stop_reading()
         self._slot.set()
         self._stop.set()
 
-    async def _ensure_group(self) -> None:
+    def _ensure_group(self) -> None:
         try:
-            await self.redis.xgroup_create(c.WORK_STREAM, c.WORK_GROUP, id="0", mkstream=True)
+            self.sync.xgroup_create(c.WORK_STREAM, c.WORK_GROUP, id="0", mkstream=True)
         except Exception as error:
             if "BUSYGROUP" not in str(error):
                 raise
 
     # --- claiming ---------------------------------------------------------------
+    def _read_work(self) -> list[Claim]:
+        """On a run thread (standalone): wait for work and claim it, bounded in time."""
+        self._freed.clear()
+        free = self.options.concurrency - len(self.active)
+        if self.draining:
+            return []
+        if free <= 0:
+            self._freed.wait(CLAIM_BLOCK_MS / 1000)
+            return []
+        try:
+            claims = self.claimer.take(free)
+        except Exception as error:
+            time.sleep(self._claim_failed(error))
+            return []
+        self._register(claims)
+        return claims
+
     async def _claim_loop(self) -> None:
+        """Redis Cluster: claims are read on the loop and handed to the run threads."""
         while not self.draining:
             free = self.options.concurrency - len(self.active)
             if free <= 0:
@@ -168,28 +192,29 @@ class Worker:
             try:
                 claims = await self.claimer.read(free)
             except Exception as error:
-                await self._after_redis_error(error)
+                await asyncio.sleep(self._claim_failed(error))
                 continue
             self.start(claims)
-            # Let the claimed runs start before the next read goes out.
-            await asyncio.sleep(0)
 
-    async def _after_redis_error(self, error: Exception) -> None:
+    def _claim_failed(self, error: Exception) -> float:
+        """Recover from a failed read of the work stream; seconds to wait before the next."""
         if "NOGROUP" in str(error):
-            await self._ensure_group()  # the server lost the group (restart without persistence)
-            return
+            self._ensure_group()  # the server lost the group (restart without persistence)
+            return 0.0
         log.warning("claim failed: %s", error)
-        await asyncio.sleep(0.2)
+        return 0.2
 
     def start(self, claims: list[Claim]) -> None:
-        """Execute runs this worker has just claimed."""
+        """Execute runs this worker has just claimed (from any thread)."""
+        self._register(claims)
+        self.threads.put(claims)
+
+    def _register(self, claims: list[Claim]) -> None:
         for claim in claims:
             context = ctx.RunContext(
                 claim.run_id, self._sink(claim.run_id), self.cache, redis=self.sync
             )
-            active = Active(claim.run_id, context)
-            self.active[claim.run_id] = active
-            active.task = asyncio.create_task(self._execute(active, claim.meta, claim.steps))
+            self.active[claim.run_id] = Active(claim.run_id, context)
 
     def _sink(self, run_id: str) -> RedisSink:
         # count=1: the claim already logged run.started
@@ -198,54 +223,77 @@ class Worker:
         )
 
     # --- executing ----------------------------------------------------------------
-    async def _execute(
-        self, active: Active, raw: dict[bytes, bytes], steps: dict[bytes, bytes]
-    ) -> None:
-        run_id = active.run_id
+    def _serve(self, claim: Claim) -> None:
+        """On a run thread: a sync run executes right here; an async one moves to the loop."""
+        active = self.active.get(claim.run_id)
+        if active is None:
+            return
+        if active.context.cancelled.is_set():  # cancelled or handed back before it started
+            self.writer.call_soon(self._end, active, None, RunCancelled("cancelled"))
+            return
         try:
-            await self._execute_inner(active, raw, steps)
-        except Exception:
-            log.exception("run %s: internal error", run_id)
-        finally:
-            self.active.pop(run_id, None)
-            self._slot.set()
-
-    async def _execute_inner(
-        self, active: Active, raw: dict[bytes, bytes], steps: dict[bytes, bytes]
-    ) -> None:
-        try:
-            wf = await self._load_workflow(raw)
-            args, kwargs = codeship.unpack(raw.get(b"args", b""), self.secret)
+            wf = self._workflow(claim.meta)
+            args, kwargs = codeship.unpack(claim.meta.get(b"args", b""), self.secret)
         except (PayloadRejected, UnknownWorkflow) as error:
             reason = (
                 "unknown_workflow" if isinstance(error, UnknownWorkflow) else "payload_rejected"
             )
-            await self._finish(active, "failed", error=error, reason=reason)
+            self.writer.call_soon(self._end, active, None, error, reason)
             return
-        active.context.memo = StepMemo(steps, self.secret) if steps else None
-        await self._run_workflow(active, wf, args, kwargs)
-
-    async def _run_workflow(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
+        active.context.memo = StepMemo(claim.steps, self.secret) if claim.steps else None
+        if wf.is_async:
+            self.loop.call_soon_threadsafe(self._start_async, active, wf, args, kwargs)
+            return
         try:
-            if wf.is_async:
-                active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
-                value = await active.inner
-            else:
-                value = await self._in_thread(_call_sync, active.context, wf, args, kwargs)
-        except (RunCancelled, asyncio.CancelledError) as error:
-            await self._stopped(active, error)
-        except Exception as error:
-            await self._finish(active, "failed", error=error)
+            value = _call_sync(active.context, wf, args, kwargs)
+        except BaseException as error:
+            self.writer.call_soon(self._end, active, None, error)
         else:
-            await self._finish(active, "succeeded", value=value, redact=wf.redact)
+            # Back on the loop through the writer's wake-ups: a busy worker pays
+            # no extra wake-up per run.
+            self.writer.call_soon(self._end, active, value, None, None, wf.redact)
 
-    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """``fn(*args)`` on a run thread; its outcome comes back through the writer's
-        wake-ups, so a busy worker pays no extra wake-up per run."""
-        outcome: asyncio.Future[Any] = self.loop.create_future()
-        running = self.threads.submit(fn, *args)
-        running.add_done_callback(lambda done: self.writer.call_soon(_settle, done, outcome))
-        return outcome
+    def _start_async(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
+        active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
+        active.task = asyncio.create_task(self._await_async(active, active.inner, wf.redact))
+
+    async def _await_async(
+        self, active: Active, inner: asyncio.Task[Any], redact: tuple[str, ...]
+    ) -> None:
+        try:
+            value = await inner
+        except BaseException as error:
+            await self._conclude(active, None, error)
+        else:
+            await self._conclude(active, value, None, redact=redact)
+
+    def _end(self, active: Active, *ending: Any) -> None:
+        """On the loop: ``_conclude(active, *ending)`` (a run thread's run ended)."""
+        active.task = asyncio.create_task(self._conclude(active, *ending))
+
+    async def _conclude(
+        self,
+        active: Active,
+        value: Any,
+        error: BaseException | None,
+        reason: str | None = None,
+        redact: tuple[str, ...] = (),
+    ) -> None:
+        """Record how a run ended, and free its slot."""
+        try:
+            if error is None:
+                await self._finish(active, "succeeded", value=value, redact=redact)
+            elif isinstance(error, (RunCancelled, asyncio.CancelledError)):
+                await self._stopped(active, error)
+            else:
+                await self._finish(active, "failed", error=error, reason=reason)
+        except Exception:
+            log.exception("run %s: internal error", active.run_id)
+        finally:
+            if self.active.get(active.run_id) is active:
+                del self.active[active.run_id]
+            self._slot.set()
+            self._freed.set()
 
     async def _stopped(self, active: Active, error: BaseException) -> None:
         if active.handback:
@@ -257,7 +305,7 @@ class Worker:
         else:
             await self._finish(active, "cancelled", error=error, reason="cancelled")
 
-    async def _load_workflow(self, raw: dict[bytes, bytes]) -> Workflow:
+    def _workflow(self, raw: dict[bytes, bytes]) -> Workflow:
         name = raw.get(b"workflow", b"").decode()
         digest = raw.get(b"code", b"").decode()
         if not digest:
@@ -268,7 +316,7 @@ class Worker:
                 "(start the worker with --app, or deploy the workflow)"
             )
         if digest not in self._code_cache:
-            blob = await self.redis.get(c.CODE_KEY.format(digest=digest))
+            blob = self.sync.get(c.CODE_KEY.format(digest=digest))
             if blob is None:
                 raise PayloadRejected(
                     f"code {digest} for workflow {name!r} is missing from the runtime"
@@ -352,9 +400,9 @@ class Worker:
             self.loop.call_soon_threadsafe(active.inner.cancel)
 
     async def _drain(self) -> None:
-        pending = [a.task for a in self.active.values() if a.task is not None]
-        if pending:
-            await asyncio.wait(pending, timeout=self.options.drain_timeout_s)
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
         for active in list(self.active.values()):
             active.handback = True
             active.context.cancelled.set()
@@ -374,19 +422,6 @@ def _error_event(status: str, error: BaseException | None, reason: str | None) -
         traceback=_format_traceback(error),
         reason=reason or "error",
     )
-
-
-def _settle(done: Future[Any], outcome: asyncio.Future[Any]) -> None:
-    if outcome.cancelled():
-        return
-    if done.cancelled():  # the pool shut down before the run got a thread
-        outcome.cancel()
-        return
-    error = done.exception()
-    if error is not None:
-        outcome.set_exception(error)
-    else:
-        outcome.set_result(done.result())
 
 
 def _call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:

@@ -196,6 +196,32 @@ def counted(url: str, i: int) -> int:
     return i
 
 
+def test_a_worker_runs_as_many_sync_runs_at_once_as_its_concurrency(
+    runtime, worker, r, redis_url
+) -> None:
+    worker(concurrency=3)
+    runs = [gate.submit(redis_url, "gate") for _ in range(4)]
+
+    wait_until(lambda: int(r.get("gate:in") or 0) == 3, timeout_s=10)
+    time.sleep(0.3)
+    assert int(r.get("gate:in") or 0) == 3  # the fourth waits for a free slot
+    r.set("gate:open", 1)
+
+    assert [run.result(timeout_s=10) for run in runs] == [1] * 4
+    assert int(r.get("gate:in") or 0) == 4
+
+
+@nf.workflow
+def gate(url: str, key: str) -> int:
+    """Counts itself in, then blocks its thread until the test opens the gate."""
+    client = redis.Redis.from_url(url)
+    client.incr(f"{key}:in")
+    while not client.exists(f"{key}:open"):
+        time.sleep(0.01)
+    client.close()
+    return 1
+
+
 def test_garbage_in_the_work_stream_does_not_kill_the_worker(runtime, worker, r) -> None:
     worker()
     r.xadd(c.WORK_STREAM, {"foo": "bar"})
