@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
+from redis.connection import Connection
+from redis.exceptions import NoScriptError, ResponseError
 
 from .. import _events as ev
 from .. import constants as c
@@ -47,26 +48,44 @@ class Claimer:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self._take_sha = ""  # TAKE is sent by its digest: it goes out with every read
+        self._conn: Connection | None = None  # the reading thread's own connection
 
     def take(self, count: int) -> list[Claim]:
-        """Standalone, from a thread: wait up to CLAIM_BLOCK_MS for work messages,
-        and claim up to ``count`` runs."""
+        """Standalone, from one thread at a time: wait up to CLAIM_BLOCK_MS for work
+        messages, and claim up to ``count`` runs.
+
+        The two commands go straight to a connection of its own and their replies
+        are read raw: the read's reply is not even parsed (TAKE finds the messages
+        in the pending list), which matters on the path to a run's first line.
+        """
         sync = self.worker.sync
         if not self._take_sha:
             self._take_sha = sync.script_load(scripts.TAKE)
-        pipe = sync.pipeline(transaction=False)
-        pipe.xreadgroup(
-            c.WORK_GROUP, self.worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
-        )
-        self._take(pipe, count)
+        if self._conn is None:
+            pool = sync.connection_pool
+            self._conn = pool.connection_class(**pool.connection_kwargs)
+        conn = self._conn
+        read = ["XREADGROUP", "GROUP", c.WORK_GROUP, self.worker.id, "COUNT", count]
+        read += ["BLOCK", CLAIM_BLOCK_MS, "STREAMS", c.WORK_STREAM, ">"]
+        take = ["EVALSHA", self._take_sha, 2, *self._take_args(count)]
         try:
-            replies = pipe.execute()
-        except NoScriptError:  # the server restarted without it: what was read is pending
-            self._take_sha = sync.script_load(scripts.TAKE)
-            pipe = sync.pipeline(transaction=False)
-            self._take(pipe, count)
-            replies = pipe.execute()
-        return self._taken(replies[-1])
+            conn.send_packed_command(conn.pack_commands([read, take]))
+            replies = [_reply(conn), _reply(conn)]
+        except BaseException:
+            self.close()  # replies may be left unread: start afresh
+            raise
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        if isinstance(replies[1], NoScriptError):  # the server restarted without it
+            self._take_sha = sync.script_load(scripts.TAKE)  # what was read is pending
+            return self._taken(sync.evalsha(self._take_sha, 2, *self._take_args(count)))
+        if isinstance(replies[1], Exception):
+            raise replies[1]
+        return self._taken(replies[1])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()  # type: ignore[no-untyped-call]
 
     async def read(self, count: int) -> list[Claim]:
         """Redis Cluster: wait up to CLAIM_BLOCK_MS for work messages, and claim up to
@@ -81,15 +100,15 @@ class Claimer:
     async def pending(self, count: int) -> list[Claim]:
         """Claim the runs of work messages already given to this worker (standalone)."""
         self._take_sha = await self.worker.redis.script_load(scripts.TAKE)
-        pipe = self.worker.redis.pipeline(transaction=False)
-        self._take(pipe, count)
-        return self._taken((await pipe.execute())[-1])
+        reply = await self.worker.redis.evalsha(self._take_sha, 2, *self._take_args(count))
+        return self._taken(reply)
 
-    def _take(self, pipe: Any, count: int) -> None:
+    def _take_args(self, count: int) -> list[Any]:
+        """TAKE's keys and arguments."""
         worker = self.worker
         head = encode_event({"type": ev.RUN_STARTED, "worker": worker.id, "mode": "runtime"})
         args = [c.WORK_GROUP, worker.id, count, worker.options.lease_ms, head[:-1]]
-        pipe.evalsha(self._take_sha, 2, c.WORK_STREAM, c.LEASES, *args, *KEY_TEMPLATES)
+        return [c.WORK_STREAM, c.LEASES, *args, *KEY_TEMPLATES]
 
     def _taken(self, reply: list[list[Any]]) -> list[Claim]:
         claims = []
@@ -133,6 +152,14 @@ class Claimer:
         pipe.zadd(c.LEASES, {run_id: _now_ms() + worker.options.lease_ms})
         keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id), c.run_log(run_id)]
         pipe.eval(scripts.CLAIM, keys, [worker.id, worker.options.lease_ms, started["ts"], head])
+
+
+def _reply(conn: Connection) -> Any:
+    """The next reply, an error reply returned rather than raised."""
+    try:
+        return conn.read_response()
+    except ResponseError as error:
+        return error
 
 
 def valid_run_id(run_id: str) -> bool:

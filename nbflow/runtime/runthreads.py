@@ -53,10 +53,16 @@ class RunThreads:
             self._read = None
             self._cond.notify_all()
 
+    def wait_read(self, timeout_s: float) -> bool:
+        """Wait until no read is in flight (after stop_reading: none will be again)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._reading, timeout_s)
+
     def stop(self) -> None:
         """Idle threads exit; runs still executing are left to finish or be abandoned."""
         with self._cond:
             self._stopped = True
+            self._read = None
             self._ready.clear()
             self._cond.notify_all()
 
@@ -91,7 +97,9 @@ class RunThreads:
                 with self._cond:
                     self._reading = False
                     self._ready.extend(claims[1:])
-                    # The next reader, and a thread for each run this read left over.
-                    self._cond.notify(len(claims))
+                    if self._read is None:  # wake wait_read
+                        self._cond.notify_all()
+                    else:  # the next reader, and a thread for each run left over
+                        self._cond.notify(len(claims))
             if claims:
                 return claims[0]

@@ -176,8 +176,12 @@ class Worker:
         try:
             claims = self.claimer.take(free)
         except Exception as error:
-            time.sleep(self._claim_failed(error))
+            if not self.draining:  # (a stopped worker must not recreate the group)
+                time.sleep(self._claim_failed(error))
             return []
+        finally:
+            if self.draining:
+                self.claimer.close()  # the last read: its connection goes with it
         self._register(claims)
         return claims
 
@@ -400,6 +404,8 @@ class Worker:
             self.loop.call_soon_threadsafe(active.inner.cancel)
 
     async def _drain(self) -> None:
+        # A read in flight may still claim runs: they are served or handed back too.
+        await asyncio.to_thread(self.threads.wait_read, 2 * CLAIM_BLOCK_MS / 1000)
         deadline = time.monotonic() + self.options.drain_timeout_s
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
