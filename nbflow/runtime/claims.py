@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.connection import Connection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from .. import _events as ev
 from .. import constants as c
 from . import scripts
 from .batch import Batch
+from .connection import RawConnection, script_command
 from .protocol import encode_event
 
 if TYPE_CHECKING:
@@ -47,45 +47,33 @@ class Claim:
 class Claimer:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self._take_sha = ""  # TAKE is sent by its digest: it goes out with every read
-        self._conn: Connection | None = None  # the reading thread's own connection
+        self._conn: RawConnection | None = None  # the reading thread's own connection
 
     def take(self, count: int) -> list[Claim]:
         """Standalone, from one thread at a time: wait up to CLAIM_BLOCK_MS for work
         messages, and claim up to ``count`` runs.
 
-        The two commands go straight to a connection of its own and their replies
-        are read raw: the read's reply is not even parsed (TAKE finds the messages
-        in the pending list), which matters on the path to a run's first line.
+        The read's own reply is not even parsed: TAKE finds the messages in the
+        pending list. This is the path to a run's first line, so it skips
+        redis-py's per-command machinery (see RawConnection).
         """
-        sync = self.worker.sync
-        if not self._take_sha:
-            self._take_sha = sync.script_load(scripts.TAKE)
         if self._conn is None:
-            pool = sync.connection_pool
-            self._conn = pool.connection_class(**pool.connection_kwargs)
-        conn = self._conn
+            self._conn = RawConnection(self.worker.sync)
         read = ["XREADGROUP", "GROUP", c.WORK_GROUP, self.worker.id, "COUNT", count]
         read += ["BLOCK", CLAIM_BLOCK_MS, "STREAMS", c.WORK_STREAM, ">"]
-        take = ["EVALSHA", self._take_sha, 2, *self._take_args(count)]
-        try:
-            conn.send_packed_command(conn.pack_commands([read, take]))
-            replies = [_reply(conn), _reply(conn)]
-        except BaseException:
-            self.close()  # replies may be left unread: start afresh
-            raise
+        keys, args = self._take_args(count)
+        replies = self._conn.call(read, script_command(scripts.TAKE, keys, args))
         if isinstance(replies[0], Exception):
             raise replies[0]
-        if isinstance(replies[1], NoScriptError):  # the server restarted without it
-            self._take_sha = sync.script_load(scripts.TAKE)  # what was read is pending
-            return self._taken(sync.evalsha(self._take_sha, 2, *self._take_args(count)))
+        if isinstance(replies[1], NoScriptError):  # the server restarted without it:
+            return self._taken(self._conn.script(scripts.TAKE, keys, args))  # read is pending
         if isinstance(replies[1], Exception):
             raise replies[1]
         return self._taken(replies[1])
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.disconnect()  # type: ignore[no-untyped-call]
+            self._conn.close()
 
     async def read(self, count: int) -> list[Claim]:
         """Redis Cluster: wait up to CLAIM_BLOCK_MS for work messages, and claim up to
@@ -99,16 +87,16 @@ class Claimer:
 
     async def pending(self, count: int) -> list[Claim]:
         """Claim the runs of work messages already given to this worker (standalone)."""
-        self._take_sha = await self.worker.redis.script_load(scripts.TAKE)
-        reply = await self.worker.redis.evalsha(self._take_sha, 2, *self._take_args(count))
-        return self._taken(reply)
+        keys, args = self._take_args(count)
+        sha = await self.worker.redis.script_load(scripts.TAKE)
+        return self._taken(await self.worker.redis.evalsha(sha, len(keys), *keys, *args))
 
-    def _take_args(self, count: int) -> list[Any]:
+    def _take_args(self, count: int) -> tuple[list[Any], list[Any]]:
         """TAKE's keys and arguments."""
         worker = self.worker
         head = encode_event({"type": ev.RUN_STARTED, "worker": worker.id, "mode": "runtime"})
         args = [c.WORK_GROUP, worker.id, count, worker.options.lease_ms, head[:-1]]
-        return [c.WORK_STREAM, c.LEASES, *args, *KEY_TEMPLATES]
+        return [c.WORK_STREAM, c.LEASES], [*args, *KEY_TEMPLATES]
 
     def _taken(self, reply: list[list[Any]]) -> list[Claim]:
         claims = []
@@ -152,14 +140,6 @@ class Claimer:
         pipe.zadd(c.LEASES, {run_id: _now_ms() + worker.options.lease_ms})
         keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id), c.run_log(run_id)]
         pipe.eval(scripts.CLAIM, keys, [worker.id, worker.options.lease_ms, started["ts"], head])
-
-
-def _reply(conn: Connection) -> Any:
-    """The next reply, an error reply returned rather than raised."""
-    try:
-        return conn.read_response()
-    except ResponseError as error:
-        return error
 
 
 def valid_run_id(run_id: str) -> bool:

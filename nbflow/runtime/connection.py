@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import redis
 import redis.asyncio as aredis
 from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ..errors import RuntimeUnavailable
 
@@ -56,3 +61,60 @@ def async_client(url: str, *, cluster: bool, **options: Any) -> AsyncRedis:
     if cluster:
         return aredis.RedisCluster.from_url(clean, **options)
     return aredis.Redis.from_url(clean, **options)
+
+
+class RawConnection:
+    """A connection of its own for the hot paths (a submit, a worker's read): the
+    commands go out packed in one write and their replies are read as they come,
+    with none of redis-py's per-command machinery. One thread at a time."""
+
+    def __init__(self, client: SyncRedis) -> None:
+        pool = client.connection_pool  # a standalone client: its URL, socket and options
+        self._conn = pool.connection_class(**pool.connection_kwargs)
+
+    def call(self, *commands: Sequence[Any]) -> list[Any]:
+        """Each command's reply; an error reply is returned, not raised. A connection
+        that failed is reopened once (as after a server restart)."""
+        try:
+            return self._call(commands)
+        except RedisConnectionError:
+            return self._call(commands)
+
+    def _call(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        conn = self._conn
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            return [_reply(conn) for _ in commands]
+        except BaseException:
+            self.close()  # replies may be left unread: start afresh
+            raise
+
+    def script(self, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """EVALSHA ``source``, loading it first if the server does not have it."""
+        [reply] = self.call(script_command(source, keys, args))
+        if isinstance(reply, NoScriptError):
+            self.call(["SCRIPT", "LOAD", source])
+            [reply] = self.call(script_command(source, keys, args))
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        self._conn.disconnect()
+
+
+def script_command(source: str, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+    """The EVALSHA command that runs ``source``."""
+    return ["EVALSHA", _sha(source), len(keys), *keys, *args]
+
+
+@functools.cache
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+def _reply(conn: Any) -> Any:
+    try:
+        return conn.read_response()
+    except ResponseError as error:
+        return error

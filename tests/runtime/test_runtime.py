@@ -17,6 +17,7 @@ import nbflow as nf
 from nbflow import constants as c
 from nbflow.runtime import codeship
 from nbflow.runtime.client import Runtime
+from nbflow.runtime.connection import RawConnection
 
 from ..conftest import TEST_SECRET, stop_workers, wait_until
 
@@ -308,6 +309,21 @@ def test_a_worker_carries_on_after_the_server_forgets_its_scripts(runtime, worke
     assert pipeline.submit(2).result(timeout_s=10) == 9
 
 
+def test_a_raw_connection_reopens_after_the_server_drops_it(r, redis_url) -> None:
+    client = redis.Redis.from_url(redis_url)
+    raw = RawConnection(client)
+    [conn_id] = raw.call(["CLIENT", "ID"])
+    r.client_kill_filter(_id=conn_id)
+
+    assert raw.call(["PING"], ["ECHO", "x"]) == [b"PONG", b"x"]
+    [error] = raw.call(["NO-SUCH-COMMAND"])
+    assert isinstance(error, redis.ResponseError)  # returned, not raised
+    r.script_flush()
+    assert raw.script("return ARGV[1] .. KEYS[1]", ["k"], ["v"]) == b"vk"
+    raw.close()
+    client.close()
+
+
 def test_a_work_message_whose_reader_died_before_claiming_it_is_run(
     runtime, worker, r, monkeypatch
 ) -> None:
@@ -522,9 +538,7 @@ def test_submit_many_queues_every_run_in_one_go(runtime, worker) -> None:
     assert nf.last_run().id == runs[-1].id
 
 
-def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(
-    redis_url, r
-) -> None:
+def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(redis_url, r) -> None:
     from nbflow import _events as ev
     from nbflow.runtime.connection import async_client
     from nbflow.runtime.protocol import encode_event
