@@ -19,7 +19,9 @@ Before the clock starts, each figure's workers are started and warmed with one j
 - submissions/s on one connection: nbflow's Runtime.submit, submit_many (500 a
   call) and start by name with no worker running (workers 0); and for every
   system its submit loop in the one-step figure, its workers running (submit,
-  taskiq kiq, Celery delay, RQ enqueue).
+  taskiq kiq, Celery delay, RQ enqueue). Beside them, PINGs/s on one redis-py
+  connection: a submit waits for its reply (the run is accepted once it
+  returns), so one at a time it can at best match that rate.
 
 Peers: taskiq (RedisStreamBroker + result backend, log level WARNING), Celery
 (redis broker and backend, solo pool), RQ (SimpleWorker); see systems.py.
@@ -47,6 +49,7 @@ from types import ModuleType
 from typing import Any
 
 import _common as cm
+import redis
 from systems import Nbflow, System, available_peers, load_apps, running
 
 KINDS = ("one-step", "three-step")
@@ -54,6 +57,7 @@ FIGURES = [("one-step", 1), ("one-step", 2), ("three-step", 1), ("three-step", 2
 SUBMIT_MANY = "submit_many, 500 a call"
 START_BY_NAME = "start by name"
 DRAIN = "one-step, queued first"  # nbflow only: the worker side without the client's submits
+ROUND_TRIPS = "PING round trips"  # the ceiling of any call that waits for its reply
 GOAL_RATIO = 2.0
 GOAL_SUBMITS = 5000
 
@@ -96,6 +100,20 @@ def time_jobs(system: System, kind: str, jobs: int, timeout_s: float) -> Timing:
     system.wait(handles, timeout_s)
     done = time.perf_counter()
     return Timing(jobs, submitted - t0, done - t0, system.note(handles))
+
+
+def round_trips(url: str, n: int) -> float:
+    """PINGs/s on one connection (redis-py): a submit that waits for its reply can
+    at best match it."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            client.ping()
+        return n / (time.perf_counter() - t0)
+    finally:
+        client.close()
 
 
 def nbflow_submissions(bench: cm.Bench, apps: ModuleType, n: int) -> dict[str, float]:
@@ -174,11 +192,14 @@ def run_round(
 ) -> None:
     """Every figure, each measured for nbflow and every peer back to back."""
     results.next_round(args.rounds)
+    pings = round_trips(bench.url, args.submits)
+    results.keep("redis", ROUND_TRIPS, 0, pings)
     rates = nbflow_submissions(bench, systems[0].apps, args.submits)  # nbflow comes first
     for measure, rate in rates.items():
         results.keep("nbflow", measure, 0, rate)
     listed = "; ".join(f"{measure} {rate:,.0f}/s" for measure, rate in rates.items())
     print(f"  {'submissions':<13} nbflow  {listed}  ({args.submits} each, no worker)", flush=True)
+    print(f"  {'round trips':<13} redis   PING {pings:,.0f}/s on one connection", flush=True)
     try:
         drain = nbflow_drain(bench, systems[0].apps, args.jobs, args.timeout)
     except Exception as error:
@@ -273,6 +294,12 @@ def submissions_lines(peers: list[System], results: Results) -> list[str]:
             met = "met" if rate >= GOAL_SUBMITS else "NOT met"
             parts.append(f"{measure.split(',')[0]} {rate:,.0f}/s {met}")
     lines = [f"submissions goal (>= {GOAL_SUBMITS:,}/s on one connection): " + ", ".join(parts)]
+    pings, submits = results.get("redis", ROUND_TRIPS, 0), results.get("nbflow", "submit", 0)
+    if pings and submits:
+        lines.append(
+            f"  submit one at a time runs at {submits / pings:.2f}x this connection's PING"
+            f" rate ({pings:,.0f}/s), the ceiling of any call that waits for its reply"
+        )
     best = None
     for peer in peers:
         for workers in (1, 2):
