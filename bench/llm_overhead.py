@@ -39,6 +39,7 @@ MODEL = "gpt-4o-mini"
 GOAL = 0.05  # added time per call, as a fraction of the bare SDK's
 START_TIMEOUT_S = 30.0
 
+
 @contextmanager
 def offline_model() -> Iterator[str]:
     """Start the offline model in its own process; its base URL."""
