@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import hiredis
 import redis
 import redis.asyncio as aredis
 from redis.cluster import RedisCluster
@@ -83,7 +85,7 @@ class RawConnection:
     def _call(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         conn = self._conn
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command(pack(commands))
             return [_reply(conn) for _ in commands]
         except BaseException:
             self.close()  # replies may be left unread: start afresh
@@ -101,6 +103,44 @@ class RawConnection:
 
     def close(self) -> None:
         self._conn.disconnect()
+
+
+class AsyncRawConnection:
+    """RawConnection for the event loop (the worker's event writer). A connection
+    error is raised for the caller to retry the whole batch."""
+
+    def __init__(self, client: AsyncRedis) -> None:
+        pool = client.connection_pool
+        self._conn = pool.connection_class(**pool.connection_kwargs)
+        self._lock = asyncio.Lock()  # one batch on the wire at a time
+
+    async def call(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Each command's reply; an error reply is returned, not raised."""
+        async with self._lock:
+            return await self._call(commands)
+
+    async def _call(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        conn = self._conn
+        try:
+            await conn.send_packed_command(pack(commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+            return replies
+        except BaseException:
+            await self.close()  # replies may be left unread: start afresh
+            raise
+
+    async def close(self) -> None:
+        await self._conn.disconnect()
+
+
+def pack(commands: Sequence[Sequence[Any]]) -> list[bytes]:
+    """Commands in the wire format, packed in C (str, bytes, int and float arguments)."""
+    return [hiredis.pack_command(tuple(command)) for command in commands]
 
 
 def script_command(source: str, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:

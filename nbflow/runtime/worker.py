@@ -139,6 +139,7 @@ class Worker:
                 task.cancel()
             await asyncio.wait(tasks, timeout=2.0)
             await self.writer.flush()
+            await self.writer.close()
             await self.redis.aclose()
             self.sync.close()
         return 0

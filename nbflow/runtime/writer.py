@@ -20,7 +20,7 @@ from .. import _events as ev
 from .. import constants as c
 from . import codeship, scripts
 from .batch import UNREACHABLE, Batch
-from .connection import AsyncRedis, SyncRedis
+from .connection import AsyncRawConnection, AsyncRedis, SyncRedis
 from .protocol import dumps, encode_event
 
 log = logging.getLogger("nbflow.worker")
@@ -56,6 +56,7 @@ class EventWriter:
     ) -> None:
         self._redis = redis
         self.cluster = cluster
+        self._raw = None if cluster else AsyncRawConnection(redis)  # one batch at a time
         self._loop = loop
         self._items: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
@@ -125,6 +126,10 @@ class EventWriter:
             except Exception:
                 log.exception("callback %r failed", callback)
 
+    async def close(self) -> None:
+        if self._raw is not None:
+            await self._raw.close()
+
     async def flush(self) -> None:
         while self._items:
             batch = [self._items.popleft() for _ in range(min(len(self._items), MAX_BATCH))]
@@ -146,7 +151,7 @@ class EventWriter:
 
     async def _send(self, calls: list[list[_Item]]) -> tuple[list[Any], list[int]]:
         """Send the calls in one round trip: the replies, and where each call's is."""
-        batch = Batch(self._redis, cluster=self.cluster)
+        batch = Batch(self._redis, cluster=self.cluster, raw=self._raw)
         sent = 0
         at: list[int] = []
         for call in calls:

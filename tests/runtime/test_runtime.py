@@ -566,6 +566,7 @@ def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(red
         assert await asyncio.wait_for(finished, 5) == 1
         await asyncio.wait_for(asyncio.wrap_future(step), 5)
         task.cancel()
+        await writer.close()
         await client.aclose()
         assert writer.lost == {"c"}
 
