@@ -75,7 +75,7 @@ def create_app(
 def _registry(app_module: str | None) -> dict[str, Workflow]:
     if not app_module:
         return {}
-    from ..runtime.worker import load_app
+    from ..runtime.catalog import load_app
 
     return load_app(app_module)
 

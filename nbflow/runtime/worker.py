@@ -8,7 +8,6 @@ tells the sweepers (one in every worker) which runs lost their worker.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import secrets
@@ -22,25 +21,21 @@ from typing import Any
 from .. import _context as ctx
 from .. import _events as ev
 from .. import constants as c
-from .._preview import preview
-from .._step import _describe, _format_traceback
 from .._workflow import Workflow
-from ..errors import NbflowError, PayloadRejected, RunCancelled
+from ..errors import PayloadRejected, RunCancelled
 from . import codeship
+from .catalog import Catalog, UnknownWorkflow, load_app
 from .claims import CLAIM_BLOCK_MS, Claim, Claimer
 from .connection import async_client, is_cluster, sync_client
+from .ending import ending
 from .heartbeat import Heartbeat
-from .protocol import dumps, encode_event
+from .protocol import encode_event
 from .runthreads import RunThreads
 from .sweeper import Sweeper
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
 
 log = logging.getLogger("nbflow.worker")
 DRAIN_POLL_S = 0.01  # how often a draining worker looks for its last runs to end
-
-
-class UnknownWorkflow(NbflowError):
-    pass
 
 
 @dataclass
@@ -83,7 +78,6 @@ class Worker:
         self.cluster = is_cluster(url)
         self.active: dict[str, Active] = {}
         self.draining = False
-        self._code_cache: dict[str, Workflow] = {}
         self._stop = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------
@@ -105,6 +99,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.redis = async_client(self.url, cluster=self.cluster)
         self.sync = sync_client(self.url, cluster=self.cluster)
+        self.catalog = Catalog(self.registry, self.sync, self.secret)
         self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self.claimer = Claimer(self)
@@ -237,7 +232,7 @@ class Worker:
             self.writer.call_soon(self._end, active, None, RunCancelled("cancelled"))
             return
         try:
-            wf = self._workflow(claim.meta)
+            wf = self.catalog.workflow(claim.meta, self.id)
             args, kwargs = codeship.unpack(claim.meta.get(b"args", b""), self.secret)
         except (PayloadRejected, UnknownWorkflow) as error:
             reason = (
@@ -310,28 +305,6 @@ class Worker:
         else:
             await self._finish(active, "cancelled", error=error, reason="cancelled")
 
-    def _workflow(self, raw: dict[bytes, bytes]) -> Workflow:
-        name = raw.get(b"workflow", b"").decode()
-        digest = raw.get(b"code", b"").decode()
-        if not digest:
-            if name in self.registry:
-                return self.registry[name]
-            raise UnknownWorkflow(
-                f"workflow {name!r} is not registered on worker {self.id} "
-                "(start the worker with --app, or deploy the workflow)"
-            )
-        if digest not in self._code_cache:
-            blob = self.sync.get(c.CODE_KEY.format(digest=digest))
-            if blob is None:
-                raise PayloadRejected(
-                    f"code {digest} for workflow {name!r} is missing from the runtime"
-                )
-            wf = codeship.unpack(blob, self.secret)
-            if not isinstance(wf, Workflow):
-                raise PayloadRejected(f"code {digest} is not a workflow")
-            self._code_cache[digest] = wf
-        return self._code_cache[digest]
-
     async def _finish(
         self,
         active: Active,
@@ -344,42 +317,18 @@ class Worker:
     ) -> None:
         if active.run_id in self.writer.lost:
             return
-        fields: dict[str, Any] = {"ended_at": repr(time.time())}
         sink = active.context.sink
-        if isinstance(sink, RedisSink) and sink.progress:
-            final = "done" if status == "succeeded" else "failed"
-            steps = {
-                k: final if v in ("running", "retrying") else v for k, v in sink.progress.items()
-            }
-            fields["progress"] = dumps(steps)
-        if status == "succeeded":
-            shown = preview(value, redact=redact)
-            fields["output"] = dumps(shown)
-            try:
-                fields["result"] = codeship.pack(value, self.secret)
-            except Exception as pickling:
-                log.warning(
-                    "run %s: result cannot be pickled (%s); only its preview is kept",
-                    active.run_id,
-                    pickling,
-                )
-            event = ev.make(ev.RUN_SUCCEEDED, output=shown)
-        else:
-            event = _error_event(status, error, reason)
-            fields.update(
-                {
-                    k: str(event[k])
-                    for k in ("error", "error_type", "traceback", "reason")
-                    if event.get(k)
-                }
-            )
-        args: list[Any] = [
-            self.id,
-            status,
-            encode_event(event),
-            self.options.retention_s,
+        event, fields = ending(
             active.run_id,
-        ]
+            status,
+            value=value,
+            error=error,
+            reason=reason,
+            redact=redact,
+            progress=sink.progress if isinstance(sink, RedisSink) else {},
+            secret=self.secret,
+        )
+        args = [self.id, status, encode_event(event), self.options.retention_s, active.run_id]
         for key, val in fields.items():
             args.extend((key, val))
         await self.writer.call(active.run_id, "finish", args)
@@ -418,19 +367,6 @@ class Worker:
         await self.writer.flush()
 
 
-def _error_event(status: str, error: BaseException | None, reason: str | None) -> ev.Event:
-    if status == "cancelled":
-        return ev.make(ev.RUN_CANCELLED, reason=reason or "cancelled")
-    assert error is not None
-    return ev.make(
-        ev.RUN_FAILED,
-        error=_describe(error),
-        error_type=type(error).__name__,
-        traceback=_format_traceback(error),
-        reason=reason or "error",
-    )
-
-
 def _call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
     token = ctx.enter(ctx.Frame(context, None, ""))
     try:
@@ -445,15 +381,6 @@ async def _call_async(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: 
         return await wf._call_async(tuple(args), dict(kwargs))
     finally:
         ctx.leave(token)
-
-
-def load_app(module_name: str) -> dict[str, Workflow]:
-    """The workflows an importable module defines, by name: served with no pickling."""
-    module = importlib.import_module(module_name)
-    found = {obj.name: obj for obj in vars(module).values() if isinstance(obj, Workflow)}
-    if not found:
-        raise NbflowError(f"module {module_name!r} defines no nbflow workflows")
-    return found
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:

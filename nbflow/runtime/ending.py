@@ -1,0 +1,64 @@
+"""How a run's end is recorded: its terminal event, and the metadata fields that
+let listings show the outcome without reading the log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .. import _events as ev
+from .._preview import preview
+from .._step import _describe, _format_traceback
+from . import codeship
+from .protocol import dumps
+
+log = logging.getLogger("nbflow.worker")
+
+
+def ending(
+    run_id: str,
+    status: str,
+    *,
+    value: Any,
+    error: BaseException | None,
+    reason: str | None,
+    redact: tuple[str, ...],
+    progress: dict[str, str],
+    secret: bytes,
+) -> tuple[ev.Event, dict[str, Any]]:
+    """The terminal event of a run that ended with ``status``, and its metadata fields."""
+    fields: dict[str, Any] = {"ended_at": repr(time.time())}
+    if progress:
+        final = "done" if status == "succeeded" else "failed"
+        steps = {k: final if v in ("running", "retrying") else v for k, v in progress.items()}
+        fields["progress"] = dumps(steps)
+    if status == "succeeded":
+        shown = preview(value, redact=redact)
+        fields["output"] = dumps(shown)
+        try:
+            fields["result"] = codeship.pack(value, secret)
+        except Exception as pickling:
+            log.warning(
+                "run %s: result cannot be pickled (%s); only its preview is kept",
+                run_id,
+                pickling,
+            )
+        return ev.make(ev.RUN_SUCCEEDED, output=shown), fields
+    event = error_event(status, error, reason)
+    keys = ("error", "error_type", "traceback", "reason")
+    fields.update({k: str(event[k]) for k in keys if event.get(k)})
+    return event, fields
+
+
+def error_event(status: str, error: BaseException | None, reason: str | None) -> ev.Event:
+    if status == "cancelled":
+        return ev.make(ev.RUN_CANCELLED, reason=reason or "cancelled")
+    assert error is not None
+    return ev.make(
+        ev.RUN_FAILED,
+        error=_describe(error),
+        error_type=type(error).__name__,
+        traceback=_format_traceback(error),
+        reason=reason or "error",
+    )
