@@ -4,9 +4,9 @@ On a standalone server the blocking read of the work stream and the TAKE script
 go out in one pipeline: the server runs the script as soon as the read is
 served, so a worker wakes up already holding its runs (one round trip, not
 two). That read is made by a run thread (``take``), which then starts the run
-itself (see runthreads). On Redis Cluster the run's keys live on other slots than the work stream,
-so each run is claimed with CLAIM after the read, and the message acknowledged
-by separate commands.
+itself (see runthreads). On Redis Cluster the run's keys live on other slots than
+the work stream, so each run is claimed with CLAIM after the read, and the
+message acknowledged by separate commands.
 """
 
 from __future__ import annotations

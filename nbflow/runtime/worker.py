@@ -162,10 +162,10 @@ class Worker:
     # --- claiming ---------------------------------------------------------------
     def _read_work(self) -> list[Claim]:
         """On a run thread (standalone): wait for work and claim it, bounded in time."""
-        self._freed.clear()
-        free = self.options.concurrency - len(self.active)
         if self.draining:
             return []
+        self._freed.clear()
+        free = self.options.concurrency - len(self.active)
         if free <= 0:
             self._freed.wait(CLAIM_BLOCK_MS / 1000)
             return []
@@ -267,9 +267,9 @@ class Worker:
         else:
             await self._conclude(active, value, None, redact=redact)
 
-    def _end(self, active: Active, *ending: Any) -> None:
-        """On the loop: ``_conclude(active, *ending)`` (a run thread's run ended)."""
-        active.task = asyncio.create_task(self._conclude(active, *ending))
+    def _end(self, active: Active, *outcome: Any) -> None:
+        """On the loop: ``_conclude(active, *outcome)`` (a run thread's run ended)."""
+        active.task = asyncio.create_task(self._conclude(active, *outcome))
 
     async def _conclude(
         self,
@@ -300,8 +300,6 @@ class Worker:
             return  # _drain already put it back on the queue
         if active.lost or active.run_id in self.writer.lost:
             log.warning("run %s: lease lost; another worker has it", active.run_id)
-        elif active.handback:
-            await self.hand_back(active.run_id, "worker_draining")
         else:
             await self._finish(active, "cancelled", error=error, reason="cancelled")
 
