@@ -17,6 +17,13 @@ Celery and RQ need TCP URLs), one at a time, with the server flushed in between.
   following run.events() notes when each one arrives.
 - raw floor: XADD from one connection to an XREADGROUP BLOCK waiting on another
   (redis-py, separate thread), no worker running: the wake-up delay.
+- protocol floor: the same, with the server-side work of a durable run start
+  and nothing else: the client's SUBMIT script (metadata, run.queued, runs
+  index, work message, in one atomic step) to a blocked XREADGROUP pipelined
+  with the TAKE script (lease, attempt, run.started, metadata read back), on
+  keys of their own. What any nbflow run start costs before a line of nbflow's
+  Python runs on either side; the rest of "submit -> job code starts" is that
+  Python (building the request, verifying and unpickling, opening the span).
 
 As in throughput.py, the figures are interleaved: each of --rounds R rounds
 measures the floor, then nbflow and each peer back to back (the order rotated
@@ -49,7 +56,10 @@ from systems import (
     running,
 )
 
+from nbflow.runtime import scripts
+
 FLOOR = "raw floor: XADD -> blocked XREADGROUP wake"
+PROTOCOL_FLOOR = "protocol floor: SUBMIT -> XREADGROUP + TAKE"
 EMIT_TO_READER = "emit-to-reader (nf.emit -> run.events() yields it)"
 NBFLOW_FIGURES = [CODE_STARTS, QUEUED_TO_STARTED, STARTED_SEEN, EMIT_TO_READER]
 FLOOR_SYSTEM = "redis"  # the floor's row: redis-py against the server itself
@@ -125,6 +135,57 @@ def raw_floor(url: str, n: int) -> list[float]:
     return got
 
 
+def protocol_floor(url: str, n: int) -> list[float]:
+    """raw_floor's measure with the scripts of a run start (see the module's docstring)."""
+    ns = "bench:protocol"
+    work, group, leases, runs = f"{ns}:work", "g", f"{ns}:leases", f"{ns}:runs"
+    code = f"{ns}:code"
+    templates = [f"{ns}:{{}}:{part}" for part in ("lease", "meta", "steps", "log")]
+    writer = redis.Redis.from_url(url)
+    reader = redis.Redis.from_url(url)
+    writer.set(code, b"x" * 64)
+    writer.xgroup_create(work, group, id="0", mkstream=True)
+    submit = writer.register_script(scripts.SUBMIT)
+    take = reader.script_load(scripts.TAKE)
+    head = '{"type":"run.started","worker":"c","mode":"runtime"'
+    signed_args = b"NBF1" + b"h" * 100  # about the size of a signed empty call
+    got: list[float] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        while len(got) < n:
+            ready.set()
+            pipe = reader.pipeline(transaction=False)
+            pipe.execute_command(
+                "XREADGROUP", "GROUP", group, "c", "COUNT", 1, "BLOCK", 2000, "STREAMS", work, ">"
+            )
+            pipe.evalsha(take, 2, work, leases, group, "c", 1, 60_000, head, *templates)
+            claimed = pipe.execute()[1]
+            now = time.perf_counter()
+            for _run, _code, meta, _steps in claimed:
+                sent = dict(zip(meta[::2], meta[1::2], strict=True))[b"t"]
+                got.append((now - float(sent)) * 1000)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    for i in range(n):
+        ready.wait(2)
+        ready.clear()
+        time.sleep(0.002)  # let the reader block
+        run = f"r{i}"
+        keys = [f"{ns}:{{{run}}}:meta", f"{ns}:{{{run}}}:log", runs, work, code]
+        t = repr(time.perf_counter())
+        meta = ["run_id", run, "workflow", "started_at", "status", "queued", "created_at", t]
+        meta += ["code", "c" * 32, "input", '{"args":[],"kwargs":{}}', "args", signed_args, "t", t]
+        queued = '{"type":"run.queued","workflow":"started_at","ts":' + t + "}"
+        submit(keys=keys, args=[run, t, queued, 60, *meta])
+    thread.join(10)
+    writer.delete(*writer.keys(f"{ns}:*"))
+    writer.close()
+    reader.close()
+    return got
+
+
 @dataclass
 class Figure:
     n: int  # values in a round
@@ -165,6 +226,7 @@ def run_round(
     results.next_round(args.rounds)
     bench.flush()
     results.keep(FLOOR_SYSTEM, FLOOR, raw_floor(bench.url, args.floor))
+    results.keep(FLOOR_SYSTEM, PROTOCOL_FLOOR, protocol_floor(bench.url, args.floor))
     shift = index % len(systems)
     for system in systems[shift:] + systems[:shift]:
         try:
@@ -181,7 +243,7 @@ def run_round(
 
 def latency_rows(systems: list[System], results: Results) -> list[list[object]]:
     rows = []
-    keys = [(FLOOR_SYSTEM, FLOOR)] + [
+    keys = [(FLOOR_SYSTEM, FLOOR), (FLOOR_SYSTEM, PROTOCOL_FLOOR)] + [
         (system.name, figure)
         for system in systems
         for figure in (NBFLOW_FIGURES if isinstance(system, Nbflow) else [CODE_STARTS])
@@ -209,6 +271,18 @@ def goal_lines(results: Results) -> list[str]:
         f"goal p99 under {GOAL_P99_MS:.0f} ms, judged on nbflow {CODE_STARTS}:"
         f" {code.p99:.2f} ms, {met(code.p99 < GOAL_P99_MS)}",
         f"  event-based {QUEUED_TO_STARTED}: {events.p99:.2f} ms",
+        *protocol_lines(floor, code, results.get(FLOOR_SYSTEM, PROTOCOL_FLOOR)),
+    ]
+
+
+def protocol_lines(floor: Figure, code: Figure, protocol: Figure | None) -> list[str]:
+    if protocol is None:
+        return []
+    return [
+        f"{PROTOCOL_FLOOR}: p50 {protocol.p50:.2f} ms ({protocol.p50 / floor.p50:.1f}x floor):"
+        " the server side of a run start",
+        f"  nbflow's Python on top of it (client and worker): {code.p50 - protocol.p50:.2f} ms"
+        " at p50",
     ]
 
 
