@@ -154,6 +154,8 @@ class Runtime:
         """Write the runs; False if the server refused them for want of their code
         (then it wrote nothing: all of them share that code)."""
         if self.cluster:
+            if not self._code_kept(requests[0][1]["code"]):
+                return False
             self._enqueue_in_order(requests)
             return True
         if len(requests) == 1:
@@ -169,6 +171,18 @@ class Runtime:
         if runs:
             set_last(runs[-1])
         return runs
+
+    def _code_kept(self, digest: str) -> bool:
+        """Cluster: whether the server still has this code (none needed: True), its
+        expiry pushed back; on a standalone server SUBMIT does both atomically."""
+        if not digest:
+            return True
+        key = c.CODE_KEY.format(digest=digest)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(key)
+        pipe.expire(key, c.RETENTION_S, gt=True)
+        exists, _pushed = pipe.execute()
+        return bool(exists)
 
     def _enqueue_in_order(self, requests: list[Request]) -> None:
         # On Cluster: metadata and the first event go before the work message, so a

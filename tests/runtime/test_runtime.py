@@ -488,6 +488,13 @@ def test_runs_complete_across_two_workers_on_a_three_master_cluster(
                 for r in runs
             )
             assert len(rt.runs()) == 12
+            # Code the cluster lost is shipped again; code in use has its expiry pushed back.
+            code = c.CODE_KEY.format(digest=runs[0].meta()["code"])
+            rt.redis.delete(code)
+            assert pipeline.submit(20).result(timeout_s=30) == 81
+            rt.redis.expire(code, 100)
+            assert pipeline.submit(21).result(timeout_s=30) == 85
+            assert rt.redis.ttl(code) > 100
         finally:
             set_runtime(runtime)
             from ..redis_servers import close_cluster_client
