@@ -297,13 +297,15 @@ class RunView(anywidget.AnyWidget):
         self._push(tick, reset=False)
 
     def _push(self, tick: Tick, *, reset: bool) -> None:
-        self.summary = tick["summary"]
+        # The summary goes last: a front end that shows a run ended has all of its
+        # spans and output (the messages arrive in the order they were sent).
         spans = tick["spans"]
         for start in range(0, max(len(spans), 1 if reset else 0), SPANS_PER_MESSAGE):
             chunk = spans[start : start + SPANS_PER_MESSAGE]
             self.send({"kind": "spans", "spans": chunk, "reset": reset and start == 0})
         if tick["output"] or reset:
             self.send({"kind": "output", "text": tick["output"], "reset": reset})
+        self.summary = tick["summary"]
 
 
 class LiveView:

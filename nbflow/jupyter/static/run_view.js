@@ -358,7 +358,11 @@ function render({ model, el }) {
   }, 1000);
   model.on("change:summary", onSummary);
   store.views.add(redraw);
-  redraw();
+  // The first draw is not deferred: a view drawn again (its output updated in place)
+  // never shows a blank frame.
+  drawHead();
+  drawTree();
+  drawOutput();
   return () => {
     clearInterval(clock);
     model.off("change:summary", onSummary);
