@@ -83,7 +83,10 @@ class Run:
     def wait(self, timeout_s: float | None = None) -> str:
         """Block until the run ends (or ``timeout_s`` passes); its status."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        last = self._last_id()
+        status = self.status()
+        if status in c.TERMINAL_STATUSES:  # one round trip for a run that has ended
+            return status
+        last = self._last_id()  # then the status again: the run may end in between
         while True:
             status = self.status()
             if status in c.TERMINAL_STATUSES:
