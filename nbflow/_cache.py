@@ -40,9 +40,12 @@ def _hash_code(h: Any, code: types.CodeType) -> None:
             h.update(repr(const).encode())
 
 
+_SCALARS = (bool, int, float, str)  # a tuple: a union would be built on every call
+
+
 def canonical(value: Any, path: str) -> Any:
     """A JSON-able, order-independent form of ``value``; CacheKeyError names ``path``."""
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, _SCALARS):
         return value
     if isinstance(value, bytes):
         return {"bytes": hashlib.sha256(value).hexdigest()}

@@ -13,6 +13,10 @@ from .constants import MAX_PREVIEW_CHARS, REDACTED
 
 _MAX_ITEMS = 50
 _MAX_DEPTH = 6
+# Tuples, not unions: isinstance(v, int | float) builds the union on every call, and a
+# preview is made of every span's input and output.
+_NUMBERS = (bool, int, float)
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
 def preview(value: Any, *, redact: Iterable[str] = (), max_chars: int = MAX_PREVIEW_CHARS) -> Any:
@@ -21,7 +25,7 @@ def preview(value: Any, *, redact: Iterable[str] = (), max_chars: int = MAX_PREV
 
 
 def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> Any:
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, _NUMBERS):
         return value
     if isinstance(value, str):
         return truncate(value, max_chars)
@@ -29,7 +33,7 @@ def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> 
         return truncate(repr(value), max_chars)
     if isinstance(value, Mapping):
         return _preview_mapping(value, redact, max_chars, depth)
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, _SEQUENCES):
         items = [_preview(v, redact, max_chars, depth + 1) for v in list(value)[:_MAX_ITEMS]]
         if len(value) > _MAX_ITEMS:
             items.append(f"… +{len(value) - _MAX_ITEMS} more")
