@@ -11,11 +11,12 @@ META_FLOATS = ("created_at", "started_at", "ended_at", "cost_usd")
 META_INTS = ("attempts", "restarts", "input_tokens", "output_tokens", "total_tokens", "llm_calls")
 META_JSON = ("input", "output", "progress")
 META_BLOBS = ("args", "result")
+# One encoder for every call (json.dumps with options builds a new one each time).
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def encode_event(event: Event) -> str:
-    body = {k: v for k, v in event.items() if k != "id"}
-    return json.dumps(body, separators=(",", ":"), default=str)
+    return _JSON.encode({k: v for k, v in event.items() if k != "id"})
 
 
 def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
@@ -56,4 +57,4 @@ def _convert(key: str, value: str) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _JSON.encode(value)
