@@ -44,25 +44,33 @@ class RunContext:
         self.sink.emit(event)
 
 
-@dataclass
 class Frame:
     """One open span: where child spans and events attach."""
 
-    run: RunContext
-    span_id: str | None
-    step: str
-    attrs: dict[str, Any] = field(default_factory=dict)
-    _children: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    __slots__ = ("_children", "attrs", "run", "span_id", "step")
+
+    def __init__(self, run: RunContext, span_id: str | None, step: str) -> None:
+        self.run = run
+        self.span_id = span_id
+        self.step = step
+        self.attrs: dict[str, Any] = {}
+        self._children: dict[str, int] | None = None  # made with the first child
 
     def child_step(self, name: str, arg_digest: str) -> str:
         # Deterministic step keys let a restarted run find the results it already
         # has: the k-th call of a name with the same arguments under one parent.
         base = f"{name}:{arg_digest}"
-        with self._lock:
-            k = self._children[base] = self._children.get(base, 0) + 1
+        with _children_lock:
+            children = self._children
+            if children is None:
+                children = self._children = {}
+            k = children[base] = children.get(base, 0) + 1
         return f"{self.step}/{base}#{k}"
 
+
+# One lock for every frame's child counters: held for a few operations, and a
+# frame (most are leaves) then needs no lock of its own.
+_children_lock = threading.Lock()
 
 _current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(
     "nbflow_frame", default=None

@@ -16,15 +16,24 @@ _MAX_DEPTH = 6
 # Tuples, not unions: isinstance(v, int | float) builds the union on every call, and a
 # preview is made of every span's input and output.
 _NUMBERS = (bool, int, float)
+_EXACT_NUMBERS = frozenset({bool, int, float, type(None)})
 _SEQUENCES = (list, tuple, set, frozenset)
+_NOTHING: frozenset[str] = frozenset()
 
 
 def preview(value: Any, *, redact: Iterable[str] = (), max_chars: int = MAX_PREVIEW_CHARS) -> Any:
     """A JSON-safe copy of ``value``, truncated and with ``redact`` keys hidden."""
-    return _preview(value, frozenset(redact), max_chars, 0)
+    if type(value) in _EXACT_NUMBERS:  # most outputs: the cheapest answer first
+        return value
+    return _preview(value, frozenset(redact) if redact else _NOTHING, max_chars, 0)
 
 
 def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> Any:
+    kind = type(value)
+    if kind in _EXACT_NUMBERS:
+        return value
+    if kind is dict and depth < _MAX_DEPTH:  # (an ABC check costs more than the rest)
+        return _preview_mapping(value, redact, max_chars, depth)
     if value is None or isinstance(value, _NUMBERS):
         return value
     if isinstance(value, str):
@@ -49,8 +58,13 @@ def _preview_mapping(
         if i == _MAX_ITEMS:
             out["…"] = f"+{len(value) - _MAX_ITEMS} more"
             break
-        key = str(k)
-        out[key] = REDACTED if key in redact else _preview(v, redact, max_chars, depth + 1)
+        key = k if type(k) is str else str(k)
+        if key in redact:
+            out[key] = REDACTED
+        elif type(v) in _EXACT_NUMBERS:
+            out[key] = v
+        else:
+            out[key] = _preview(v, redact, max_chars, depth + 1)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import traceback
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -56,16 +57,18 @@ class Step:
         return step
 
     def _start(self, bound: dict[str, Any]) -> None:
-        self.frame.run.emit(
-            ev.make(
-                ev.SPAN_STARTED,
-                span_id=self.frame.span_id,
-                parent_id=self.parent_id,
-                name=self.comp.name,
-                kind=self.comp.kind,
-                step=self.frame.step,
-                input=self._preview(bound),
-            )
+        frame, comp = self.frame, self.comp
+        frame.run.sink.emit(
+            {
+                "type": ev.SPAN_STARTED,
+                "ts": time.time(),
+                "span_id": frame.span_id,
+                "parent_id": self.parent_id,
+                "name": comp.name,
+                "kind": comp.kind,
+                "step": frame.step,
+                "input": preview(bound, redact=comp.redact),
+            }
         )
 
     def _try_cache(self) -> None:
@@ -128,10 +131,18 @@ class Step:
         self.frame.run.emit(self._event(status, **fields))
 
     def _event(self, status: str, **fields: Any) -> ev.Event:
-        fields.setdefault("cached", False)
+        event = {
+            "type": ev.SPAN_FINISHED,
+            "ts": time.time(),
+            "span_id": self.frame.span_id,
+            "status": status,
+            **fields,
+        }
+        if "cached" not in fields:
+            event["cached"] = False
         if self.frame.attrs:
-            fields["attrs"] = dict(self.frame.attrs)
-        return ev.make(ev.SPAN_FINISHED, span_id=self.frame.span_id, status=status, **fields)
+            event["attrs"] = dict(self.frame.attrs)
+        return event
 
 
 def _bound_arguments(
@@ -149,7 +160,10 @@ def _bound_arguments(
 
 
 def _arg_digest(bound: dict[str, Any]) -> str:
-    if all(type(v) in _SCALARS for v in bound.values()):
+    for value in bound.values():
+        if type(value) not in _SCALARS:
+            break
+    else:
         # The common case, on every call: repr is exact and stable for these types and
         # far cheaper than canonical JSON; it never starts like the JSON form below.
         text = repr(tuple(bound.items()))
