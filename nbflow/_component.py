@@ -162,7 +162,10 @@ class Component:
         while True:
             token = ctx.enter(step.frame)
             try:
-                value = self._invoke_sync(args, kwargs)
+                if self.timeout_s is None:
+                    value = self.fn(*args, **kwargs)
+                else:
+                    value = _call_with_timeout(self, args, kwargs)
             except BaseException as error:
                 delay = step.failed(error, attempt)
                 if delay is None:
@@ -200,11 +203,6 @@ class Component:
             if pending is not None:
                 await asyncio.wrap_future(pending)
             return value
-
-    def _invoke_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.timeout_s is None:
-            return self.fn(*args, **kwargs)
-        return _call_with_timeout(self, args, kwargs)
 
     async def _invoke_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.timeout_s is None:

@@ -77,16 +77,10 @@ _current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(
 )
 
 
-def current() -> Frame | None:
-    return _current.get()
-
-
-def enter(frame: Frame) -> contextvars.Token[Frame | None]:
-    return _current.set(frame)
-
-
-def leave(token: contextvars.Token[Frame | None]) -> None:
-    _current.reset(token)
+# The ContextVar's own methods, called on every traced call (no wrapper frames):
+current = _current.get  # () -> the open Frame, or None outside a run
+enter = _current.set  # (frame) -> a token for leave
+leave = _current.reset  # (token)
 
 
 def span_id_for(run_id: str, step: str) -> str:
