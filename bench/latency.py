@@ -16,7 +16,10 @@ Celery and RQ need TCP URLs), one at a time, with the server flushed in between.
 - emit-to-reader (nbflow): a run emits its wall clock every 5 ms; a client
   following run.events() notes when each one arrives.
 - raw floor: XADD from one connection to an XREADGROUP BLOCK waiting on another
-  (redis-py, separate thread), no worker running: the wake-up delay.
+  (redis-py, separate thread), no worker running: the wake-up delay. Paced like
+  the jobs, one XADD after each 5 ms pause (--floor-pause-ms): on a VM a wake-up
+  after a longer idle costs more (here 0.11 ms p50 with 2 ms pauses, 0.16 ms
+  with 5 ms), so a floor taken at another pace is not the jobs' floor.
 - protocol floor: the same, with the server-side work of a durable run start
   and nothing else: the client's SUBMIT script (metadata, run.queued, runs
   index, work message, in one atomic step) to a blocked XREADGROUP pipelined
@@ -24,6 +27,7 @@ Celery and RQ need TCP URLs), one at a time, with the server flushed in between.
   keys of their own. What any nbflow run start costs before a line of nbflow's
   Python runs on either side; the rest of "submit -> job code starts" is that
   Python (building the request, verifying and unpickling, opening the span).
+  Paced like the raw floor.
 
 As in throughput.py, the figures are interleaved: each of --rounds R rounds
 measures the floor, then nbflow and each peer back to back (the order rotated
@@ -32,7 +36,7 @@ and the lowest p99 of each figure over the rounds are kept: noise only ever
 slows a job down.
 
     python bench/latency.py [--rounds 1] [--runs 200] [--emits 500] [--floor 1000]
-        [--timeout 10] [--redis URL] [--no-peers]
+        [--floor-pause-ms 5] [--timeout 10] [--redis URL] [--no-peers]
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ def emit_to_reader(nbflow: Nbflow, emits: int) -> list[float]:
     return gaps[5:]  # skip the warm-up
 
 
-def raw_floor(url: str, n: int) -> list[float]:
+def raw_floor(url: str, n: int, pause_s: float) -> list[float]:
     stream, group = "bench:floor", "g"
     writer = redis.Redis.from_url(url)
     reader = redis.Redis.from_url(url)
@@ -126,7 +130,7 @@ def raw_floor(url: str, n: int) -> list[float]:
     for _ in range(n):
         ready.wait(2)
         ready.clear()
-        time.sleep(0.002)  # let the reader block
+        time.sleep(pause_s)  # the reader blocks, then idles as a worker between jobs
         writer.xadd(stream, {"t": repr(time.perf_counter())})
     thread.join(10)
     writer.delete(stream)
@@ -135,7 +139,7 @@ def raw_floor(url: str, n: int) -> list[float]:
     return got
 
 
-def protocol_floor(url: str, n: int) -> list[float]:
+def protocol_floor(url: str, n: int, pause_s: float) -> list[float]:
     """raw_floor's measure with the scripts of a run start (see the module's docstring)."""
     ns = "bench:protocol"
     work, group, leases, runs = f"{ns}:work", "g", f"{ns}:leases", f"{ns}:runs"
@@ -171,7 +175,7 @@ def protocol_floor(url: str, n: int) -> list[float]:
     for i in range(n):
         ready.wait(2)
         ready.clear()
-        time.sleep(0.002)  # let the reader block
+        time.sleep(pause_s)  # the reader blocks, then idles as a worker between jobs
         run = f"r{i}"
         keys = [f"{ns}:{{{run}}}:meta", f"{ns}:{{{run}}}:log", runs, work, code]
         t = repr(time.perf_counter())
@@ -225,8 +229,9 @@ def run_round(
     """The floor, then every system back to back."""
     results.next_round(args.rounds)
     bench.flush()
-    results.keep(FLOOR_SYSTEM, FLOOR, raw_floor(bench.url, args.floor))
-    results.keep(FLOOR_SYSTEM, PROTOCOL_FLOOR, protocol_floor(bench.url, args.floor))
+    pause_s = args.floor_pause_ms / 1000
+    results.keep(FLOOR_SYSTEM, FLOOR, raw_floor(bench.url, args.floor, pause_s))
+    results.keep(FLOOR_SYSTEM, PROTOCOL_FLOOR, protocol_floor(bench.url, args.floor, pause_s))
     shift = index % len(systems)
     for system in systems[shift:] + systems[:shift]:
         try:
@@ -323,7 +328,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="rounds; the lowest p50/p99 is kept")
     ap.add_argument("--runs", type=int, default=200, help="jobs per system per round")
     ap.add_argument("--emits", type=int, default=500, help="emits per emit-to-reader run")
-    ap.add_argument("--floor", type=int, default=1000, help="XADDs per raw-floor figure")
+    ap.add_argument("--floor", type=int, default=1000, help="XADDs per floor figure")
+    ap.add_argument(
+        "--floor-pause-ms",
+        type=float,
+        default=PAUSE_S * 1000,
+        help="pause before each floor XADD (default: the jobs' pause)",
+    )
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds any one job may take")
     ap.add_argument("--redis", help="use this server (TCP URL) instead of starting one")
     ap.add_argument("--no-peers", action="store_true")
