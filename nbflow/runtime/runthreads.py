@@ -4,10 +4,17 @@ A worker has one thread per run slot. On a standalone server the idle threads
 take turns reading the work stream (one of them blocks in the read at a time),
 and the thread whose read returns a run starts that run itself: the run's code
 starts on the thread that woke up, with no hand-off to another thread and no
-trip through the event loop. Before it starts, it passes the reading on to the
-next idle thread, so reading never waits for a run. Runs claimed in any other
-way (by the sweeper, or on Redis Cluster by the event loop) are handed to the
-threads with ``put``.
+trip through the event loop. Runs claimed in any other way (by the sweeper, or
+on Redis Cluster by the event loop) are handed to the threads with ``put``.
+
+The reading passes on to the next idle thread without waiting for the run. A
+read that returns several runs wakes their threads and the next reader at once.
+One that returns a single run passes the reading on through ``soon`` (the
+worker's event loop): a reader woken at once would take the interpreter from the
+run at its first system call, before its first line, to send its own read
+(about a tenth of a run's start on a quiet worker). The loop gets the
+interpreter when the run blocks or ends, or after one switch interval (5 ms) of
+a run that computes, so reading pauses at most that long.
 """
 
 from __future__ import annotations
@@ -21,12 +28,16 @@ from .claims import Claim
 
 log = logging.getLogger("nbflow.worker")
 Read = Callable[[], list[Claim]]  # blocks a bounded time; the runs it claimed
+Soon = Callable[[Callable[[], None]], None]  # runs a callback soon on another thread
 
 
 class RunThreads:
-    def __init__(self, n: int, serve: Callable[[Claim], None], read: Read | None) -> None:
+    def __init__(
+        self, n: int, serve: Callable[[Claim], None], read: Read | None, soon: Soon
+    ) -> None:
         self._serve = serve
         self._read = read  # None: these threads never read (Redis Cluster)
+        self._soon = soon
         self._ready: deque[Claim] = deque()
         self._cond = threading.Condition()
         self._reading = False  # one thread at a time reads
@@ -99,7 +110,13 @@ class RunThreads:
                     self._ready.extend(claims[1:])
                     if self._read is None:  # wake wait_read
                         self._cond.notify_all()
-                    else:  # the next reader, and a thread for each run left over
+                    elif len(claims) > 1:  # the next reader, and a thread for each run left
                         self._cond.notify(len(claims))
+            if len(claims) == 1:
+                self._soon(self._pass_reading)
             if claims:
                 return claims[0]
+
+    def _pass_reading(self) -> None:
+        with self._cond:
+            self._cond.notify()

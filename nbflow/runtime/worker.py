@@ -108,7 +108,9 @@ class Worker:
         # One thread per run slot, so sync workflows never queue behind each other;
         # on a standalone server they read the work stream too (see runthreads).
         reader = None if self.cluster else self._read_work
-        self.threads = RunThreads(self.options.concurrency, self._serve, reader)
+        self.threads = RunThreads(
+            self.options.concurrency, self._serve, reader, self.writer.call_soon
+        )
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.drain)

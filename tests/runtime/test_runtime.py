@@ -212,6 +212,28 @@ def test_a_worker_runs_as_many_sync_runs_at_once_as_its_concurrency(
     assert int(r.get("gate:in") or 0) == 4
 
 
+def test_a_run_that_computes_without_blocking_does_not_hold_up_reading(runtime, worker) -> None:
+    worker(concurrency=2)
+    busy = spin.submit(4.0)
+    wait_until(lambda: busy.status() == "running", timeout_s=10)
+    # The reading passes on at the latest one interpreter switch interval after the
+    # busy run started, so the next run is read and served beside it.
+    assert pipeline.submit(1).result(timeout_s=3) == 5
+    assert busy.status() == "running"
+    assert busy.result(timeout_s=15) > 0
+
+
+@nf.workflow
+def spin(seconds: float) -> int:
+    """Computes for ``seconds``, never blocking: it gives up the interpreter only when
+    made to."""
+    deadline = time.monotonic() + seconds
+    turns = 0
+    while time.monotonic() < deadline:
+        turns += 1
+    return turns
+
+
 @nf.workflow
 def gate(url: str, key: str) -> int:
     """Counts itself in, then blocks its thread until the test opens the gate."""
