@@ -16,25 +16,25 @@ _MAX_DEPTH = 6
 # Tuples, not unions: isinstance(v, int | float) builds the union on every call, and a
 # preview is made of every span's input and output.
 _NUMBERS = (bool, int, float)
-_EXACT_NUMBERS = frozenset({bool, int, float, type(None)})
+_AS_IS = frozenset({bool, int, float, type(None)})  # exact types a preview keeps unchanged
 _SEQUENCES = (list, tuple, set, frozenset)
 _NOTHING: frozenset[str] = frozenset()
 
 
 def preview(value: Any, *, redact: Iterable[str] = (), max_chars: int = MAX_PREVIEW_CHARS) -> Any:
     """A JSON-safe copy of ``value``, truncated and with ``redact`` keys hidden."""
-    if type(value) in _EXACT_NUMBERS:  # most outputs: the cheapest answer first
+    if type(value) in _AS_IS:  # most outputs: the cheapest answer first
         return value
     return _preview(value, frozenset(redact) if redact else _NOTHING, max_chars, 0)
 
 
 def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> Any:
     kind = type(value)
-    if kind in _EXACT_NUMBERS:
+    if kind in _AS_IS:
         return value
     if kind is dict and depth < _MAX_DEPTH:  # (an ABC check costs more than the rest)
         return _preview_mapping(value, redact, max_chars, depth)
-    if value is None or isinstance(value, _NUMBERS):
+    if isinstance(value, _NUMBERS):  # subclasses (None was kept above)
         return value
     if isinstance(value, str):
         return truncate(value, max_chars)
@@ -61,7 +61,7 @@ def _preview_mapping(
         key = k if type(k) is str else str(k)
         if key in redact:
             out[key] = REDACTED
-        elif type(v) in _EXACT_NUMBERS:
+        elif type(v) in _AS_IS:
             out[key] = v
         else:
             out[key] = _preview(v, redact, max_chars, depth + 1)

@@ -67,7 +67,7 @@ class Step:
                 "name": comp.name,
                 "kind": comp.kind,
                 "step": frame.step,
-                "input": preview(bound, redact=comp.redact),
+                "input": self._preview(bound),
             }
         )
 
