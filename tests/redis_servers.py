@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from nbflow.runtime import embedded
+from nbflow.runtime import detached, embedded
 
 CLUSTER_SLOTS = 16384
 START_TIMEOUT_S = 10.0
@@ -181,10 +181,10 @@ def _wait_for_ping(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
             except redis.ConnectionError:
                 pass
             if proc.poll() is not None:
-                raise RuntimeError(f"Valkey on port {port} exited.\n{embedded.log_tail(log)}")
+                raise RuntimeError(f"Valkey on port {port} exited.\n{detached.log_tail(log)}")
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"Valkey on port {port} did not answer.\n{embedded.log_tail(log)}"
+                    f"Valkey on port {port} did not answer.\n{detached.log_tail(log)}"
                 )
             time.sleep(0.05)
 

@@ -1,14 +1,11 @@
-"""The live run view: a fold of the run's log on a background thread, shown as a widget.
+"""The live run view: a run's ``Follower`` shown as a widget, or as HTML where none draws.
 
-A ``Follower`` reads the log from the first event (full replay, then live), folds
-it with ``RunState.apply`` and hands what changed to its views at most ten times
-a second: a small ``summary`` trait, and only the spans that changed since the
-last tick as custom messages, so a run with 10,000 spans costs the front end a
-few rows per tick. The front end (``static/run_view.js``, plain ESM, no build
-step) keeps the spans in a tree it collapses and virtualises.
-
-Where the widget cannot render (no widget manager, a converted notebook) the
-display falls back to an HTML snapshot that is replaced in place as the run goes.
+The widget gets a small ``summary`` trait and, as custom messages, only the
+spans that changed since the last tick; the front end (``static/run_view.js``,
+plain ESM, no build step) keeps the spans in a tree it collapses and
+virtualises. Where the widget cannot render (no widget manager, a converted
+notebook) the display falls back to an HTML snapshot that is replaced in place
+as the run goes.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +22,15 @@ import anywidget
 import traitlets
 from redis.exceptions import RedisError
 
-from .. import _events as ev
 from .._fold import RunState
 from . import display as dsp
+from .follower import Follower, Tick
 
-TICK_S = 0.1  # at most ten updates a second
 HTML_TICK_S = 0.5  # the HTML fallback re-sends the whole snapshot: less often
 FALLBACK_AFTER_S = 5.0  # no front end drew the widget by then: switch to HTML
 SPANS_PER_MESSAGE = 2_000
-OUTPUT_RESYNC_CHARS = 200_000
-MAX_RECORDED_IDS = 1_000_000
-STATUS_CHECK_S = 2.0
-RETRY_S = 1.0
 ENV_VIEW = "NBFLOW_VIEW"  # "widget" (default where possible), "html" or "none"
 STATIC = Path(__file__).parent / "static"
-
-Tick = dict[str, Any]
 
 
 def kernel_shell() -> Any:
@@ -60,213 +49,6 @@ def view_mode() -> str:
 
 def widgets_available() -> bool:
     return view_mode() == "widget" and kernel_shell() is not None
-
-
-class Follower:
-    """Folds one run's log as it grows and tells listeners what changed, throttled."""
-
-    def __init__(self, run: Any, *, tick_s: float = TICK_S) -> None:
-        self.run = run
-        self.mode = dsp.mode_of(run)
-        self.state = RunState(run.id)
-        self.tick_s = tick_s
-        self.event_ids: list[str] = []
-        self.steps: dict[str, dict[str, Any]] = {}
-        self.lock = threading.RLock()
-        self.finished = threading.Event()
-        self._listeners: list[Callable[[Tick], None]] = []
-        self._dirty: set[str] = set()
-        self._output: list[str] = []
-        self._changed = False
-        self._index = 0
-        self._quiet_since = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"nbflow-view-{run.id}", daemon=True
-        )
-
-    def listen(self, listener: Callable[[Tick], None]) -> None:
-        self._listeners.append(listener)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    # --- reading the log ----------------------------------------------------
-    def catch_up(self) -> None:
-        """Fold everything the log holds now (the replay), without telling listeners."""
-        with self.lock:
-            self._apply(self._read())
-
-    def _read(self) -> list[ev.Event]:
-        if self.mode == "local":
-            events: list[ev.Event] = self.run.sink.events
-            new = events[self._index :]
-            self._index += len(new)
-            return new
-        return list(self.run.events(after=self.state.last_id, follow=False))
-
-    def _apply(self, events: list[ev.Event]) -> None:
-        for event in events:
-            kind = event.get("type")
-            if kind in (ev.RUN_RESTARTED, *ev.TERMINAL_EVENTS):
-                self._dirty.update(
-                    s.span_id for s in self.state.spans.values() if s.status == "running"
-                )
-            self.state.apply(event)
-            if len(self.event_ids) < MAX_RECORDED_IDS:
-                self.event_ids.append(event.get("id", ""))
-            if kind == ev.OUTPUT:
-                self._output.append(str(event.get("chunk", "")))
-            elif kind == ev.PROGRESS:
-                self._clock_step(event)
-            elif "span_id" in event:
-                self._dirty.add(event["span_id"])
-            self._changed = True
-        if events and self.state.done:
-            self._end_steps(events[-1].get("ts", time.time()))
-
-    def _clock_step(self, event: ev.Event) -> None:
-        ts, state = event.get("ts", 0.0), event.get("state", "running")
-        if state == "running":
-            for step in self.steps.values():
-                if step["end"] is None and step["state"] == "running":
-                    step["end"] = ts
-        step = self.steps.setdefault(event["step"], {"start": ts, "end": None})
-        step["state"] = state
-        if state in ("done", "failed"):
-            step["end"] = step["end"] or ts
-        elif state == "running":
-            step["end"] = None
-
-    def _end_steps(self, ts: float) -> None:
-        for step in self.steps.values():
-            step["end"] = step["end"] or ts
-
-    def step(self) -> bool:
-        """Fold what is new and tell listeners (the last time with ``final``); True once ended."""
-        with self.lock:
-            if self.finished.is_set():
-                return True
-            events = self._read()
-            self._apply(events)
-            if events:
-                self._quiet_since = time.monotonic()
-            done = self.state.done or self._expired()
-            self._flush(final=done)
-            if done:
-                self.finished.set()
-            return done
-
-    def _loop(self) -> None:
-        try:
-            while True:
-                try:
-                    if self.step():
-                        return
-                except RedisError:  # the runtime is away for a moment: keep the view, retry
-                    time.sleep(RETRY_S)
-                    continue
-                time.sleep(self.tick_s)
-        finally:
-            self.finished.set()
-
-    def _expired(self) -> bool:
-        # A log whose terminal event was trimmed, or a run that expired: stop following.
-        if self.mode == "local" or time.monotonic() - self._quiet_since < STATUS_CHECK_S:
-            return False
-        try:
-            return self.run.status() in ("succeeded", "failed", "cancelled")
-        except KeyError:
-            return True
-
-    # --- telling listeners ----------------------------------------------------
-    def _flush(self, *, final: bool) -> None:
-        if not (self._changed or final):
-            return
-        tick: Tick = {
-            "summary": self.summary(),
-            "spans": [self.span_row(i) for i in self._changed_spans()],
-            "output": "".join(self._output),
-            "final": final,
-        }
-        self._dirty.clear()
-        self._output.clear()
-        self._changed = False
-        for listener in self._listeners:
-            listener(tick)
-
-    def _changed_spans(self) -> list[str]:
-        # Parents before children, so the front end can hang each span under its parent.
-        spans = self.state.spans
-        changed = [i for i in self._dirty if i in spans]
-        return sorted(changed, key=lambda i: (spans[i].depth, spans[i].start))
-
-    def full(self) -> Tick:
-        """Everything a newly drawn view needs: every span, and the output's tail."""
-        with self.lock:
-            return {
-                "summary": self.summary(),
-                "spans": [self.span_row(i) for i in self.state.spans],
-                "output": "".join(self.state.chunks)[-OUTPUT_RESYNC_CHARS:],
-                "final": self.state.done,
-            }
-
-    def span_row(self, span_id: str) -> dict[str, Any]:
-        span = self.state.spans[span_id]
-        row = dsp.span_dict(span)
-        row.update(
-            start=span.start,
-            depth=span.depth,
-            model=span.model,
-            cost_usd=span.cost_usd,
-            error=span.error,
-        )
-        return row
-
-    def summary(self) -> dict[str, Any]:
-        s = self.state
-        return {
-            "run_id": s.run_id,
-            "workflow": s.workflow or dsp.workflow_of(self.run),
-            "status": s.status,
-            "mode": self.mode,
-            "reason": s.reason,
-            "restarts": s.restarts,
-            "created_at": s.created_at,
-            "started_at": s.started_at,
-            "ended_at": s.ended_at,
-            "now": time.time(),
-            "usage": s.usage(),
-            "steps": [
-                {
-                    "step": name,
-                    "state": s.progress[name].state,
-                    "detail": _text(s.progress[name].detail),
-                    "start": clock["start"],
-                    "end": clock["end"],
-                }
-                for name, clock in self.steps.items()
-                if name in s.progress
-            ],
-            "span_count": len(s.spans),
-            "event_count": s.count,
-            "last_event_id": s.last_id,
-            "error": s.error,
-            "error_type": s.error_type,
-            "traceback": s.traceback,
-            "truncated": s.truncated,
-        }
-
-    def data(self) -> dict[str, Any]:
-        with self.lock:
-            return dsp.run_data(self.state, mode=self.mode, workflow=dsp.workflow_of(self.run))
-
-    def bundle(self) -> dict[str, Any]:
-        with self.lock:
-            return dsp.bundle(self.data(), traceback=self.state.traceback)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 class RunView(anywidget.AnyWidget):

@@ -27,16 +27,16 @@ from typing import Any
 
 from nbflow import constants
 from nbflow.errors import ConfigError, RuntimeUnavailable
-from nbflow.runtime.embedded import (
+from nbflow.runtime.detached import (
     locked,
     log_tail,
     process_running,
     read_json,
-    resolve_home,
     spawn_detached,
     wait_for_exit,
     write_json,
 )
+from nbflow.runtime.embedded import resolve_home
 
 _SUPERVISOR_MODULE = "nbflow.runtime.pool"
 _TICK_S = 0.1

@@ -13,7 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import nbflow as nf
 from nbflow.jupyter import display as dsp
-from nbflow.jupyter import magics, view
+from nbflow.jupyter import follower, magics, view
 from nbflow.runtime.run import Run
 
 
@@ -194,14 +194,14 @@ def test_view_throttles_and_sends_only_changed_spans_parents_first() -> None:
     thread.start()
     while nf.last_run() is before:
         time.sleep(0.001)
-    follower = view.Follower(nf.last_run())
-    follower.listen(ticks.append)
+    following = follower.Follower(nf.last_run())
+    following.listen(ticks.append)
     started = time.monotonic()
-    follower.start()
+    following.start()
     thread.join()
-    assert follower.finished.wait(10)
+    assert following.finished.wait(10)
     took_s = time.monotonic() - started
-    assert len(ticks) <= took_s / view.TICK_S + 2  # at most ten a second
+    assert len(ticks) <= took_s / follower.TICK_S + 2  # at most ten a second
     sent = [row["span_id"] for tick in ticks for row in tick["spans"]]
     assert len(set(sent)) == 2_001
     assert len(sent) < 2 * 2_001  # each span at most once running and once finished

@@ -24,7 +24,7 @@ from redis.crc import key_slot
 
 from nbflow import constants
 from nbflow.errors import RuntimeUnavailable
-from nbflow.runtime import embedded, pool
+from nbflow.runtime import detached, embedded, pool
 from tests.redis_servers import close_cluster_client, slot_ranges, start_cluster
 
 from ..conftest import wait_until
@@ -129,7 +129,7 @@ def test_data_survives_stop_and_start(home: Path) -> None:
         client.set("nbflow:test", "kept")
 
     assert embedded.stop_server(home)
-    assert not embedded.process_running(first_pid)
+    assert not detached.process_running(first_pid)
     assert not embedded.server_status(home)["running"]
     assert embedded.stop_server(home) is False
 
@@ -247,9 +247,9 @@ def test_sigterm_to_the_pool_leaves_no_workers_or_their_children(home: Path) -> 
 
     os.kill(supervisor, signal.SIGTERM)
 
-    assert embedded.wait_for_exit(supervisor, 10)
+    assert detached.wait_for_exit(supervisor, 10)
     assert not (home / constants.POOL_STATE_FILE).exists()
-    assert not any(embedded.process_running(pid) for pid in workers + children)
+    assert not any(detached.process_running(pid) for pid in workers + children)
     assert pool.stop_pool(home) is False
 
 
@@ -259,18 +259,18 @@ def test_stop_pool_kills_workers_that_ignore_sigterm(home: Path) -> None:
     wait_until(lambda: (home / f"ready-{worker}").exists(), timeout_s=5)
 
     assert pool.stop_pool(home)
-    assert not embedded.process_running(worker)
+    assert not detached.process_running(worker)
 
 
 def test_new_pool_removes_workers_left_by_a_killed_supervisor(home: Path) -> None:
     supervisor = pool.ensure_pool(UNUSED_URL, home, workers=1, worker_cmd=SLEEPER)
     [orphan] = worker_pids(home).values()
     os.kill(supervisor, signal.SIGKILL)
-    assert embedded.wait_for_exit(supervisor, 5)
-    assert embedded.process_running(orphan)
+    assert detached.wait_for_exit(supervisor, 5)
+    assert detached.process_running(orphan)
 
     assert pool.ensure_pool(UNUSED_URL, home, workers=1, worker_cmd=SLEEPER) != supervisor
-    assert embedded.wait_for_exit(orphan, 5)
+    assert detached.wait_for_exit(orphan, 5)
 
 
 # --- cluster helper -------------------------------------------------------------
