@@ -53,13 +53,15 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_status(info: dict[str, Any]) -> None:
     server, workers = info["server"], info["pool"]
-    state = "running" if server.get("running") else "stopped"
-    print(f"server   {state}  pid {server.get('pid')}  {server.get('url') or ''}")
+    if server.get("running"):
+        print(f"server   running  pid {server.get('pid')}  {server.get('url') or ''}")
+    else:
+        print("server   stopped  (`nbflow up` starts it)")
     print(f"         data {server['data_dir']} ({server.get('aof_bytes', 0)} bytes)")
-    print(
-        f"pool     {'running' if workers.get('running') else 'stopped'}  "
-        f"supervisor pid {workers.get('supervisor_pid')}"
-    )
+    if workers.get("running"):
+        print(f"pool     running  supervisor pid {workers.get('supervisor_pid')}")
+    else:
+        print("pool     stopped  (`nbflow up` starts it; runs wait in the queue until then)")
     for w in workers.get("workers", []):
         print(f"         worker {w['slot']}  pid {w['pid']}  {'alive' if w['alive'] else 'dead'}")
     if "queue_depth" in info:

@@ -56,6 +56,8 @@ def test_demo_runs_live_on_the_embedded_runtime_and_the_run_survives_down_and_up
     _nbflow(nbflow_home, "down")
     stopped = json.loads(_nbflow(nbflow_home, "status", "--json").stdout)
     assert not stopped["server"]["running"] and not stopped["pool"]["running"]
+    told = _nbflow(nbflow_home, "status").stdout
+    assert "server   stopped" in told and "nbflow up" in told and "None" not in told
     _nbflow(nbflow_home, "up")
 
     listed = _nbflow(nbflow_home, "runs").stdout
