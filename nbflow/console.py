@@ -72,7 +72,7 @@ class LivePrinter:
             extra = e.get("reason") or e.get("worker") or ""
             return f"{stamp}  {kind} {extra}".rstrip()
         if kind in ev.TERMINAL_EVENTS:
-            return f"{stamp}  {kind} {e.get('error') or ''}".rstrip()
+            return f"{stamp}  {kind} {e.get('error') or e.get('result_error') or ''}".rstrip()
         return None
 
     def _span_line(self, e: ev.Event) -> str:

@@ -7,6 +7,7 @@
     ├── RunCancelled            the run was cancelled; raised at the next component boundary
     ├── RunFailed               a run on the runtime ended in error; carries the remote traceback
     ├── RunNotFound             no run with that id (also a KeyError)
+    ├── ResultNotKept           a run succeeded but its return value could not be pickled
     ├── PayloadRejected         shipped code or data failed its signature or version check
     └── RuntimeUnavailable      the Redis server or embedded runtime cannot be reached
 
@@ -56,6 +57,13 @@ class RunFailed(NbflowError):
 class RunNotFound(NbflowError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "run not found"
+
+
+class ResultNotKept(NbflowError):
+    def __init__(self, message: str, *, run_id: str, output: object = None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.output = output  # the JSON preview of the value, which is kept
 
 
 class PayloadRejected(NbflowError):

@@ -39,11 +39,13 @@ def ending(
         try:
             fields["result"] = codeship.pack(value, secret)
         except Exception as pickling:
-            log.warning(
-                "run %s: result cannot be pickled (%s); only its preview is kept",
-                run_id,
-                pickling,
+            problem = (
+                f"its return value cannot be pickled ({_describe(pickling)}); "
+                "only its preview is kept"
             )
+            fields["result_error"] = problem
+            log.warning("run %s: %s", run_id, problem)
+            return ev.make(ev.RUN_SUCCEEDED, output=shown, result_error=problem), fields
         return ev.make(ev.RUN_SUCCEEDED, output=shown), fields
     event = error_event(status, error, reason)
     keys = ("error", "error_type", "traceback", "reason")

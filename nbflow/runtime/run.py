@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _events as ev
 from .. import constants as c
-from ..errors import ConfigError, RunCancelled, RunFailed, RunNotFound
+from ..errors import ConfigError, ResultNotKept, RunCancelled, RunFailed, RunNotFound
 from . import codeship
 from .connection import SyncRedis
 from .protocol import decode_entry, decode_meta, encode_event
@@ -103,12 +103,25 @@ class Run:
                 last = entries[-1][0]
 
     def result(self, timeout_s: float | None = None) -> Any:
-        """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise."""
+        """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise.
+
+        ResultNotKept when the run succeeded but its value could not be pickled.
+        """
         status = self.wait(timeout_s)
         if status == "succeeded":
             blob = self._r.hget(c.run_meta(self.id), "result")
-            return None if blob is None else codeship.unpack(blob, self.runtime.secret)
+            if blob is not None:
+                return codeship.unpack(blob, self.runtime.secret)
         meta = self.meta()
+        if status == "succeeded":
+            problem = meta.get("result_error") or "its return value was not kept"
+            raise ResultNotKept(
+                f"run {self.id} ({meta.get('workflow')}) succeeded, but {problem}: "
+                "return plain data from a workflow that runs on the runtime "
+                "(its JSON preview is this error's .output)",
+                run_id=self.id,
+                output=meta.get("output"),
+            )
         if status == "cancelled":
             raise RunCancelled(f"run {self.id} was cancelled")
         raise RunFailed(

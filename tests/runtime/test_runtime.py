@@ -87,6 +87,25 @@ def test_failed_run_raises_run_failed_with_the_remote_traceback(runtime, worker)
     assert spans.set_index("name").loc["broken", "status"] == "error"
 
 
+@nf.workflow
+def returns_a_lock() -> Any:
+    import threading
+
+    return {"lock": threading.Lock()}
+
+
+def test_a_result_that_cannot_be_pickled_is_a_clear_error_not_none(runtime, worker) -> None:
+    worker()
+    run = returns_a_lock.submit()
+    with pytest.raises(nf.ResultNotKept) as info:
+        run.result(timeout_s=10)
+    assert run.status() == "succeeded"  # the work itself is done and recorded
+    assert "cannot be pickled" in str(info.value) and "lock" in str(info.value)
+    assert "lock" in json.dumps(info.value.output)  # the preview is kept
+    ended = list(run.events())[-1]
+    assert ended["type"] == "run.succeeded" and "cannot be pickled" in ended["result_error"]
+
+
 def test_a_run_accepted_with_no_worker_up_runs_when_one_starts(runtime, worker) -> None:
     run = pipeline.submit(2)
     time.sleep(0.3)
