@@ -4,10 +4,12 @@ code shipped by value, fetched once per digest and kept."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from .. import constants as c
 from .._workflow import Workflow
-from ..errors import NbflowError, PayloadRejected
+from ..errors import ConfigError, NbflowError, PayloadRejected
 from . import codeship
 from .connection import SyncRedis
 
@@ -48,8 +50,23 @@ class Catalog:
 
 
 def load_app(module_name: str) -> dict[str, Workflow]:
-    """The workflows an importable module defines, by name: served with no pickling."""
-    module = importlib.import_module(module_name)
+    """The workflows an importable module defines, by name: served with no pickling.
+
+    The module is looked for in the current directory first, then in the installed
+    packages, as ``python -m`` would (a console script's own path holds neither).
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is None or not f"{module_name}.".startswith(f"{error.name}."):
+            raise  # a module the app itself imports is missing: its traceback says where
+        raise ConfigError(
+            f"cannot import the app module {module_name!r}: no such module in {here} "
+            "or among the installed packages"
+        ) from None
     found = {obj.name: obj for obj in vars(module).values() if isinstance(obj, Workflow)}
     if not found:
         raise NbflowError(f"module {module_name!r} defines no nbflow workflows")

@@ -105,10 +105,11 @@ class Sweeper:
             count=RECLAIM_BATCH,
             justid=not worker.cluster,
         )
-        if not reply[1]:
-            return
-        if worker.cluster:
-            claims = await worker.claimer.claim([(m, f) for m, f in reply[1] if f])
-        else:  # the messages are now this worker's pending ones
+        if worker.cluster:  # [next id, [(id, fields), ...], deleted ids]
+            messages = [(m, f) for m, f in reply[1] if f]
+            claims = await worker.claimer.claim(messages) if messages else []
+        elif reply:  # with JUSTID, the claimed ids alone: now this worker's pending ones
             claims = await worker.claimer.pending(RECLAIM_BATCH)
+        else:
+            return
         worker.start(claims)

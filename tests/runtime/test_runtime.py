@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -376,6 +379,51 @@ def test_a_work_message_whose_reader_died_before_claiming_it_is_run(
     worker()
     assert run.result(timeout_s=15) == 13
     assert r.xpending(c.WORK_STREAM, c.WORK_GROUP)["pending"] == 0
+
+
+def test_an_idle_sweep_drops_expired_runs_and_silent_workers_from_the_indexes(
+    runtime, worker, r, caplog
+) -> None:
+    expired_s = time.time() - c.RETENTION_S - 60
+    r.zadd(c.RUNS_INDEX, {"an-expired-run": expired_s})
+    r.zadd(c.WORKERS, {"a-worker-gone-for-good": int(time.time() * 1000) - 120_000})
+    worker()
+    wait_until(lambda: r.zscore(c.RUNS_INDEX, "an-expired-run") is None, 10)
+    wait_until(lambda: r.zscore(c.WORKERS, "a-worker-gone-for-good") is None, 10)
+    assert "sweep failed" not in caplog.text
+
+
+def _nbflow_script() -> Path:
+    script = Path(sys.executable).with_name("nbflow")
+    if not script.exists():
+        pytest.skip("no nbflow console script beside this Python")
+    return script
+
+
+def test_the_worker_command_imports_its_app_from_the_directory_it_starts_in(
+    runtime, redis_url, tmp_path
+) -> None:
+    (tmp_path / "my_flows.py").write_text(
+        "import nbflow as nf\n\n\n@nf.workflow\ndef shout(text: str) -> str:\n"
+        "    return text.upper()\n"
+    )
+    env = {**os.environ, "NBFLOW_SECRET": TEST_SECRET.decode()}
+    env.pop("PYTHONPATH", None)
+    argv = [str(_nbflow_script()), "worker", "--redis", redis_url, "--app", "my_flows"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    try:
+        run = runtime.start("shout", {"text": "hi"})
+        assert run.result(timeout_s=20) == "HI"
+    finally:
+        stop_workers([proc])
+
+
+def test_the_worker_command_names_an_app_module_it_cannot_find(redis_url, tmp_path) -> None:
+    argv = [str(_nbflow_script()), "worker", "--redis", redis_url, "--app", "no_such_flows"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot import the app module 'no_such_flows'" in done.stderr
+    assert str(tmp_path) in done.stderr and "Traceback" not in done.stderr
 
 
 def test_code_from_another_python_version_is_refused_with_a_clear_reason(
