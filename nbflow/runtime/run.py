@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _events as ev
 from .. import constants as c
-from ..errors import ConfigError, ResultNotKept, RunCancelled, RunFailed, RunNotFound
+from ..errors import (
+    ConfigError,
+    ResultNotKept,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    RuntimeUnavailable,
+)
 from . import codeship
 from .connection import SyncRedis
 from .protocol import decode_entry, decode_meta, encode_event
@@ -19,6 +30,12 @@ if TYPE_CHECKING:
 
 READ_BATCH = 1_000
 BLOCK_MS = 1_000
+# A reader waiting on a run rides out a server restart or failover this long.
+RECONNECT_PATIENCE_S = 60.0
+_RECONNECT_FIRST_S, _RECONNECT_MAX_S = 0.1, 2.0
+
+log = logging.getLogger("nbflow.client")
+T = TypeVar("T")
 
 
 class Run:
@@ -81,14 +98,18 @@ class Run:
         return result
 
     def wait(self, timeout_s: float | None = None) -> str:
-        """Block until the run ends (or ``timeout_s`` passes); its status."""
+        """Block until the run ends (or ``timeout_s`` passes); its status.
+
+        A connection lost on the way (a server restart, a failover) is retried for
+        up to ``RECONNECT_PATIENCE_S``; then RuntimeUnavailable.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        status = self.status()
+        status = self._patiently(self.status)
         if status in c.TERMINAL_STATUSES:  # one round trip for a run that has ended
             return status
-        last = self._last_id()  # then the status again: the run may end in between
+        last = self._patiently(self._last_id)  # then the status again: it may end in between
         while True:
-            status = self.status()
+            status = self._patiently(self.status)
             if status in c.TERMINAL_STATUSES:
                 return status
             remaining_ms = (
@@ -96,11 +117,31 @@ class Run:
             )
             if remaining_ms <= 0:
                 raise TimeoutError(f"run {self.id} still {status} after {timeout_s} s")
-            reply = self._r.xread(
-                {c.run_log(self.id): last}, count=READ_BATCH, block=min(remaining_ms, BLOCK_MS)
-            )
-            for _stream, entries in reply or []:
-                last = entries[-1][0]
+            last = self._patiently(self._newest_after, last, min(remaining_ms, BLOCK_MS))
+
+    def _newest_after(self, last: str, block_ms: int) -> str:
+        reply = self._r.xread({c.run_log(self.id): last}, count=READ_BATCH, block=block_ms)
+        for _stream, entries in reply or []:
+            last = entries[-1][0]
+        return last
+
+    def _patiently(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)``, retried through a lost connection for up to RECONNECT_PATIENCE_S."""
+        given_up_at, delay = None, _RECONNECT_FIRST_S
+        while True:
+            try:
+                return call(*args)
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                now = time.monotonic()
+                given_up_at = given_up_at or now + RECONNECT_PATIENCE_S
+                if now >= given_up_at:
+                    raise RuntimeUnavailable(
+                        f"lost the runtime while following run {self.id}: no answer for "
+                        f"{RECONNECT_PATIENCE_S:g} s ({error})"
+                    ) from error
+                log.info("run %s: connection lost (%s); retrying in %.1f s", self.id, error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
 
     def result(self, timeout_s: float | None = None) -> Any:
         """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise.
@@ -135,11 +176,14 @@ class Run:
     def events(
         self, after: str = "0", *, follow: bool = True, block_ms: int = BLOCK_MS
     ) -> Iterator[ev.Event]:
-        """Every event after ``after`` in order, then live ones until the run ends."""
+        """Every event after ``after`` in order, then live ones until the run ends.
+
+        Rides out a lost connection as ``wait`` does."""
         key = c.run_log(self.id)
         last = _valid_id(after)
+        block = block_ms if follow else None
         while True:
-            reply = self._r.xread({key: last}, count=READ_BATCH, block=block_ms if follow else None)
+            reply = self._patiently(self._r.xread, {key: last}, READ_BATCH, block)
             entries = reply[0][1] if reply else []
             for entry_id, fields in entries:
                 event = decode_entry(entry_id, fields)
@@ -147,7 +191,7 @@ class Run:
                 yield event
                 if event["type"] in ev.TERMINAL_EVENTS:
                     return
-            if not entries and (not follow or self._ended_without_more(key, last)):
+            if not entries and (not follow or self._patiently(self._ended_without_more, key, last)):
                 return
 
     def _ended_without_more(self, key: str, last: str) -> bool:

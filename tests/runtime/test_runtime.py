@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from nbflow import constants as c
 from nbflow.runtime import codeship
 from nbflow.runtime.client import Runtime
 from nbflow.runtime.connection import RawConnection
+from nbflow.runtime.run import Run
 
 from ..conftest import TEST_SECRET, stop_workers, wait_until
 
@@ -474,12 +476,25 @@ def test_a_run_whose_worker_vanished_is_restarted_and_says_why(runtime, worker, 
     assert restarted and restarted[0]["reason"] == "worker_lost"
 
 
+def _wait_for_recorded_steps(run: Any, n: int) -> None:
+    """Until ``n`` steps are recorded (each with its span.finished, in one atomic write).
+
+    A step's side effect comes just before its record: stopping a worker between the
+    two runs the step again after the restart, as at-least-once steps do.
+    """
+
+    def recorded() -> bool:
+        return sum(e["type"] == "span.finished" for e in run.events(follow=False)) >= n
+
+    wait_until(recorded, timeout_s=15)
+
+
 def test_kill_9_mid_run_resumes_elsewhere_and_every_step_happened_once(
     runtime, worker_process, redis_url, r
 ) -> None:
     first = worker_process()
     run = runtime.start("steps", {"url": redis_url, "tag": "k9", "n": 6, "sleep_s": 0.4})
-    wait_until(lambda: r.get("effects:k9:1") is not None, timeout_s=15)
+    _wait_for_recorded_steps(run, 2)
     first.send_signal(signal.SIGKILL)
     first.wait(5)
     worker_process()
@@ -603,12 +618,17 @@ def test_a_server_restart_with_persistence_mid_run_loses_nothing(worker_process,
     rt = Runtime(url, secret=TEST_SECRET, cluster=False)
     env_url = os.environ.get("NBFLOW_TEST_REDIS_URL")
     try:
-        run = rt.start("steps", {"url": url, "tag": "persist", "n": 6, "sleep_s": 0.3})
+        run = rt.start("steps", {"url": url, "tag": "persist", "n": 6, "sleep_s": 0.5})
         proc = _worker_on(url)
-        wait_until(lambda: rt.redis.get("effects:persist:1") is not None, timeout_s=15)
+        _wait_for_recorded_steps(run, 2)
+        waiting = ThreadPoolExecutor(1).submit(run.result, timeout_s=60)  # across the restart
+        followed = ThreadPoolExecutor(1).submit(lambda: [e["type"] for e in run.events()])
+        time.sleep(0.05)  # both are reading when the server goes (or find it gone: as good)
         embedded.stop_server(home)
         time.sleep(0.5)
         embedded.ensure_server(home)
+        assert waiting.result(60) == sum(i * 10 for i in range(6))
+        assert followed.result(60)[-1] == "run.succeeded"
         assert run.result(timeout_s=30) == sum(i * 10 for i in range(6))
         ids = [e["id"] for e in run.events()]
         assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
@@ -618,6 +638,21 @@ def test_a_server_restart_with_persistence_mid_run_loses_nothing(worker_process,
         stop_workers([proc])
         rt.close()
         embedded.stop_server(home)
+
+
+def test_a_reader_gives_up_on_a_runtime_gone_for_longer_than_its_patience(monkeypatch) -> None:
+    from nbflow.runtime import run as run_module
+
+    from ..redis_servers import free_ports
+
+    monkeypatch.setattr(run_module, "RECONNECT_PATIENCE_S", 0.5)
+    [port] = free_ports(1)  # nothing listens there
+    gone = Runtime(f"redis://127.0.0.1:{port}", secret=TEST_SECRET, cluster=False)
+    started = time.monotonic()
+    with pytest.raises(nf.RuntimeUnavailable, match=r"no answer for 0\.5 s"):
+        Run(gone, "0123456789abcdef").wait(timeout_s=30)
+    assert time.monotonic() - started < 10
+    gone.close()
 
 
 def _worker_on(url: str) -> Any:
