@@ -124,10 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # nbflow's own news at INFO; other libraries' (an HTTP client's line per LLM call)
+    # only when they warn, unless -v.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("nbflow").setLevel(logging.INFO)
     from .errors import NbflowError
 
     try:

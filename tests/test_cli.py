@@ -47,6 +47,9 @@ def test_demo_runs_live_on_the_embedded_runtime_and_the_run_survives_down_and_up
     assert "## " in demo.stdout  # section text streamed as it was written
     assert "LLM calls" in demo.stdout  # token totals of the run
     run_id = demo.stdout.split("submitted run ")[1].split()[0]
+    worker_logs = "".join(p.read_text() for p in (nbflow_home / "logs").glob("worker-*.log"))
+    assert "serving" in worker_logs  # nbflow's own news
+    assert "HTTP Request" not in worker_logs  # not a line per LLM call from the HTTP client
 
     status = json.loads(_nbflow(nbflow_home, "status", "--json").stdout)
     assert status["server"]["running"] and status["pool"]["running"]
