@@ -100,6 +100,9 @@ def summary(state: RunState) -> str:
 
 
 def print_runs(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
+    if not rows:
+        out.write("no runs yet (`nbflow demo` starts one)\n")
+        return
     header = (
         f"{'run':<17} {'workflow':<20} {'status':<10} {'started':<19} {'took':>8} "
         f"{'tokens':>8}  notebook"

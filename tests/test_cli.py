@@ -71,6 +71,7 @@ def test_demo_runs_live_on_the_embedded_runtime_and_the_run_survives_down_and_up
 
 def test_logs_of_an_unknown_run_fails_with_a_clear_message(nbflow_home) -> None:
     _nbflow(nbflow_home, "up", "--workers", "1")
+    assert "no runs yet" in _nbflow(nbflow_home, "runs").stdout
     done = _nbflow(nbflow_home, "logs", "0123456789abcdef", check=False)
     assert done.returncode != 0
     assert "no run '0123456789abcdef'" in done.stderr
