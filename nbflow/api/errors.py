@@ -102,6 +102,10 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 def _without_request_part(error: Any) -> Any:
     # FastAPI prefixes locations with "body"/"query"/"header"; the field path reads better without.
     loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":  # its location is a character offset
+        problem = (error.get("ctx") or {}).get("error") or "JSON decode error"
+        at = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return {**error, "loc": (), "msg": f"not valid JSON: {problem}{at}"}
     if loc[:1] == ("body",):
         loc = loc[1:]
     return {**error, "loc": loc}

@@ -83,7 +83,9 @@ def test_body_that_is_not_json_is_422(client: httpx.Client) -> None:
     reply = client.post(
         "/workflows/greet", content=b"{nope", headers={"content-type": "application/json"}
     )
-    _error(reply, 422, "invalid_input")
+    message = _error(reply, 422, "invalid_input")
+    assert message.startswith("body: not valid JSON: ") and "at character 1" in message
+    assert reply.json()["error"]["fields"] == [{"field": "body", "message": message[6:]}]
 
 
 @pytest.mark.usefixtures("no_run_created")
