@@ -6,6 +6,7 @@ it never talks to workers, so any number of API processes can serve the same run
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -62,6 +63,8 @@ def create_app(
     required = configured_token(token)
     app = FastAPI(title="nbflow", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.keep_alive_s = keep_alive_s
+    # Set when the server begins to shut down (see server.py): waiting requests answer at once.
+    app.state.draining = asyncio.Event()
     if required:
         app.include_router(router, dependencies=[auth.require(required)], responses=auth.RESPONSES)
     else:

@@ -73,13 +73,17 @@ async def list_workflows(request: Request) -> WorkflowList:
     summary="Run a workflow: wait for its result, or stream its events",
     description=(
         "Waits for the run and returns `{run_id, status, output}` (202 `{run_id, status}` if "
-        "`timeout_s` passes first). With `Accept: text/event-stream` or `application/x-ndjson` it "
-        "streams the run's events instead, from its first one to its terminal one; the "
-        "`X-Nbflow-Run-Id` header names the run, for resuming at `GET /runs/{id}/events`."
+        "`timeout_s` passes first, or if this server shuts down meanwhile). With "
+        "`Accept: text/event-stream` or `application/x-ndjson` it streams the run's events "
+        "instead, from its first one to its terminal one; the `X-Nbflow-Run-Id` header names "
+        "the run, for resuming at `GET /runs/{id}/events`."
     ),
     responses={
         200: {"content": STREAMS, "description": "the finished run, or its event stream"},
-        202: {"model": RunStarted, "description": "still running after `timeout_s`"},
+        202: {
+            "model": RunStarted,
+            "description": "still running (after `timeout_s`, or a shutdown)",
+        },
         **errors(404, 413, 422),
     },
 )
@@ -105,11 +109,15 @@ async def run_workflow(
 
 
 async def _ended(request: Request, svc: Service, run_id: str, timeout_s: float | None) -> bool:
-    """Wait for the run to end: False after ``timeout_s``, or as soon as the client has gone."""
+    """Wait for the run to end: False after ``timeout_s``, as soon as the client has gone,
+    or when this server starts shutting down."""
     ended = asyncio.ensure_future(wait_until_ended(svc.hub, run_id))
     gone = asyncio.ensure_future(_client_gone(request))
+    draining = asyncio.ensure_future(request.app.state.draining.wait())
     try:
-        await asyncio.wait({ended, gone}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {ended, gone, draining}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
         if ended.done():
             ended.result()  # a failed read is the route's error
             return True
@@ -117,6 +125,7 @@ async def _ended(request: Request, svc: Service, run_id: str, timeout_s: float |
     finally:
         ended.cancel()
         gone.cancel()
+        draining.cancel()
 
 
 async def _client_gone(request: Request) -> None:

@@ -11,6 +11,7 @@ from .. import constants as c
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 # Open event streams are cut after this on shutdown; their clients resume with Last-Event-ID.
+# Requests waiting for a run answer 202 with its id at once (the run goes on without us).
 GRACEFUL_SHUTDOWN_S = 5
 
 
@@ -46,6 +47,7 @@ def serve(
 
     from ..runtime.client import Runtime
     from .app import create_app
+    from .draining import DrainingServer
 
     token = configured_token()
     problem = refusal(host, token)
@@ -53,5 +55,8 @@ def serve(
         print(f"nbflow api: {problem}", file=sys.stderr)
         return 2
     app = create_app(Runtime(url), app_module=app_module, token=token)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    config = uvicorn.Config(
+        app, host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
+    )
+    DrainingServer(config, app.state.draining).run()
     return 0

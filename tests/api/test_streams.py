@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from nbflow.api.server import GRACEFUL_SHUTDOWN_S
 from nbflow.runtime.client import Runtime
 
+from ..conftest import wait_until
 from .apps_for_tests import gate
 from .helpers import ApiProcess, Frame, events, frames
 
@@ -158,3 +162,26 @@ def test_a_sync_client_that_gives_up_stops_following_its_run(
     assert hub.feeds == {}
     gate(f"{key}/0").set()
     gate(f"{key}/1").set()
+
+
+def test_a_waiting_request_answers_202_with_its_run_when_the_api_shuts_down(
+    api_process: Callable[..., ApiProcess], runtime: Runtime, key: str
+) -> None:
+    api = api_process()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            httpx.post, f"{api.url}/workflows/staged", json={"input": {"key": key}}, timeout=30
+        )
+        wait_until(lambda: runtime.run_ids(limit=1), timeout_s=10)  # the run is in
+        time.sleep(0.2)  # and the request waits for it
+        asked_at = time.monotonic()
+        api.proc.send_signal(signal.SIGTERM)
+        reply = waiting.result(20)
+    assert reply.status_code == 202, reply.text
+    assert api.proc.wait(10) in (0, -signal.SIGTERM)  # uvicorn re-raises it once shut down
+    assert "Application shutdown complete" in api.log.read_text()
+    assert time.monotonic() - asked_at < GRACEFUL_SHUTDOWN_S  # not cut at the time-out
+    run_id = reply.json()["run_id"]
+    assert runtime.run_ids(limit=1) == [run_id]
+    gate(f"{key}/0").set()  # the run goes on without the API
+    assert runtime.attach(run_id).result(timeout_s=20) == 6
