@@ -4,7 +4,8 @@
 starts each worker in its own process group, restarts one that dies (at most once per
 ``POOL_RESTART_INTERVAL_S`` per slot, so a crash loop does not spin), keeps
 ``<home>/pool.json`` current, and on SIGTERM passes the signal on, waits for the workers to
-drain, kills what is left and exits 0.
+drain, kills what is left and exits 0. A pool of another nbflow version (one that outlived an
+upgrade) is drained and replaced by the first process that needs it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 from nbflow import constants
+from nbflow._version import __version__ as NBFLOW_VERSION
 from nbflow.errors import ConfigError, RuntimeUnavailable
 from nbflow.runtime.detached import (
     locked,
@@ -67,10 +69,17 @@ def ensure_pool(
     root = resolve_home(home)
     with locked(root / constants.POOL_LOCK_FILE):
         state = read_json(root / constants.POOL_STATE_FILE)
-        if state is not None and _supervisor_running(state) and state.get("url") == url:
-            return int(state["supervisor"])
-        if state is not None:  # a pool for another server, or the remains of a dead one
-            _retire(root, state, timeout_s=None)
+        if state is not None:
+            if _supervisor_running(state) and state.get("url") == url:
+                if state.get("nbflow") == NBFLOW_VERSION:
+                    return int(state["supervisor"])
+                log.warning(
+                    "replacing the worker pool of nbflow %s with one of nbflow %s; "
+                    "its runs are handed back and go on in the new one",
+                    state.get("nbflow", "< 0.1"),
+                    NBFLOW_VERSION,
+                )
+            _retire(root, state, timeout_s=None)  # another server's or version's, or dead
         return _start_supervisor(root, url, workers, worker_cmd, kill_after_s)
 
 
@@ -287,6 +296,7 @@ class _Supervisor:
             self.root / constants.POOL_STATE_FILE,
             {
                 "supervisor": os.getpid(),
+                "nbflow": NBFLOW_VERSION,
                 "url": self.url,
                 "cmd": self.command,
                 "kill_after_s": self.kill_after_s,

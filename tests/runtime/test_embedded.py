@@ -213,6 +213,18 @@ def test_pool_is_reused_and_replaces_a_killed_worker(home: Path) -> None:
     assert (home / constants.POOL_LOG_DIR / "worker-0.log").exists()
 
 
+def test_a_pool_of_another_nbflow_version_is_replaced_by_the_next_caller(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = pool.ensure_pool(UNUSED_URL, home, workers=1, worker_cmd=SLEEPER, kill_after_s=1.0)
+    assert pool.pool_status(home)["running"]
+    monkeypatch.setattr(pool, "NBFLOW_VERSION", "99.0")  # this process was upgraded since
+    new = pool.ensure_pool(UNUSED_URL, home, workers=1, worker_cmd=SLEEPER, kill_after_s=1.0)
+    assert new != old
+    assert not detached.process_running(old)
+    assert pool.pool_status(home)["supervisor_pid"] == new
+
+
 def test_crashing_worker_from_env_command_restarts_at_most_once_a_second(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
