@@ -150,10 +150,10 @@ class Run:
         """
         status = self.wait(timeout_s)
         if status == "succeeded":
-            blob = self._r.hget(c.run_meta(self.id), "result")
+            blob = self._patiently(self._r.hget, c.run_meta(self.id), "result")
             if blob is not None:
                 return codeship.unpack(blob, self.runtime.secret)
-        meta = self.meta()
+        meta = self._patiently(self.meta)
         if status == "succeeded":
             problem = meta.get("result_error") or "its return value was not kept"
             raise ResultNotKept(

@@ -107,9 +107,7 @@ class Sweeper:
         )
         if worker.cluster:  # [next id, [(id, fields), ...], deleted ids]
             messages = [(m, f) for m, f in reply[1] if f]
-            claims = await worker.claimer.claim(messages) if messages else []
+            if messages:
+                worker.start(await worker.claimer.claim(messages))
         elif reply:  # with JUSTID, the claimed ids alone: now this worker's pending ones
-            claims = await worker.claimer.pending(RECLAIM_BATCH)
-        else:
-            return
-        worker.start(claims)
+            worker.start(await worker.claimer.pending(RECLAIM_BATCH))
