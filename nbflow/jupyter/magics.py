@@ -167,6 +167,11 @@ class NbflowMagics(Magics):
             for n in ast.parse(self.sh.transform_cell(cell)).body
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
         ]
+        if not names:
+            raise UsageError(
+                "%%component: the cell defines no function (def or async def at its top level) "
+                "to make a component of"
+            )
         result = self.sh.run_cell(cell, store_history=False)
         if not result.success:
             return

@@ -55,6 +55,12 @@ def test_component_magic_rejects_unknown_options(shell: InteractiveShell) -> Non
         cell(shell, "component --retries 3", "def a():\n    pass\n")
 
 
+def test_component_magic_on_a_cell_without_a_function_says_so(shell: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match="defines no function"):
+        cell(shell, "component --retry 3", "fetch = lambda url: url\n")
+    assert "fetch" not in shell.user_ns  # the cell was not run
+
+
 def test_workflow_line_parses_args_literals_and_flags() -> None:
     name, inputs, flags = magics.parse_workflow_line(
         "blog --topic 'durable agents' --n 3 --ratio=0.5 --tags [1,2] --local --new"
