@@ -47,8 +47,8 @@ def research(topic: str) -> list[str]:
     return findings[:3] or [text]
 
 
-_misses: dict[str, int] = {}
-_misses_lock = threading.Lock()
+_missed: set[str] = set()  # urls whose last call failed
+_missed_lock = threading.Lock()
 
 
 @component(retry={"attempts": 4, "initial_s": 0.1, "on": (ConnectionError,)})
@@ -56,10 +56,11 @@ def fetch_source(url: str) -> str:
     """A flaky fetch that shows the retry policy at work: a call fails 40% of the
     time, but never twice in a row for one url, so the demo always gets through."""
     time.sleep(0.1)
-    with _misses_lock:
-        missed = _misses.pop(url, 0)
-        if not missed and random.random() < 0.4:
-            _misses[url] = 1
+    with _missed_lock:
+        if url in _missed:
+            _missed.discard(url)
+        elif random.random() < 0.4:
+            _missed.add(url)
             raise ConnectionError(f"{url} did not answer")
     return f"contents of {url}"
 
