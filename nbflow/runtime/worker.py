@@ -240,6 +240,9 @@ class Worker:
             reason = (
                 "unknown_workflow" if isinstance(error, UnknownWorkflow) else "payload_rejected"
             )
+            # The run records why; whoever runs this worker hears it too (a secret or an
+            # --app that differs from the clients' is this worker's configuration to fix).
+            log.warning("run %s refused (%s): %s", claim.run_id, reason, error)
             self.writer.call_soon(self._end, active, None, error, reason)
             return
         active.context.memo = StepMemo(claim.steps, self.secret) if claim.steps else None

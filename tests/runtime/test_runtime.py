@@ -278,7 +278,7 @@ def test_garbage_in_the_work_stream_does_not_kill_the_worker(runtime, worker, r)
 
 
 def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(
-    runtime, worker, redis_url
+    runtime, worker, redis_url, caplog
 ) -> None:
     worker()
     forged = Runtime(redis_url, secret=b"another secret", cluster=False)
@@ -288,6 +288,7 @@ def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(
         run.result(timeout_s=10)
     assert "signature" in str(info.value)
     assert run.meta()["reason"] == "payload_rejected"
+    assert f"run {run.id} refused (payload_rejected)" in caplog.text  # the worker's log says so
     assert pipeline.submit(1).result(timeout_s=10) == 5
 
 
