@@ -282,7 +282,7 @@ def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(
 ) -> None:
     worker()
     forged = Runtime(redis_url, secret=b"another secret", cluster=False)
-    run = forged.submit(pipeline, (1,), {})
+    run = runtime.attach(forged.submit(pipeline, (1,), {}).id)
     forged.close()
     with pytest.raises(nf.RunFailed) as info:
         run.result(timeout_s=10)
