@@ -236,14 +236,8 @@ class Worker:
         try:
             wf = self.catalog.workflow(claim.meta, self.id)
             args, kwargs = codeship.unpack(claim.meta.get(b"args", b""), self.secret)
-        except (PayloadRejected, UnknownWorkflow) as error:
-            reason = (
-                "unknown_workflow" if isinstance(error, UnknownWorkflow) else "payload_rejected"
-            )
-            # The run records why; whoever runs this worker hears it too (a secret or an
-            # --app that differs from the clients' is this worker's configuration to fix).
-            log.warning("run %s refused (%s): %s", claim.run_id, reason, error)
-            self.writer.call_soon(self._end, active, None, error, reason)
+        except Exception as error:  # the run cannot start here: it fails, saying why
+            self._refuse(active, error)
             return
         active.context.memo = StepMemo(claim.steps, self.secret) if claim.steps else None
         if wf.is_async:
@@ -257,6 +251,19 @@ class Worker:
             # Back on the loop through the writer's wake-ups: a busy worker pays
             # no extra wake-up per run.
             self.writer.call_soon(self._end, active, value, None, None, wf.redact)
+
+    def _refuse(self, active: Active, error: Exception) -> None:
+        if isinstance(error, UnknownWorkflow):
+            reason = "unknown_workflow"
+        elif isinstance(error, PayloadRejected):
+            reason = "payload_rejected"
+        else:  # unpickling it raised: most often, code from a module this worker cannot import
+            reason = "payload_unloadable"
+            error = _unloadable(error)
+        # The run records why; whoever runs this worker hears it too (a secret, an --app
+        # or an installed module that differs from the clients' is its configuration to fix).
+        log.warning("run %s refused (%s): %s", active.run_id, reason, error)
+        self.writer.call_soon(self._end, active, None, error, reason)
 
     def _start_async(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
         active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
@@ -402,3 +409,19 @@ def run_in_thread(worker: Worker) -> threading.Thread:
     thread.start()
     started.wait(10)
     return thread
+
+
+def _unloadable(error: Exception) -> PayloadRejected:
+    problem = f"{type(error).__name__}: {error}"
+    hint = ""
+    if isinstance(error, ImportError):
+        hint = (
+            ": code from a module travels by name and the worker imports it, so install the "
+            "module where the workers run (pip install -e .), or start them with --app or "
+            "PYTHONPATH, or ship it with each run: cloudpickle.register_pickle_by_value(module)"
+        )
+    refused = PayloadRejected(
+        f"this worker cannot load the run's code or arguments ({problem}){hint}"
+    )
+    refused.__cause__ = error
+    return refused

@@ -429,6 +429,27 @@ def test_the_worker_command_names_an_app_module_it_cannot_find(redis_url, tmp_pa
     assert str(tmp_path) in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_workflow_from_a_module_the_worker_cannot_import_fails_saying_how_to_fix_it(
+    runtime, worker_process, tmp_path, monkeypatch
+) -> None:
+    (tmp_path / "beside_the_notebook.py").write_text(
+        "import nbflow as nf\n\n\n@nf.workflow\ndef local_flow(x: int) -> int:\n    return x + 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable here, not by the worker
+    from beside_the_notebook import local_flow  # type: ignore[import-not-found]
+
+    worker_process()
+    run = local_flow.submit(1)
+    with pytest.raises(nf.RunFailed) as info:
+        run.result(timeout_s=20)  # it fails: it does not hang as "running"
+    message = str(info.value)
+    assert "cannot load the run's code" in message
+    assert "No module named 'beside_the_notebook'" in message
+    assert "register_pickle_by_value" in message
+    assert run.meta()["reason"] == "payload_unloadable"
+    sys.modules.pop("beside_the_notebook", None)
+
+
 def test_code_from_another_python_version_is_refused_with_a_clear_reason(
     runtime, worker, r
 ) -> None:
