@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _events as ev
@@ -21,6 +22,7 @@ from .._preview import preview
 from ..errors import PayloadRejected, RunNotFound
 from . import codeship, scripts
 from .connection import RawConnection, SyncRedis, is_cluster, sync_client
+from .locality import ship_by_value_unless_importable
 from .protocol import decode_meta, dumps, encode_event
 from .run import Run
 
@@ -46,6 +48,8 @@ class Runtime:
         self._submitter: RawConnection | None = None  # its own connection, made on first use
         self._submitter_lock = threading.Lock()
         self._shipped: set[str] = set()
+        # The embedded runtime's home: its pool may not import what this process can.
+        self.pool_home: Path | None = None
         self._by_name: dict[tuple[str, str], str] = {}  # module, name -> digest
 
     def __repr__(self) -> str:
@@ -109,6 +113,8 @@ class Runtime:
         workers. One its importable module defines travels by name, and that
         payload never changes: it is made once.
         """
+        if self.pool_home is not None:
+            ship_by_value_unless_importable(wf.__dict__.get("__module__"), self.pool_home)
         where = wf.module_reference()
         digest = self._by_name.get(where) if where else None
         if digest is None:
@@ -296,7 +302,9 @@ def _embedded_runtime(workers: int | None, start_workers: bool, secret: bytes | 
     if start_workers:
         pool.ensure_pool(url, home, workers=workers or c.EMBEDDED_WORKERS)
     # NBFLOW_SECRET wins over the home's secret file, as it does for the pool's workers.
-    return Runtime(url, secret=secret or codeship.load_secret(home), cluster=False)
+    runtime = Runtime(url, secret=secret or codeship.load_secret(home), cluster=False)
+    runtime.pool_home = Path(home)
+    return runtime
 
 
 def get_runtime() -> Runtime:

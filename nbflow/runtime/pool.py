@@ -142,12 +142,12 @@ def _start_supervisor(
     argv += ["--home", str(root), "--kill-after-s", str(kill_after_s)]
     if worker_cmd is not None:
         argv += ["--worker-cmd", json.dumps(list(worker_cmd))]
-    pid = spawn_detached(argv, log_path=logs / "pool.log", cwd=root, env=_supervisor_env())
+    pid = spawn_detached(argv, log_path=logs / "pool.log", cwd=root, env=supervisor_env())
     _wait_for_supervisor(root, pid)
     return pid
 
 
-def _supervisor_env() -> dict[str, str]:
+def supervisor_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
     return env

@@ -302,3 +302,40 @@ def test_cluster_helper_serves_keys_in_every_slot_range() -> None:
                 close_cluster_client(client)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_workflow_from_a_module_beside_the_notebook_runs_on_the_embedded_pool(
+    tmp_path: Path,
+) -> None:
+    # The pool's workers start in the nbflow home, where a module beside the notebook is
+    # not importable: it travels by value instead, as notebook code does.
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    (project / "my_helpers.py").write_text(
+        "import nbflow as nf\n\n\n@nf.component\ndef double(x: int) -> int:\n    return x * 2\n\n\n"
+        "@nf.workflow\ndef helped(x: int) -> int:\n    return double(x) + 1\n"
+    )
+    script = (
+        "from my_helpers import helped\n"
+        "run = helped.submit(20)\n"
+        "print('result', run.result(timeout_s=60))\n"
+        "print('spans', sorted(run.trace().spans['name']))\n"
+    )
+    env = {**os.environ, "NBFLOW_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env.pop("NBFLOW_REDIS_URL", None)
+    env.pop("NBFLOW_SECRET", None)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "result 41" in done.stdout
+        assert "spans ['double', 'helped']" in done.stdout
+    finally:
+        pool.stop_pool(home)
+        embedded.stop_server(home)
