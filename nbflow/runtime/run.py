@@ -178,12 +178,15 @@ class Run:
     ) -> Iterator[ev.Event]:
         """Every event after ``after`` in order, then live ones until the run ends.
 
-        Rides out a lost connection as ``wait`` does."""
+        Following, it rides out a lost connection as ``wait`` does; a one-off read
+        (``follow=False``, e.g. a view's poll, which keeps its own pace) fails at once."""
         key = c.run_log(self.id)
         last = _valid_id(after)
-        block = block_ms if follow else None
         while True:
-            reply = self._patiently(self._r.xread, {key: last}, READ_BATCH, block)
+            if follow:
+                reply = self._patiently(self._r.xread, {key: last}, READ_BATCH, block_ms)
+            else:
+                reply = self._r.xread({key: last}, count=READ_BATCH)
             entries = reply[0][1] if reply else []
             for entry_id, fields in entries:
                 event = decode_entry(entry_id, fields)

@@ -674,6 +674,12 @@ def test_a_reader_gives_up_on_a_runtime_gone_for_longer_than_its_patience(monkey
     with pytest.raises(nf.RuntimeUnavailable, match=r"no answer for 0\.5 s"):
         Run(gone, "0123456789abcdef").wait(timeout_s=30)
     assert time.monotonic() - started < 10
+    # A one-off read (a live view's poll, which retries at its own pace) is not held up.
+    monkeypatch.setattr(run_module, "RECONNECT_PATIENCE_S", 60.0)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        list(Run(gone, "0123456789abcdef").events(follow=False))
+    assert time.monotonic() - started < 10
     gone.close()
 
 
