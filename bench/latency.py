@@ -131,8 +131,7 @@ class FloorProbe:
     def __init__(self, url: str) -> None:
         self.writer = redis.Redis.from_url(url)
         self.reader = redis.Redis.from_url(url)
-        self.writer.delete(self.stream)
-        self.writer.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        self._setup()
         self._ready = threading.Event()  # the reader is about to block
         self._got = threading.Event()
         self._value = float("nan")
@@ -146,86 +145,92 @@ class FloorProbe:
         self._ready.clear()
         self._got.clear()
         time.sleep(pause_s)  # the reader blocks, then idles as a worker between jobs
-        self.writer.xadd(self.stream, {"t": repr(time.perf_counter())})
+        self._send()  # stamped with the time it is sent
         return self._value if self._got.wait(2) else float("nan")
 
     def close(self) -> None:
         self._stopped = True
-        self.writer.xadd(self.stream, {"t": "stop"})
+        self._send(b"stop")
         self._thread.join(5)
-        self.writer.delete(self.stream)
+        self._cleanup()
         self.writer.close()
         self.reader.close()
 
     def _read(self) -> None:
         while not self._stopped:
             self._ready.set()
-            reply = self.reader.xreadgroup(self.group, "c", {self.stream: ">"}, count=1, block=1000)
+            stamps = self._receive()
             now = time.perf_counter()
-            for _s, entries in reply or []:
-                for _id, fields in entries:
-                    if fields[b"t"] != b"stop":
-                        self._value = (now - float(fields[b"t"])) * 1000
-                        self._got.set()
+            for sent in stamps:
+                if sent != b"stop":
+                    self._value = (now - float(sent)) * 1000
+                    self._got.set()
+
+    # What is sent and read: one XADD, one blocked XREADGROUP.
+    def _setup(self) -> None:
+        self.writer.delete(self.stream)
+        self.writer.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+
+    def _send(self, stamp: bytes | None = None) -> None:
+        self.writer.xadd(self.stream, {"t": stamp or repr(time.perf_counter())})
+
+    def _receive(self) -> list[bytes]:
+        reply = self.reader.xreadgroup(self.group, "c", {self.stream: ">"}, count=1, block=1000)
+        return [fields[b"t"] for _s, entries in reply or [] for _id, fields in entries]
+
+    def _cleanup(self) -> None:
+        self.writer.delete(self.stream)
 
 
-def raw_floor(url: str, n: int, pause_s: float) -> list[float]:
-    probe = FloorProbe(url)
+class ProtocolProbe(FloorProbe):
+    """The same measure with the scripts of a run start (see the module's docstring):
+    SUBMIT, then the worker's blocked XREADGROUP pipelined with TAKE."""
+
+    ns = "bench:protocol"
+    head = '{"type":"run.started","worker":"c","mode":"runtime"'
+    signed_args = b"NBF1" + b"h" * 100  # about the size of a signed empty call
+
+    def _setup(self) -> None:
+        self.work, self.leases = f"{self.ns}:work", f"{self.ns}:leases"
+        self.runs, self.code = f"{self.ns}:runs", f"{self.ns}:code"
+        self.templates = [f"{self.ns}:{{}}:{part}" for part in ("lease", "meta", "steps", "log")]
+        self.writer.set(self.code, b"x" * 64)
+        self.writer.xgroup_create(self.work, self.group, id="0", mkstream=True)
+        self.submit = self.writer.register_script(scripts.SUBMIT)
+        self.take = self.reader.script_load(scripts.TAKE)
+        self.sent = 0
+
+    def _send(self, stamp: bytes | None = None) -> None:
+        run, self.sent = f"r{self.sent}", self.sent + 1
+        keys = [f"{self.ns}:{{{run}}}:meta", f"{self.ns}:{{{run}}}:log", self.runs, self.work]
+        t = repr(time.perf_counter())
+        meta = ["run_id", run, "workflow", "started_at", "status", "queued", "created_at", t]
+        meta += ["code", "c" * 32, "input", '{"args":[],"kwargs":{}}']
+        meta += ["args", self.signed_args, "t", stamp or t]
+        queued = '{"type":"run.queued","workflow":"started_at","ts":' + t + "}"
+        self.submit(keys=[*keys, self.code], args=[run, t, queued, 60, *meta])
+
+    def _receive(self) -> list[bytes]:
+        pipe = self.reader.pipeline(transaction=False)
+        pipe.execute_command(
+            "XREADGROUP", "GROUP", self.group, "c", "COUNT", 1, "BLOCK", 1000,
+            "STREAMS", self.work, ">",
+        )  # fmt: skip
+        args = [self.group, "c", 1, 60_000, self.head, *self.templates]
+        pipe.evalsha(self.take, 2, self.work, self.leases, *args)
+        claimed = pipe.execute()[1]
+        return [dict(zip(m[::2], m[1::2], strict=True))[b"t"] for _r, _c, m, _s in claimed]
+
+    def _cleanup(self) -> None:
+        self.writer.delete(*self.writer.keys(f"{self.ns}:*"))
+
+
+def floor(probe_class: type[FloorProbe], url: str, n: int, pause_s: float) -> list[float]:
+    probe = probe_class(url)
     try:
         return [probe.sample(pause_s) for _ in range(n)]
     finally:
         probe.close()
-
-
-def protocol_floor(url: str, n: int, pause_s: float) -> list[float]:
-    """raw_floor's measure with the scripts of a run start (see the module's docstring)."""
-    ns = "bench:protocol"
-    work, group, leases, runs = f"{ns}:work", "g", f"{ns}:leases", f"{ns}:runs"
-    code = f"{ns}:code"
-    templates = [f"{ns}:{{}}:{part}" for part in ("lease", "meta", "steps", "log")]
-    writer = redis.Redis.from_url(url)
-    reader = redis.Redis.from_url(url)
-    writer.set(code, b"x" * 64)
-    writer.xgroup_create(work, group, id="0", mkstream=True)
-    submit = writer.register_script(scripts.SUBMIT)
-    take = reader.script_load(scripts.TAKE)
-    head = '{"type":"run.started","worker":"c","mode":"runtime"'
-    signed_args = b"NBF1" + b"h" * 100  # about the size of a signed empty call
-    got: list[float] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        while len(got) < n:
-            ready.set()
-            pipe = reader.pipeline(transaction=False)
-            pipe.execute_command(
-                "XREADGROUP", "GROUP", group, "c", "COUNT", 1, "BLOCK", 2000, "STREAMS", work, ">"
-            )
-            pipe.evalsha(take, 2, work, leases, group, "c", 1, 60_000, head, *templates)
-            claimed = pipe.execute()[1]
-            now = time.perf_counter()
-            for _run, _code, meta, _steps in claimed:
-                sent = dict(zip(meta[::2], meta[1::2], strict=True))[b"t"]
-                got.append((now - float(sent)) * 1000)
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    for i in range(n):
-        ready.wait(2)
-        ready.clear()
-        time.sleep(pause_s)  # the reader blocks, then idles as a worker between jobs
-        run = f"r{i}"
-        keys = [f"{ns}:{{{run}}}:meta", f"{ns}:{{{run}}}:log", runs, work, code]
-        t = repr(time.perf_counter())
-        meta = ["run_id", run, "workflow", "started_at", "status", "queued", "created_at", t]
-        meta += ["code", "c" * 32, "input", '{"args":[],"kwargs":{}}', "args", signed_args, "t", t]
-        queued = '{"type":"run.queued","workflow":"started_at","ts":' + t + "}"
-        submit(keys=keys, args=[run, t, queued, 60, *meta])
-    thread.join(10)
-    writer.delete(*writer.keys(f"{ns}:*"))
-    writer.close()
-    reader.close()
-    return got
 
 
 @dataclass
@@ -278,8 +283,8 @@ def run_round(
     results.next_round(args.rounds)
     bench.flush()
     pause_s = args.floor_pause_ms / 1000
-    results.keep(FLOOR_SYSTEM, FLOOR, raw_floor(bench.url, args.floor, pause_s))
-    results.keep(FLOOR_SYSTEM, PROTOCOL_FLOOR, protocol_floor(bench.url, args.floor, pause_s))
+    results.keep(FLOOR_SYSTEM, FLOOR, floor(FloorProbe, bench.url, args.floor, pause_s))
+    results.keep(FLOOR_SYSTEM, PROTOCOL_FLOOR, floor(ProtocolProbe, bench.url, args.floor, pause_s))
     shift = index % len(systems)
     for system in systems[shift:] + systems[:shift]:
         try:
