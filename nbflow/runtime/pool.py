@@ -76,7 +76,7 @@ def ensure_pool(
                 log.warning(
                     "replacing the worker pool of nbflow %s with one of nbflow %s; "
                     "its runs are handed back and go on in the new one",
-                    state.get("nbflow", "< 0.1"),
+                    state.get("nbflow", "(version not recorded)"),
                     NBFLOW_VERSION,
                 )
             _retire(root, state, timeout_s=None)  # another server's or version's, or dead
