@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._events import Event, Sink
+from .errors import AttemptFenced, RunCancelled
 
 
 class Memo(Protocol):
-    """Recorded results of a run's finished steps (durable runs only)."""
+    """What earlier attempts of a run recorded (durable runs only): finished steps'
+    results, and how many events (emits, progress marks) each span logged."""
 
     def lookup(self, step: str) -> tuple[bool, Any]: ...
+
+    def logged(self, position: str) -> int: ...
 
 
 class CacheStore(Protocol):
@@ -33,21 +37,47 @@ class CacheStore(Protocol):
 
 @dataclass
 class RunContext:
+    """One attempt at a run, as the code inside it sees it."""
+
     run_id: str
     sink: Sink
     cache: CacheStore
     memo: Memo | None = None
     redis: Any = None  # the runtime's Redis on a worker, for state shared across workers
     cancelled: threading.Event = field(default_factory=threading.Event)
+    fenced: bool = False  # the attempt lost its run: it must stop and write nothing
+    # threads of steps abandoned by with_timeout (a thread cannot be stopped)
+    abandoned: list[threading.Thread] = field(default_factory=list)
 
     def emit(self, event: Event) -> None:
         self.sink.emit(event)
+
+    def fence(self) -> None:
+        """This attempt lost its run: every waiting or later step unwinds."""
+        self.fenced = True
+        self.cancelled.set()
+
+    def check(self) -> None:
+        """Before a step starts: raise if the attempt must stop (cancelled or fenced)."""
+        if self.cancelled.is_set():
+            if self.fenced:
+                raise AttemptFenced(f"run {self.run_id}: this attempt lost the run")
+            raise RunCancelled(f"run {self.run_id} was cancelled")
+
+    def say(self, frame: Frame, event: Event) -> None:
+        """Log an emit or progress mark at its position in ``frame``, unless an earlier
+        attempt logged it already (replayed code says nothing twice)."""
+        index = frame.next_said()
+        position = "~" + frame.step
+        if self.memo is not None and index <= self.memo.logged(position):
+            return
+        self.sink.emit_at(event, position, index)
 
 
 class Frame:
     """One open span: where child spans and events attach."""
 
-    __slots__ = ("_children", "attrs", "run", "span_id", "step")
+    __slots__ = ("_children", "_said", "attrs", "run", "span_id", "step")
 
     def __init__(self, run: RunContext, span_id: str | None, step: str) -> None:
         self.run = run
@@ -55,6 +85,12 @@ class Frame:
         self.step = step
         self.attrs: dict[str, Any] = {}
         self._children: dict[str, int] | None = None  # made with the first child
+        self._said = 0  # emits and progress marks so far: their positions
+
+    def next_said(self) -> int:
+        with _children_lock:
+            self._said += 1
+            return self._said
 
     def child_step(self, name: str, arg_digest: str) -> str:
         # Deterministic step keys let a restarted run find the results it already

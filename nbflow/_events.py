@@ -29,6 +29,7 @@ SPAN_FINISHED = "span.finished"
 PROGRESS = "progress"
 OUTPUT = "output"
 LOG_TRUNCATED = "log.truncated"
+WARNING = "warning"  # something a person should know about a run (a blocked worker loop)
 
 TERMINAL_EVENTS = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED})
 
@@ -46,6 +47,11 @@ class Sink(Protocol):
     """
 
     def emit(self, event: Event) -> None: ...
+
+    def emit_at(self, event: Event, position: str, index: int) -> None:
+        """Emit an event that is the ``index``-th said at ``position`` (a span's emits and
+        progress marks): a durable sink records it, so that a replay skips it."""
+        ...
 
     def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None: ...
 
@@ -72,6 +78,9 @@ class MemorySink:
             listeners = self._listeners
         for listener in listeners:
             listener(event)
+
+    def emit_at(self, event: Event, position: str, index: int) -> None:
+        self.emit(event)  # an in-process run is never replayed
 
     def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None:
         self.emit(event)

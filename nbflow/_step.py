@@ -14,7 +14,7 @@ from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
 from ._testing import is_testing
-from .errors import CacheKeyError, RunCancelled
+from .errors import AttemptFenced, CacheKeyError, RunCancelled
 
 if TYPE_CHECKING:
     from ._component import Component
@@ -39,8 +39,7 @@ class Step:
         parent = ctx.current()
         assert parent is not None
         run = parent.run
-        if run.cancelled.is_set():
-            raise RunCancelled(f"run {run.run_id} was cancelled")
+        run.check()
         bound = _bound_arguments(comp, args, kwargs)
         step_key = parent.child_step(comp.name, _arg_digest(bound))
         frame = ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key)
@@ -80,6 +79,8 @@ class Step:
 
     def failed(self, error: BaseException, attempt: int) -> float | None:
         """Record a failed attempt; the back-off delay if it is retried, else None."""
+        if isinstance(error, AttemptFenced):
+            raise error  # this attempt writes nothing more, not even the span's end
         if isinstance(error, RunCancelled | asyncio.CancelledError | KeyboardInterrupt):
             self._finish("cancelled", attempts=attempt, error=_describe(error))
             return None

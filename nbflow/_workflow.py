@@ -112,9 +112,8 @@ def progress(step: str, detail: Any = None, *, state: str = "running") -> None:
     if frame is None:
         return
     detail = truncate(detail) if isinstance(detail, str) else detail
-    frame.run.emit(
-        ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail)
-    )
+    event = ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail)
+    frame.run.say(frame, event)
 
 
 def emit(chunk: Any) -> None:
@@ -122,7 +121,7 @@ def emit(chunk: Any) -> None:
     frame = ctx.current()
     if frame is None:
         return
-    frame.run.emit(ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk)))
+    frame.run.say(frame, ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk)))
 
 
 def current_run_id() -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from .constants import WORKER_RESTART_EXIT
     from .runtime.worker import Worker, WorkerOptions
 
     url = args.redis or _default_url()
@@ -20,12 +21,17 @@ def _worker(args: argparse.Namespace) -> int:
         heartbeat_ms=max(50, args.lease_ms // 5),
         sweep_interval_ms=max(50, args.lease_ms // 5),
         max_restarts=args.max_restarts,
+        restart_when_stuck=True,
     )
     code = Worker(url, app=args.app, options=options).run()
     # Threads still inside handed-back sync steps must not keep the process alive.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+    if code == WORKER_RESTART_EXIT:
+        # A thread that will not stop (a cancelled run that never yields) ends only with
+        # the process: start afresh in place, same pid, same arguments.
+        os.execv(sys.executable, [sys.executable, "-m", "nbflow.cli", *sys.argv[1:]])
     os._exit(code)
 
 

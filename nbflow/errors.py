@@ -9,7 +9,12 @@
     ├── RunNotFound             no run with that id (also a KeyError)
     ├── ResultNotKept           a run succeeded but its return value could not be pickled
     ├── PayloadRejected         shipped code or data failed its signature or version check
-    └── RuntimeUnavailable      the Redis server or embedded runtime cannot be reached
+    ├── RuntimeUnavailable      the Redis server or embedded runtime cannot be reached
+    └── ArgumentsTooLarge       a run's arguments are over MAX_ARGS_BYTES (also a ValueError)
+
+    AttemptFenced (a BaseException, like KeyboardInterrupt: user code's ``except
+    Exception`` cannot swallow it) unwinds a run's code on a worker whose attempt
+    lost the run to a newer one; it never reaches a user outside the worker.
 
 Errors raised by a user's own component are never wrapped: after retries run
 out, the component re-raises the user's exception with its traceback intact.
@@ -72,3 +77,11 @@ class PayloadRejected(NbflowError):
 
 class RuntimeUnavailable(NbflowError):
     pass
+
+
+class ArgumentsTooLarge(NbflowError, ValueError):
+    pass
+
+
+class AttemptFenced(BaseException):
+    """This attempt no longer holds its run: stop at once, write nothing more."""

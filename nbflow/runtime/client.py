@@ -19,7 +19,7 @@ from .. import _events as ev
 from .. import constants as c
 from .._local import new_run_id, set_last
 from .._preview import preview
-from ..errors import PayloadRejected, RunNotFound
+from ..errors import ArgumentsTooLarge, ConfigError, PayloadRejected, RunNotFound
 from . import codeship, scripts
 from .connection import RawConnection, SyncRedis, is_cluster, sync_client
 from .locality import ship_by_value_unless_importable
@@ -151,10 +151,27 @@ class Runtime:
             "created_at": repr(time.time()),
             "code": code,
             "input": dumps(shown),
-            "args": codeship.pack((args, kwargs), self.secret),
+            "args": self._pack_args(name, args, kwargs),
             **{k: str(v) for k, v in {**default_origin(), **origin}.items() if v is not None},
         }
         return run_id, meta, ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
+
+    def _pack_args(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The run's arguments, signed; refused with a clear error when they cannot go."""
+        try:
+            blob = codeship.pack((args, kwargs), self.secret)
+        except RecursionError:
+            raise ConfigError(
+                f"{name}: argument {_too_deep(args, kwargs)} is nested too deeply to be sent "
+                "to the runtime; flatten it, or pass a reference (a path, a key) instead"
+            ) from None
+        if len(blob) > c.MAX_ARGS_BYTES:
+            raise ArgumentsTooLarge(
+                f"{name}: the arguments are {len(blob) / 2**20:.1f} MiB pickled; the runtime "
+                f"takes at most {c.MAX_ARGS_BYTES / 2**20:g} MiB "
+                "(nbflow.constants.MAX_ARGS_BYTES): pass a path or a key to the data instead"
+            )
+        return blob
 
     def _enqueue(self, requests: list[Request]) -> bool:
         """Write the runs; False if the server refused them for want of their code
@@ -244,6 +261,17 @@ class Runtime:
         cutoff_ms = (time.time() * 1000) - 3 * c.LEASE_MS
         live = self.redis.zrangebyscore(c.WORKERS, cutoff_ms, "+inf", withscores=True)
         return [{"worker": w.decode(), "last_seen_ms": s} for w, s in live]
+
+
+def _too_deep(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The name of the first argument that cannot be pickled for its depth."""
+    named = [(f"#{i}", v) for i, v in enumerate(args)] + [(repr(k), v) for k, v in kwargs.items()]
+    for label, value in named:
+        try:
+            codeship.pickle_depth_check(value)
+        except RecursionError:
+            return label
+    return "(one of them)"
 
 
 def _submit_args(

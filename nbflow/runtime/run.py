@@ -84,7 +84,7 @@ class Run:
         requested = ev.make(ev.RUN_CANCEL_REQUESTED)
         cancelled = ev.make(ev.RUN_CANCELLED, reason="cancelled")
         outcome = self.runtime._cancel(
-            keys=[c.run_meta(self.id), c.run_log(self.id)],
+            keys=[c.run_meta(self.id), c.run_log(self.id), c.run_steps(self.id)],
             args=[
                 encode_event(requested),
                 encode_event(cancelled),
