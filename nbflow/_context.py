@@ -45,6 +45,7 @@ class RunContext:
     memo: Memo | None = None
     redis: Any = None  # the runtime's Redis on a worker, for state shared across workers
     cancelled: threading.Event = field(default_factory=threading.Event)
+    attempt: int = 0  # which claim of the run this is (0: an in-process run)
     fenced: bool = False  # the attempt lost its run: it must stop and write nothing
     # threads of steps abandoned by with_timeout (a thread cannot be stopped)
     abandoned: list[threading.Thread] = field(default_factory=list)

@@ -21,6 +21,7 @@ def _worker(args: argparse.Namespace) -> int:
         heartbeat_ms=max(50, args.lease_ms // 5),
         sweep_interval_ms=max(50, args.lease_ms // 5),
         max_restarts=args.max_restarts,
+        stuck_grace_s=args.stuck_grace_s,
         restart_when_stuck=True,
     )
     code = Worker(url, app=args.app, options=options).run()
@@ -47,7 +48,13 @@ def _default_url() -> str:
 
 
 def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .constants import DRAIN_TIMEOUT_S, LEASE_MS, MAX_RESTARTS, WORKER_CONCURRENCY
+    from .constants import (
+        DRAIN_TIMEOUT_S,
+        LEASE_MS,
+        MAX_RESTARTS,
+        STUCK_GRACE_S,
+        WORKER_CONCURRENCY,
+    )
 
     p = sub.add_parser("worker", help="run a worker process (claims and executes runs)")
     p.add_argument(
@@ -72,6 +79,12 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=int,
         default=MAX_RESTARTS,
         help="restarts after lost workers before a run fails with reason worker_lost",
+    )
+    p.add_argument(
+        "--stuck-grace-s",
+        type=float,
+        default=STUCK_GRACE_S,
+        help="a cancelled run whose code has not stopped after this long restarts the worker",
     )
     p.set_defaults(func=_worker)
 
@@ -102,9 +115,42 @@ def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_api)
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .runtime.connection import is_cluster, sync_client
+    from .runtime.doctor import Doctor
+
+    url = args.redis or _default_url()
+    client = sync_client(url, cluster=is_cluster(url))
+    try:
+        findings = Doctor(client).examine(repair=args.repair)
+    finally:
+        client.close()
+    for finding in findings:
+        print(finding)
+    if not findings:
+        print("nbflow doctor: nothing wrong: every run that has not ended is queued or leased")
+        return 0
+    repaired = sum(f.repaired for f in findings)
+    print(f"nbflow doctor: {len(findings)} finding(s), {repaired} repaired", end="")
+    print("" if args.repair else "; run `nbflow doctor --repair` to repair them")
+    return 0 if args.repair else 1
+
+
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "doctor", help="check that every run is queued, leased or ended, and keys expire"
+    )
+    p.add_argument("--repair", action="store_true", help="fix what it finds")
+    p.add_argument(
+        "--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)"
+    )
+    p.set_defaults(func=_doctor)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_worker,
     _add_api,
+    _add_doctor,
 ]
 
 

@@ -280,6 +280,7 @@ class Worker:
             token = claim.meta.get(c.FENCE_FIELD.encode(), b"").decode()
             context = ctx.RunContext(claim.run_id, self._sink(claim, token), self.cache)
             context.redis = self.sync
+            context.attempt = int(token.partition("/")[0] or 0)
             earlier = self.active.get(claim.run_id)
             if earlier is not None:  # an older attempt of ours still running: it lost the run
                 self._fence(earlier)

@@ -302,6 +302,11 @@ class RedisSink:
     count: int = 0
     progress: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Every event says which attempt wrote it: a log shows at a glance that no
+        # attempt wrote after a newer one started (see scripts.py on fencing).
+        self.attempt = int(self.token.partition("/")[0] or 0)
+
     @property
     def fenced(self) -> bool:
         return (self.run_id, self.token) in self.writer.lost
@@ -330,6 +335,7 @@ class RedisSink:
         updates: list[Any],
         done: Future[Any] | None = None,
     ) -> _Item:
+        event["run_attempt"] = self.attempt
         encoded = fit_event(event, self.max_event_bytes)
         return _Item(
             self.run_id, self.token, "append", [encoded, step, blob], event, done, updates
