@@ -30,6 +30,11 @@ PROGRESS = "progress"
 OUTPUT = "output"
 LOG_TRUNCATED = "log.truncated"
 WARNING = "warning"  # something a person should know about a run (a blocked worker loop)
+RUN_WAITING = "run.waiting"  # the attempt ended at a wait: input, a timer or children
+RUN_RESUMED = "run.resumed"  # what it waited for came: queued again
+INPUT_RECEIVED = "input.received"
+CHILD_STARTED = "child.started"
+CHILD_ENDED = "child.ended"
 
 TERMINAL_EVENTS = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED})
 
@@ -54,6 +59,10 @@ class Sink(Protocol):
         ...
 
     def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None: ...
+
+    def record(self, position: str, name: str) -> None:
+        """Record which call ``position`` made (durable sinks: replays compare)."""
+        ...
 
 
 class MemorySink:
@@ -85,6 +94,9 @@ class MemorySink:
     def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None:
         self.emit(event)
         return None
+
+    def record(self, position: str, name: str) -> None:
+        pass  # an in-process run is never replayed
 
     def subscribe(self, listener: Any) -> None:
         with self._lock:

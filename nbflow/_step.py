@@ -40,8 +40,8 @@ class Step:
         assert parent is not None
         run = parent.run
         run.check()
-        bound = _bound_arguments(comp, args, kwargs)
-        step_key = parent.child_step(comp.name, _arg_digest(bound))
+        bound = bound_arguments(comp, args, kwargs)
+        step_key = run.call_step(parent, comp.name, arg_digest(bound))
         frame = ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key)
         step = cls(comp, frame, parent.span_id)
         if run.memo is not None:
@@ -146,7 +146,7 @@ class Step:
         return event
 
 
-def _bound_arguments(
+def bound_arguments(
     comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     names = comp.positional_names
@@ -160,7 +160,7 @@ def _bound_arguments(
     return {"args": list(args), **kwargs}
 
 
-def _arg_digest(bound: dict[str, Any]) -> str:
+def arg_digest(bound: dict[str, Any]) -> str:
     for value in bound.values():
         if type(value) not in _SCALARS:
             break

@@ -33,7 +33,16 @@ class Workflow(Component):
         return (self.fn.__doc__ or "").strip()
 
     def submit(self, *args: Any, **kwargs: Any) -> Run:
-        """Start a run on the runtime (the embedded default unless connected elsewhere)."""
+        """Start a run on the runtime (the embedded default unless connected elsewhere).
+
+        Inside a run on the runtime it starts a child run, linked to this one: its
+        ``.result()`` (or ``nf.gather``) suspends the parent without holding a worker.
+        """
+        frame = ctx.current()
+        if frame is not None and frame.run.runtime is not None:
+            from ._waits import submit_child
+
+            return submit_child(frame, self, args, kwargs)
         from .runtime.client import get_runtime
 
         return get_runtime().submit(self, args, kwargs)

@@ -14,6 +14,7 @@ WORK_GROUP = "workers"
 RUNS_INDEX = f"{PREFIX}:runs"  # zset run_id -> created_at (s)
 LEASES = f"{PREFIX}:leases"  # zset run_id -> lease expiry (ms)
 WORKERS = f"{PREFIX}:workers"  # zset worker_id -> last heartbeat (ms)
+WAKEUPS = f"{PREFIX}:wakeups"  # zset run_id -> when to look at a waiting run (ms)
 CODE_KEY = PREFIX + ":code:{digest}"  # signed shipped code, content-addressed
 CACHE_KEY = PREFIX + ":cache:{key}"
 DEPLOYED = f"{PREFIX}:deployed"  # hash workflow name -> code digest
@@ -75,7 +76,7 @@ MAX_EVENT_BYTES = 1 << 20
 MAX_ARGS_BYTES = 16 << 20
 REDACTED = "[redacted]"
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
 # A run's metadata: the token of the attempt that holds it (absent when none does).
 FENCE_FIELD = "fence"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

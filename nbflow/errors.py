@@ -10,7 +10,10 @@
     ├── ResultNotKept           a run succeeded but its return value could not be pickled
     ├── PayloadRejected         shipped code or data failed its signature or version check
     ├── RuntimeUnavailable      the Redis server or embedded runtime cannot be reached
-    └── ArgumentsTooLarge       a run's arguments are over MAX_ARGS_BYTES (also a ValueError)
+    ├── ArgumentsTooLarge       a run's arguments are over MAX_ARGS_BYTES (also a ValueError)
+    ├── InputTimeout            nf.wait_for_input's timeout_s passed first (also a TimeoutError)
+    ├── InputRejected           a value sent to a waiting run does not fit (also a ValueError)
+    └── NondeterminismError     a replay made other calls than the attempt it replays
 
     AttemptFenced (a BaseException, like KeyboardInterrupt: user code's ``except
     Exception`` cannot swallow it) unwinds a run's code on a worker whose attempt
@@ -80,6 +83,18 @@ class RuntimeUnavailable(NbflowError):
 
 
 class ArgumentsTooLarge(NbflowError, ValueError):
+    pass
+
+
+class InputTimeout(NbflowError, TimeoutError):
+    pass
+
+
+class InputRejected(NbflowError, ValueError):
+    pass
+
+
+class NondeterminismError(NbflowError):
     pass
 
 

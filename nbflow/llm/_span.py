@@ -55,7 +55,7 @@ class _CallStep(Step):
     def open_call(cls, comp: LLMComponent, request: dict[str, Any], parent: ctx.Frame) -> _CallStep:
         run = parent.run
         run.check()
-        step_key = parent.child_step(comp.name, request_digest(request))
+        step_key = run.call_step(parent, comp.name, request_digest(request))
         step = cls(
             comp, ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key), parent.span_id
         )

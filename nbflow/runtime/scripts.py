@@ -119,8 +119,10 @@ return out
 # the client writes them in this order instead.)
 # KEYS: meta, log, runs index, work stream[, code]
 # ARGV: run_id, created_at, queued_event_json, code_ttl_s, then metadata field/value pairs
-# -> 1 accepted, 0 the code is missing
+# -> 1 accepted, 0 the code is missing, 2 a run with this id exists (a child run's id is
+#    derived from its parent's step, so a replayed submit is this, and changes nothing)
 SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
 if KEYS[5] then
   if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
   redis.call('EXPIRE', KEYS[5], ARGV[4], 'GT')
@@ -146,7 +148,8 @@ return {0, cancel}
 
 # Append (event_json, step or '', value or '') triples from ARGV[first] to
 # ARGV[last]; with a step, its value is recorded in the same atomic step as its
-# event, so a finished step is never both absent and reported. A step name that
+# event, so a finished step is never both absent and reported. An empty event records
+# the step alone (which step a call position made, for replays to compare). A step name that
 # starts with '~' is a replay position (how many emits and progress marks one span
 # has logged): kept at its highest, so a late write cannot lower it.
 # Then (op, field, value) metadata updates from ARGV[last + 1] on: 's' sets,
@@ -163,7 +166,7 @@ local function append_events(log, steps, first, last)
     else
       redis.call('HSET', steps, step, ARGV[i + 2])
     end
-    redis.call('XADD', log, '*', 'e', ARGV[i])
+    if ARGV[i] ~= '' then redis.call('XADD', log, '*', 'e', ARGV[i]) end
   end
 end
 local function update_meta(meta, first, last)
@@ -236,6 +239,51 @@ end
 return 1
 """
 
+# End an attempt at a wait: the run waits (for input, a timer or its children) and
+# holds no worker; RESUME queues it again. Pending events go first, as with FINISH.
+# KEYS: lease, meta, log, steps[, lease index, wake-ups]
+# ARGV: token, wait_json, wait_step, event_json, run_id, wake_ms or '', n, m,
+#       then n event triples, then m metadata updates
+# -> 1, or 0 if the attempt no longer holds the run (nothing written)
+SUSPEND = (
+    _APPEND_EVENTS
+    + """
+if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
+local events_end = 8 + 3 * tonumber(ARGV[7])
+append_events(KEYS[3], KEYS[4], 9, events_end)
+update_meta(KEYS[2], events_end + 1, events_end + 3 * tonumber(ARGV[8]))
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'fence')
+redis.call('HSET', KEYS[2], 'status', 'waiting', 'wait', ARGV[2], 'wait_step', ARGV[3])
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
+if KEYS[5] then
+  redis.call('ZREM', KEYS[5], ARGV[5])
+  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], ARGV[5]) end
+end
+return 1
+"""
+)
+
+# Queue a waiting run again with what it waited for: step values recorded, events
+# logged, a work message. Only for the wait it is in (``wait_step``): a second
+# answer, or one for a wait that ended, changes nothing.
+# KEYS: meta, log, steps[, work stream, wake-ups]
+# ARGV: run_id, wait_step, n, then n event JSONs, then step/value pairs -> 1 or 0
+RESUME = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'waiting' then return 0 end
+if redis.call('HGET', KEYS[1], 'wait_step') ~= ARGV[2] then return 0 end
+local last = 3 + tonumber(ARGV[3])
+for i = last + 1, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = 4, last do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i]) end
+redis.call('HDEL', KEYS[1], 'wait', 'wait_step')
+redis.call('HSET', KEYS[1], 'status', 'queued')
+if KEYS[4] then
+  redis.call('XADD', KEYS[4], '*', 'run', ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+end
+return 1
+"""
+
 # The sweeper's verdict on a run whose lease looked expired. A run the lease index
 # names but whose lease ran out is requeued (its restart counted) or, past
 # max_restarts, failed naming the step it was in; on a standalone server the work
@@ -301,16 +349,18 @@ end
 return 0
 """
 
-# KEYS: meta, log, steps  ARGV: requested_json, cancelled_json, retention_s, now_s
-# -> 'cancelled' (was queued), 'requested' (running), 'finished', 'missing'
+# KEYS: meta, log, steps[, wake-ups]  ARGV: requested_json, cancelled_json, retention_s, now_s,
+# run_id -> 'cancelled' (was queued or waiting), 'requested' (running), 'finished', 'missing'
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'finished' end
-if status == 'queued' then
+if status == 'queued' or status == 'waiting' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'ended_at', ARGV[4], 'reason', 'cancelled')
+  redis.call('HDEL', KEYS[1], 'wait', 'wait_step')
   redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[5]) end
   return 'cancelled'
 end
 if redis.call('HGET', KEYS[1], 'cancel_requested') ~= '1' then

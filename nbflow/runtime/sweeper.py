@@ -53,6 +53,7 @@ class Sweeper:
             verdict = await self._sweep_run(run_id)
             verdicts[verdict] = verdicts.get(verdict, 0) + 1
         await self._reclaim_orphaned_messages()
+        await self.worker.waker.wake_due()
         await redis.zremrangebyscore(
             c.RUNS_INDEX, "-inf", time.time() - self.worker.options.retention_s
         )

@@ -30,18 +30,21 @@ from typing import Any
 from .. import _context as ctx
 from .. import _events as ev
 from .. import constants as c
+from .._waits import Suspend
 from .._workflow import Workflow
 from ..errors import AttemptFenced, PayloadRejected, RunCancelled
 from . import codeship
 from .catalog import Catalog, UnknownWorkflow, load_app
 from .claims import CLAIM_BLOCK_MS, Claim, Claimer
+from .client import Runtime
 from .connection import async_client, is_cluster, sync_client
 from .ending import ending
 from .heartbeat import Heartbeat
-from .protocol import encode_event
+from .protocol import dumps, encode_event
 from .runsloop import RunsLoop
 from .runthreads import RunThreads
 from .sweeper import Sweeper
+from .wakeups import Waker
 from .watchdog import Watchdog
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
 
@@ -61,6 +64,7 @@ class Active:
     handback: bool = False
     is_async: bool = False
     cancel_asked_at: float | None = None  # monotonic: when a cancel first reached it
+    parent_id: str = ""  # the run that started this one, told when it ends
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -147,6 +151,9 @@ class Worker:
         self.writer = EventWriter(
             self.redis, self.loop, cluster=self.cluster, on_fenced=self._fenced
         )
+        self.waker = Waker(self.redis, self.secret, cluster=self.cluster)
+        # Runs submit their children through a client of the runtime's own.
+        self.client = Runtime(self.url, secret=self.secret, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self.claimer = Claimer(self)
         self._slot = asyncio.Event()  # a run ended (the cluster claim loop waits for it)
@@ -189,12 +196,14 @@ class Worker:
             await self.writer.close()
             await self.redis.aclose()
             self.sync.close()
+            self.client.close()
             self.runs_loop.stop()
         return c.WORKER_RESTART_EXIT if self.restart_requested else 0
 
     def stop(self) -> None:
-        """Drain from any thread."""
-        self.loop.call_soon_threadsafe(self.drain)
+        """Drain from any thread (a worker that has stopped already: nothing to do)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
         """Stop claiming at once; in-flight runs get ``drain_timeout_s`` to finish."""
@@ -280,11 +289,14 @@ class Worker:
             token = claim.meta.get(c.FENCE_FIELD.encode(), b"").decode()
             context = ctx.RunContext(claim.run_id, self._sink(claim, token), self.cache)
             context.redis = self.sync
+            context.runtime = self.client
             context.attempt = int(token.partition("/")[0] or 0)
             earlier = self.active.get(claim.run_id)
             if earlier is not None:  # an older attempt of ours still running: it lost the run
                 self._fence(earlier)
-            self.active[claim.run_id] = Active(claim.run_id, token, context)
+            active = Active(claim.run_id, token, context)
+            active.parent_id = claim.meta.get(b"parent_id", b"").decode()
+            self.active[claim.run_id] = active
 
     def _sink(self, claim: Claim, token: str) -> RedisSink:
         progress = claim.meta.get(b"progress")
@@ -374,6 +386,8 @@ class Worker:
                     active.run_id,
                     active.token,
                 )
+            elif isinstance(error, Suspend):
+                await self._suspend(active, error)
             elif error is None:
                 await self._finish(active, "succeeded", value=value, redact=redact)
             elif isinstance(error, (RunCancelled, asyncio.CancelledError)):
@@ -431,6 +445,26 @@ class Worker:
             args.extend((key, val))
         if not await self.writer.call(active.run_id, active.token, "finish", args):
             log.warning("run %s: attempt %s lost the run before its end", *_names(active))
+        elif active.parent_id:  # a parent waiting on its children looks at them now
+            try:
+                await self.waker.wake(active.parent_id)
+            except Exception as error:  # the sweepers look again soon
+                log.info("run %s: could not wake its parent: %s", active.run_id, error)
+
+    async def _suspend(self, active: Active, wait: Suspend) -> None:
+        """End the attempt at a wait: the run waits, holding no worker."""
+        wake_ms = "" if wait.wake_at_s is None else int(wait.wake_at_s * 1000)
+        event = encode_event(ev.make(ev.RUN_WAITING, wait=wait.wait))
+        args = [dumps(wait.wait), wait.step, event, active.run_id, wake_ms]
+        if not await self.writer.call(active.run_id, active.token, "suspend", args):
+            log.warning("run %s: attempt %s lost the run at its wait", *_names(active))
+            return
+        if self.cluster:  # the indexes live on other slots
+            await self.redis.zrem(c.LEASES, active.run_id)
+            if wake_ms != "":
+                await self.redis.zadd(c.WAKEUPS, {active.run_id: wake_ms})
+        if wait.wait["kind"] == "children":  # they may all have ended already
+            await self.waker.wake(active.run_id)
 
     async def hand_back(self, active: Active, reason: str) -> bool:
         """Put a run this attempt holds back on the queue, for another attempt to resume."""

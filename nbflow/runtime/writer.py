@@ -41,8 +41,8 @@ class _Item:
 
     run_id: str
     token: str  # the attempt's fencing token: "<attempt>/<worker>"
-    script: str  # "append" | "finish" | "requeue"
-    args: list[Any]  # append: an event triple; finish, requeue: the script's own arguments
+    script: str  # "append" | "finish" | "suspend" | "requeue"
+    args: list[Any]  # append: an event triple; the others: the script's own arguments
     event: ev.Event | None = None  # for token accounting
     done: Future[Any] | asyncio.Future[Any] | None = None  # settled on the writer's loop
     updates: list[Any] = field(default_factory=list)  # metadata (op, field, value) triples
@@ -56,11 +56,20 @@ def _keys(run_id: str, script: str, cluster: bool) -> list[str]:
         # A finished run leaves the lease index: inside the script on a standalone
         # server, by a command of its own on Cluster (the index is on another slot).
         return keys if cluster else [*keys, c.LEASES]
+    if script == "suspend":
+        keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id), c.run_steps(run_id)]
+        return keys if cluster else [*keys, c.LEASES, c.WAKEUPS]
     keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id)]
     return keys if cluster else [*keys, c.WORK_STREAM, c.LEASES]
 
 
-SCRIPTS = {"append": scripts.APPEND, "finish": scripts.FINISH, "requeue": scripts.REQUEUE}
+SCRIPTS = {
+    "append": scripts.APPEND,
+    "finish": scripts.FINISH,
+    "suspend": scripts.SUSPEND,
+    "requeue": scripts.REQUEUE,
+}
+CLOSING = ("finish", "suspend")  # scripts that end an attempt, after its pending events
 Fenced = Callable[[str, str], None]  # (run_id, token): an attempt the server refused
 
 
@@ -198,11 +207,15 @@ class EventWriter:
                 head, fields = rest[:3], rest[3:]
                 args = [last.token, status, *head, *counts, *events, *updates, *fields]
                 batch.eval(scripts.FINISH, keys, args)
+            elif last.script == "suspend":
+                batch.eval(
+                    scripts.SUSPEND, keys, [last.token, *last.args, *counts, *events, *updates]
+                )
             else:
                 batch.eval(SCRIPTS[last.script], keys, [last.token, *last.args])
             at.append(sent)
             sent += 1
-            if last.script == "finish" and self.cluster:
+            if last.script in CLOSING and self.cluster:
                 batch.zrem(c.LEASES, last.run_id)
                 sent += 1
         return await batch.execute(raise_on_error=False), at
@@ -245,7 +258,7 @@ def _calls(items: list[_Item]) -> list[list[_Item]]:
     for item in items:
         attempt = (item.run_id, item.token)
         group = appending.pop(attempt, None)
-        if item.script == "finish" and group is not None:
+        if item.script in CLOSING and group is not None:
             group.append(item)
         elif item.script != "append":
             calls.append([item])
@@ -337,9 +350,7 @@ class RedisSink:
     ) -> _Item:
         event["run_attempt"] = self.attempt
         encoded = fit_event(event, self.max_event_bytes)
-        return _Item(
-            self.run_id, self.token, "append", [encoded, step, blob], event, done, updates
-        )
+        return _Item(self.run_id, self.token, "append", [encoded, step, blob], event, done, updates)
 
     def _track_progress(self, event: ev.Event) -> None:
         state = event.get("state", "running")
@@ -348,6 +359,10 @@ class RedisSink:
                 if old == "running":
                     self.progress[step] = "done"
         self.progress[event["step"]] = state
+
+    def record(self, position: str, name: str) -> None:
+        if not self.fenced:
+            self.writer.put(_Item(self.run_id, self.token, "append", ["", position, name], None))
 
     def commit_step(self, event: ev.Event, step: str, value: Any) -> Future[None] | None:
         if self.fenced:
@@ -391,6 +406,11 @@ class StepMemo:
         """How many events (emits, progress marks) ``position`` logged in earlier attempts."""
         blob = self._blobs.get(position)
         return int(blob) if blob is not None else 0
+
+    def made(self, position: str) -> str | None:
+        """Which call an earlier attempt made at ``position`` (None: none got there)."""
+        blob = self._blobs.get(position)
+        return blob.decode() if blob is not None else None
 
     def lookup(self, step: str) -> tuple[bool, Any]:
         blob = self._blobs.get(step)

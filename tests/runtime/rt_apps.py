@@ -70,3 +70,11 @@ def abandons(sleep_s: float = 60.0) -> str:
     except nf.StepTimeout:
         return "timed out"
     return "finished"
+
+
+@nf.workflow
+def approval(url: str, tag: str) -> str:
+    slow_step(url, tag, 0, 0.0)
+    approved = nf.wait_for_input("approve", prompt="Publish?", schema={"type": "boolean"})
+    slow_step(url, tag, 1, 0.0)
+    return "published" if approved else "dropped"

@@ -150,7 +150,8 @@ def test_a_worker_whose_async_loop_is_blocked_warns_in_the_log_of_the_runs_on_it
     warnings = [e for e in run.events() if e["type"] == "warning"]
     assert len(warnings) == 1
     assert "blocked" in warnings[0]["message"]
-    assert "time.sleep" in warnings[0]["stack"] or "sleep" in warnings[0]["stack"]
+    assert "sync_step" in warnings[0]["stack"]  # the blocking frame, the user's own code
+    assert run.trace().state.warnings == [warnings[0]["message"]]
 
 
 # --- code that never yields -----------------------------------------------------------
