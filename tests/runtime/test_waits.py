@@ -252,3 +252,42 @@ def test_waiting_runs_are_listed_and_their_keys_do_not_expire(
     frame = nf.runs(status="waiting")
     assert frame.run_id.tolist() == [run.id]
     assert r.ttl(c.run_meta(run.id)) == -1
+
+
+def test_a_waiting_run_survives_restarts_of_its_worker_the_server_and_the_client(
+    runtime, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    from nbflow.runtime import embedded
+    from nbflow.runtime.client import Runtime
+
+    from ..conftest import ROOT, TEST_SECRET, spawn_worker, stop_workers
+
+    home = tmp_path / "home"
+    url = embedded.ensure_server(home)
+    rt = Runtime(url, secret=TEST_SECRET, cluster=False)
+    procs = [spawn_worker(url, "rt_apps", app_dir=ROOT / "tests" / "runtime")]
+    try:
+        run_id = rt.start("approval", {"url": url, "tag": "all"}).id
+        wait_until(lambda: rt.attach(run_id).status() == "waiting", timeout_s=15)
+        stop_workers(procs)  # kill -9 of every worker
+        rt.close()
+        embedded.stop_server(home)  # and of the server; its append-only file keeps the run
+        url = embedded.ensure_server(home)
+        # A new process (a restarted kernel) answers.
+        answer = (
+            "from nbflow.runtime.client import Runtime; "
+            f"rt = Runtime({url!r}, secret={TEST_SECRET!r}); "
+            f"rt.attach({run_id!r}).send_input('approve', True)"
+        )
+        subprocess.run([sys.executable, "-c", answer], check=True, timeout=60)
+        procs.append(spawn_worker(url, "rt_apps", app_dir=ROOT / "tests" / "runtime"))
+        rt = Runtime(url, secret=TEST_SECRET, cluster=False)
+        assert rt.attach(run_id).result(timeout_s=30) == "published"
+        assert [rt.redis.get(f"effects:all:{i}") for i in (0, 1)] == [b"1", b"1"]
+    finally:
+        stop_workers(procs)
+        rt.close()
+        embedded.stop_server(home)
