@@ -14,7 +14,7 @@ from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
 from ._testing import is_testing
-from .errors import AttemptFenced, CacheKeyError, RunCancelled
+from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
     from ._component import Component
@@ -79,8 +79,9 @@ class Step:
 
     def failed(self, error: BaseException, attempt: int) -> float | None:
         """Record a failed attempt; the back-off delay if it is retried, else None."""
-        if isinstance(error, AttemptFenced):
-            raise error  # this attempt writes nothing more, not even the span's end
+        if isinstance(error, AttemptFenced | Suspend):
+            # the attempt ends here (it lost the run, or waits): the span is not over
+            raise error
         if isinstance(error, RunCancelled | asyncio.CancelledError | KeyboardInterrupt):
             self._finish("cancelled", attempts=attempt, error=_describe(error))
             return None

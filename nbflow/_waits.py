@@ -13,7 +13,9 @@ told anything, so ``wait_for_input`` needs the runtime.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,23 +24,13 @@ from typing import TYPE_CHECKING, Any
 from . import _context as ctx
 from . import _events as ev
 from ._policies import Seconds, seconds
-from .errors import ConfigError, InputTimeout, RunCancelled, RunFailed
+from .errors import ConfigError, InputTimeout, RunCancelled, RunFailed, Suspend
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
     from .runtime.run import Run
 
 CHILD_POLL_MS = 2_000  # a parent waiting on children also looks at them this often
-
-
-class Suspend(BaseException):
-    """Ends this attempt at a wait (not an error: the run waits, holding no worker)."""
-
-    def __init__(self, wait: dict[str, Any], step: str, wake_at_s: float | None) -> None:
-        super().__init__(f"waiting: {wait['kind']}")
-        self.wait = wait
-        self.step = step
-        self.wake_at_s = wake_at_s
 
 
 @dataclass(frozen=True)
@@ -188,12 +180,26 @@ def submit_child(
 
 
 def check_schema(schema: dict[str, Any]) -> None:
+    try:
+        text = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"schema must be JSON: {error}") from None
+    problem = _schema_problem(text)
+    if problem:
+        raise ConfigError(f"schema is not a valid JSON schema: {problem}")
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problem(text: str) -> str:
+    """What is wrong with a schema ("" if nothing): checked once per schema and process."""
     import jsonschema
 
+    schema = json.loads(text)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as error:
-        raise ConfigError(f"schema is not a valid JSON schema: {error.message}") from None
+        return str(error.message)
+    return ""
 
 
 def _frame(what: str) -> ctx.Frame:

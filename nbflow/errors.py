@@ -15,15 +15,18 @@
     ├── InputRejected           a value sent to a waiting run does not fit (also a ValueError)
     └── NondeterminismError     a replay made other calls than the attempt it replays
 
-    AttemptFenced (a BaseException, like KeyboardInterrupt: user code's ``except
-    Exception`` cannot swallow it) unwinds a run's code on a worker whose attempt
-    lost the run to a newer one; it never reaches a user outside the worker.
+    AttemptFenced and Suspend (BaseExceptions, like KeyboardInterrupt: user code's
+    ``except Exception`` cannot swallow them) unwind a run's code on a worker: the
+    attempt lost its run to a newer one, or reached a wait. Neither reaches a user
+    outside the worker.
 
 Errors raised by a user's own component are never wrapped: after retries run
 out, the component re-raises the user's exception with its traceback intact.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class NbflowError(Exception):
@@ -100,3 +103,13 @@ class NondeterminismError(NbflowError):
 
 class AttemptFenced(BaseException):
     """This attempt no longer holds its run: stop at once, write nothing more."""
+
+
+class Suspend(BaseException):
+    """Ends this attempt at a wait: not an error, the run waits, holding no worker."""
+
+    def __init__(self, wait: dict[str, Any], step: str, wake_at_s: float | None) -> None:
+        super().__init__(f"waiting: {wait['kind']}")
+        self.wait = wait
+        self.step = step
+        self.wake_at_s = wake_at_s

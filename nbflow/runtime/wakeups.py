@@ -10,6 +10,7 @@ a second wake-up of the same wait changes nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
@@ -166,9 +167,17 @@ def input_outcome(
 def validate(value: Any, schema: dict[str, Any], name: str) -> None:
     import jsonschema
 
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = _validator(json.dumps(schema, sort_keys=True))
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         field = f"{name}/{where}" if where else name
         raise InputRejected(f"input {field!r}: {error.message}")
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(text: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(text)
+    return jsonschema.validators.validator_for(schema)(schema)

@@ -30,9 +30,8 @@ from typing import Any
 from .. import _context as ctx
 from .. import _events as ev
 from .. import constants as c
-from .._waits import Suspend
 from .._workflow import Workflow
-from ..errors import AttemptFenced, PayloadRejected, RunCancelled
+from ..errors import AttemptFenced, PayloadRejected, RunCancelled, Suspend
 from . import codeship
 from .catalog import Catalog, UnknownWorkflow, load_app
 from .claims import CLAIM_BLOCK_MS, Claim, Claimer
