@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._component import Component, component
 from ._local import last_run
+from ._state import publish
 from ._testing import set_testing
 from ._trace import Trace
 from ._version import __version__
@@ -99,6 +100,7 @@ __all__ = [
     "gather",
     "last_run",
     "progress",
+    "publish",
     "runs",
     "set_testing",
     "sleep",

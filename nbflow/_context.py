@@ -50,6 +50,7 @@ class RunContext:
     attempt: int = 0  # which claim of the run this is (0: an in-process run)
     runtime: Any = None  # on a worker: the runtime client, for child runs and waits
     fenced: bool = False  # the attempt lost its run: it must stop and write nothing
+    published: dict[str, Any] = field(default_factory=dict)  # nf.publish: last value by name
     # threads of steps abandoned by with_timeout (a thread cannot be stopped)
     abandoned: list[threading.Thread] = field(default_factory=list)
 
@@ -93,14 +94,20 @@ class RunContext:
             return False, None
         return self.memo.lookup(step)
 
-    def say(self, frame: Frame, event: Event) -> None:
-        """Log an emit or progress mark at its position in ``frame``, unless an earlier
-        attempt logged it already (replayed code says nothing twice)."""
+    def next_position(self, frame: Frame) -> tuple[str, int] | None:
+        """Where the next emit, progress mark or publish in ``frame`` goes in the log;
+        None when an earlier attempt logged it already (replayed code says nothing twice)."""
         index = frame.next_said()
         position = "~" + frame.step
         if self.memo is not None and index <= self.memo.logged(position):
-            return
-        self.sink.emit_at(event, position, index)
+            return None
+        return position, index
+
+    def say(self, frame: Frame, event: Event) -> None:
+        """Log an emit or progress mark at its position in ``frame`` (see next_position)."""
+        position = self.next_position(frame)
+        if position is not None:
+            self.sink.emit_at(event, *position)
 
 
 class Frame:

@@ -83,6 +83,12 @@ class LocalRun:
             if ev.id_tuple(event["id"]) > floor:
                 yield event
 
+    def state(self, name: str) -> Any:
+        """The latest value the run published as ``name`` (``nf.publish``); None if none."""
+        from ._fold import fold
+
+        return fold(list(self.sink.events), self.id).published.get(name)
+
     def trace(self) -> Trace:
         from ._trace import Trace
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -106,6 +107,13 @@ class Run:
             for child in self.children():
                 child.cancel()
         return result
+
+    def state(self, name: str) -> Any:
+        """The latest value the run published as ``name`` (``nf.publish``); None if none."""
+        from .._state import STATE_PREFIX
+
+        raw = self._r.hget(c.run_steps(self.id), STATE_PREFIX + name)
+        return None if raw is None else json.loads(raw)
 
     def children(self) -> list[Run]:
         """The runs this run started (``wf.submit`` inside it), in the order it started them."""

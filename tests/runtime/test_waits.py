@@ -291,3 +291,35 @@ def test_a_waiting_run_survives_restarts_of_its_worker_the_server_and_the_client
         stop_workers(procs)
         rt.close()
         embedded.stop_server(home)
+
+
+@nf.workflow
+def grows_a_plan(url: str, n: int) -> dict[str, Any]:
+    plan: dict[str, Any] = {"steps": [], "notes": ""}
+    for i in range(n):
+        plan["steps"].append(i)
+        plan["notes"] += f"note {i}; "
+        nf.publish("plan", plan)
+        if i == n // 2:
+            nf.wait_for_input("go")  # a new attempt replays the publishes before it
+    return plan
+
+
+def test_published_state_streams_once_across_attempts_and_reads_back(
+    runtime, worker, redis_url
+) -> None:
+    from nbflow._state import apply
+
+    worker()
+    run = grows_a_plan.submit(redis_url, 6)
+    wait_until(lambda: _waiting(run), timeout_s=10)
+    assert run.state("plan") == {"steps": [0, 1, 2, 3], "notes": "note 0; note 1; note 2; note 3; "}
+    run.send_input("go", True)
+    final = run.result(timeout_s=10)
+    assert run.state("plan") == final
+    patches = [e["patch"] for e in run.events() if e["type"] == "state.patch"]
+    assert len(patches) == 6  # none repeated by the replay
+    rebuilt = None
+    for patch in patches:
+        rebuilt = apply(rebuilt, patch)
+    assert rebuilt == final == run.trace().state.published["plan"]
