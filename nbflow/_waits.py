@@ -49,6 +49,13 @@ class TimedOut:
 
 
 @dataclass(frozen=True)
+class ChildSucceeded:
+    """A child run that succeeded: its parent reads the result from the child itself."""
+
+    run_id: str
+
+
+@dataclass(frozen=True)
 class ChildEnded:
     """A child run that did not succeed, as its parent learns of it."""
 
@@ -128,7 +135,7 @@ def gather(*runs: Run) -> list[Any]:
     step = frame.run.call_step(frame, "gather", digest)
     outcomes = [frame.run.recorded(child_step(step, i)) for i in range(len(ids))]
     if all(found for found, _value in outcomes):
-        return [_child_value(value) for _found, value in outcomes]
+        return [_child_value(frame.run.runtime, value) for _found, value in outcomes]
     wait = {"kind": "children", "runs": ids}
     raise Suspend(wait, step, time.time() + CHILD_POLL_MS / 1000)
 
@@ -138,7 +145,9 @@ def child_step(step: str, index: int) -> str:
     return f"{step}#child{index}"
 
 
-def _child_value(value: Any) -> Any:
+def _child_value(runtime: Any, value: Any) -> Any:
+    if isinstance(value, ChildSucceeded):
+        return runtime.result_of(value.run_id)
     if not isinstance(value, ChildEnded):
         return value
     if value.status == "cancelled":

@@ -244,6 +244,13 @@ class Runtime:
         pipe.execute()
 
     # --- reading -----------------------------------------------------------
+    def result_of(self, run_id: str) -> Any:
+        """The recorded return value of a run that succeeded (a child, read by its parent)."""
+        blob = self.redis.hget(c.run_meta(run_id), "result")
+        if blob is None:
+            raise RunNotFound(f"run {run_id} kept no result (expired, or never had one)")
+        return codeship.unpack(blob, self.secret)
+
     def attach(self, run_id: str) -> Run:
         if not self.redis.exists(c.run_meta(run_id)):
             raise RunNotFound(f"no run {run_id!r} on {self.url}")
