@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._events import Event, Sink
+from .constants import CALL_PREFIX, SAID_PREFIX
 from .errors import AttemptFenced, NondeterminismError, RunCancelled
 
 
@@ -75,7 +76,7 @@ class RunContext:
         step = frame.child_step(name, arg_digest)
         if self.runtime is None:  # in-process runs are never replayed
             return step
-        position = f"@{frame.step}#{frame.next_call()}"
+        position = f"{CALL_PREFIX}{frame.step}#{frame.next_call()}"
         made = self.memo.made(position) if self.memo is not None else None
         if made is None:
             self.sink.record(position, name)
@@ -98,7 +99,7 @@ class RunContext:
         """Where the next emit, progress mark or publish in ``frame`` goes in the log;
         None when an earlier attempt logged it already (replayed code says nothing twice)."""
         index = frame.next_said()
-        position = "~" + frame.step
+        position = SAID_PREFIX + frame.step
         if self.memo is not None and index <= self.memo.logged(position):
             return None
         return position, index

@@ -18,10 +18,10 @@ from typing import Any
 
 from . import _context as ctx
 from . import _events as ev
+from .constants import STATE_PREFIX
 from .errors import ConfigError
 
 APPEND = "append"
-STATE_PREFIX = "^state:"  # where the latest value of a name is kept with the run's steps
 
 
 def publish(name: str, value: Any) -> None:

@@ -79,6 +79,12 @@ REDACTED = "[redacted]"
 RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
 # A run's metadata: the token of the attempt that holds it (absent when none does).
 FENCE_FIELD = "fence"
+# Beside its steps' results, a run's steps hash keeps what replays compare against,
+# under names no step key can have (step keys start with "/"):
+SAID_PREFIX = "~"  # ~<span step>: how many emits/progress marks/publishes it logged
+CALL_PREFIX = "@"  # @<span step>#<n>: the name of the n-th call the span made
+STATE_PREFIX = "^state:"  # ^state:<name>: the latest value nf.publish gave that name
+REPLAY_RECORDS = (SAID_PREFIX, CALL_PREFIX, STATE_PREFIX)
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 ENV_REDIS_URL = "NBFLOW_REDIS_URL"

@@ -110,9 +110,7 @@ class Run:
 
     def state(self, name: str) -> Any:
         """The latest value the run published as ``name`` (``nf.publish``); None if none."""
-        from .._state import STATE_PREFIX
-
-        raw = self._r.hget(c.run_steps(self.id), STATE_PREFIX + name)
+        raw = self._r.hget(c.run_steps(self.id), c.STATE_PREFIX + name)
         return None if raw is None else json.loads(raw)
 
     def children(self) -> list[Run]:

@@ -267,6 +267,7 @@ class Worker:
             self.options.max_event_bytes,
             count=1,  # the claim already logged run.started
             progress=json.loads(progress) if progress else {},
+            careful=int(claim.meta.get(b"restarts", b"0")) > 0,
         )
 
     # --- executing ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ log = logging.getLogger("nbflow.worker")
 MAX_BATCH = 2_000
 WRITE_RETRY_INITIAL_S = 0.05  # an unreachable server: the first retry of a batch
 WRITE_RETRY_MAX_S = 2.0
+CAREFUL_WRITE_S = 5.0  # how long a careful step start waits for its event to be written
 USAGE = {
     "gen_ai.usage.input_tokens": "input_tokens",
     "gen_ai.usage.output_tokens": "output_tokens",
@@ -314,6 +316,9 @@ class RedisSink:
     max_event_bytes: int = c.MAX_EVENT_BYTES
     count: int = 0
     progress: dict[str, str] = field(default_factory=dict)
+    # A run whose worker died under it already: each step's start is written before the
+    # step runs, so that if it takes this worker down too, the log names the step.
+    careful: bool = False
 
     def __post_init__(self) -> None:
         # Every event says which attempt wrote it: a log shows at a glance that no
@@ -338,7 +343,16 @@ class RedisSink:
             updates = ["s", "progress", dumps(self.progress)]
         elif etype == ev.SPAN_STARTED:
             updates = ["s", "step", event.get("name", "")]
+            if self.careful:
+                self._write_now(self._append(event, "", "", updates, Future()))
+                return
         self.writer.put(self._append(event, position, str(index) if position else "", updates))
+
+    def _write_now(self, item: _Item) -> None:
+        assert isinstance(item.done, Future)
+        self.writer.put(item)
+        with contextlib.suppress(TimeoutError):  # a slow server: the step goes on anyway
+            item.done.result(timeout=CAREFUL_WRITE_S)
 
     def _append(
         self,
