@@ -25,25 +25,28 @@ def _up(args: argparse.Namespace) -> int:
     pool_before = pool.pool_status()
     url = embedded.ensure_server()
     pid = pool.ensure_pool(url, workers=args.workers or EMBEDDED_WORKERS)
+    if pool_before["running"] and pool_before["supervisor_pid"] == pid:
+        _say_already_running(url, pid, len(pool_before["workers"]), args.workers)
+        return 0
     server_kept = (
         server_before["running"] and embedded.server_status()["pid"] == server_before["pid"]
     )
-    if not (pool_before["running"] and pool_before["supervisor_pid"] == pid):
-        server = "already running" if server_kept else "started"
-        count = args.workers or EMBEDDED_WORKERS
-        print(
-            f"nbflow runtime up: server {url} ({server}), worker pool pid {pid} started "
-            f"({count} workers)"
-        )
-        return 0
-    count = len(pool_before["workers"])
-    print(f"nbflow runtime already running: server {url}, worker pool pid {pid} ({count} workers)")
-    if args.workers and args.workers != count:
-        print(
-            f"--workers {args.workers} not applied: a running pool keeps its size "
-            f"(`nbflow down`, then `nbflow up --workers {args.workers}`)"
-        )
+    print(
+        f"nbflow runtime up: server {url} ({'already running' if server_kept else 'started'}), "
+        f"worker pool pid {pid} started ({args.workers or EMBEDDED_WORKERS} workers)"
+    )
     return 0
+
+
+def _say_already_running(url: str, pid: int, workers: int, asked: int | None) -> None:
+    print(
+        f"nbflow runtime already running: server {url}, worker pool pid {pid} ({workers} workers)"
+    )
+    if asked and asked != workers:
+        print(
+            f"--workers {asked} not applied: a running pool keeps its size "
+            f"(`nbflow down`, then `nbflow up --workers {asked}`)"
+        )
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -69,7 +72,8 @@ def _drain_pool() -> bool:
         print(
             f"waiting up to {DRAIN_TIMEOUT_S:g} s for {_runs_named(running)} to finish; "
             "then they are handed back and go on at the next `nbflow up`. "
-            "`nbflow down --force` stops at once."
+            "`nbflow down --force` stops at once.",
+            flush=True,  # shown while it waits, also through a pipe
         )
     outcome: dict[str, bool] = {}
     stopper = threading.Thread(target=lambda: outcome.update(stopped=pool.stop_pool()), daemon=True)
@@ -81,8 +85,8 @@ def _drain_pool() -> bool:
                 running = _report_still_running(runtime, running)
     except KeyboardInterrupt:
         print(
-            "\nstopped waiting: the pool goes on draining by itself "
-            "(`nbflow down --force` stops it now)",
+            "\nstopped waiting: the pool goes on draining by itself and the server keeps "
+            "running (`nbflow down --force` stops both now)",
             file=sys.stderr,
         )
         raise
@@ -95,7 +99,7 @@ def _drain_pool() -> bool:
 def _report_still_running(runtime: Runtime, before: list[str]) -> list[str]:
     now = _running(runtime)
     if now and now != before:
-        print(f"still waiting for {_runs_named(now)}")
+        print(f"still waiting for {_runs_named(now)}", flush=True)
     return now
 
 
@@ -116,7 +120,7 @@ def _embedded_runtime_if_running() -> Runtime | None:
     server = embedded.server_status()
     if not server["running"]:
         return None
-    return Runtime(server["url"], secret=b"unused: this client only reads", cluster=False)
+    return Runtime(server["url"], cluster=False)
 
 
 def _status(args: argparse.Namespace) -> int:

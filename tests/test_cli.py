@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -272,6 +273,44 @@ def test_down_says_which_runs_it_waits_for_and_force_leaves_them_for_the_next_up
         cwd=tmp_path,
     )
     assert resumed.split() == ["rested", "1"]  # killed mid-run, then run again after `up`
+
+
+@pytest.mark.timeout(120)
+def test_down_reports_runs_as_they_end_and_ctrl_c_leaves_the_pool_draining(
+    nbflow_home, tmp_path: Path
+) -> None:
+    (tmp_path / "napper.py").write_text(NAPPER)
+    _nbflow(nbflow_home, "up", "--workers", "1")
+    short, long = _python(
+        nbflow_home,
+        "import time\nfrom napper import nap\nruns = [nap.submit(1.0), nap.submit(8.0)]\n"
+        "while any(r.status() != 'running' for r in runs):\n    time.sleep(0.05)\n"
+        "print(*[r.id for r in runs])\n",
+        cwd=tmp_path,
+    ).split()
+    down = subprocess.Popen(
+        [sys.executable, "-m", "nbflow.cli", "down"],
+        env=_env(nbflow_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert down.stdout is not None
+        first, second = down.stdout.readline(), down.stdout.readline()  # the second after ~5 s
+        down.send_signal(signal.SIGINT)
+        _, said = down.communicate(timeout=30)
+    finally:
+        if down.poll() is None:
+            down.kill()
+    assert first.startswith("waiting up to 30 s for 2 running runs (")
+    assert short in first and long in first
+    assert second == f"still waiting for 1 running run ({long})\n"
+    assert down.returncode == 130
+    assert "stopped waiting: the pool goes on draining by itself" in said
+    assert "Traceback" not in said
+    status = json.loads(_nbflow(nbflow_home, "status", "--json").stdout)
+    assert status["server"]["running"]  # the pool drains on; `down` did not get that far
 
 
 def test_readme_rest_example_serves_a_module_from_the_users_directory(
