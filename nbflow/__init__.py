@@ -9,11 +9,16 @@ from ._local import last_run
 from ._testing import set_testing
 from ._trace import Trace
 from ._version import __version__
+from ._waits import gather, sleep, sleep_until, wait_for_input
 from ._workflow import Workflow, current_run_id, emit, progress, workflow
 from .errors import (
+    ArgumentsTooLarge,
     CacheKeyError,
     ConfigError,
+    InputRejected,
+    InputTimeout,
     NbflowError,
+    NondeterminismError,
     PayloadRejected,
     ResultNotKept,
     RunCancelled,
@@ -68,10 +73,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ArgumentsTooLarge",
     "CacheKeyError",
     "Component",
     "ConfigError",
+    "InputRejected",
+    "InputTimeout",
     "NbflowError",
+    "NondeterminismError",
     "PayloadRejected",
     "ResultNotKept",
     "RunCancelled",
@@ -87,9 +96,13 @@ __all__ = [
     "connect",
     "current_run_id",
     "emit",
+    "gather",
     "last_run",
     "progress",
     "runs",
     "set_testing",
+    "sleep",
+    "sleep_until",
+    "wait_for_input",
     "workflow",
 ]

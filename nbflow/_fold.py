@@ -97,6 +97,10 @@ class RunState:
         self.spans: dict[str, SpanState] = {}
         self.progress: dict[str, StepProgress] = {}
         self.chunks: list[str] = []
+        self.warnings: list[str] = []  # what the worker said about the run (a blocked loop)
+        self.wait: dict[str, Any] | None = None  # what a waiting run waits for
+        self.inputs: dict[str, Any] = {}  # answers it was sent, by name
+        self.children: dict[str, dict[str, Any]] = {}  # child run id -> workflow, status
         self.last_id = "0-0"
         self.count = 0
 
@@ -219,6 +223,27 @@ class RunState:
     def _truncated(self, e: ev.Event) -> None:
         self.truncated = True
 
+    def _warning(self, e: ev.Event) -> None:
+        self.warnings.append(str(e.get("message", "")))
+
+    def _waiting(self, e: ev.Event) -> None:
+        self.status = "waiting"
+        self.wait = e.get("wait")
+
+    def _resumed(self, e: ev.Event) -> None:
+        self.status = "queued"
+        self.wait = None
+
+    def _input(self, e: ev.Event) -> None:
+        self.inputs[str(e.get("name"))] = e.get("value")
+
+    def _child_started(self, e: ev.Event) -> None:
+        self.children[e["child_id"]] = {"workflow": e.get("workflow"), "status": "running"}
+
+    def _child_ended(self, e: ev.Event) -> None:
+        child = self.children.setdefault(e["child_id"], {"workflow": None})
+        child.update({k: v for k, v in e.items() if k not in ("type", "ts", "id", "child_id")})
+
 
 _HANDLERS = {
     ev.RUN_QUEUED: RunState._queued,
@@ -233,6 +258,12 @@ _HANDLERS = {
     ev.PROGRESS: RunState._progress,
     ev.OUTPUT: RunState._output,
     ev.LOG_TRUNCATED: RunState._truncated,
+    ev.WARNING: RunState._warning,
+    ev.RUN_WAITING: RunState._waiting,
+    ev.RUN_RESUMED: RunState._resumed,
+    ev.INPUT_RECEIVED: RunState._input,
+    ev.CHILD_STARTED: RunState._child_started,
+    ev.CHILD_ENDED: RunState._child_ended,
 }
 
 

@@ -33,7 +33,16 @@ class Workflow(Component):
         return (self.fn.__doc__ or "").strip()
 
     def submit(self, *args: Any, **kwargs: Any) -> Run:
-        """Start a run on the runtime (the embedded default unless connected elsewhere)."""
+        """Start a run on the runtime (the embedded default unless connected elsewhere).
+
+        Inside a run on the runtime it starts a child run, linked to this one: its
+        ``.result()`` (or ``nf.gather``) suspends the parent without holding a worker.
+        """
+        frame = ctx.current()
+        if frame is not None and frame.run.runtime is not None:
+            from ._waits import submit_child
+
+            return submit_child(frame, self, args, kwargs)
         from .runtime.client import get_runtime
 
         return get_runtime().submit(self, args, kwargs)
@@ -112,9 +121,8 @@ def progress(step: str, detail: Any = None, *, state: str = "running") -> None:
     if frame is None:
         return
     detail = truncate(detail) if isinstance(detail, str) else detail
-    frame.run.emit(
-        ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail)
-    )
+    event = ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail)
+    frame.run.say(frame, event)
 
 
 def emit(chunk: Any) -> None:
@@ -122,7 +130,7 @@ def emit(chunk: Any) -> None:
     frame = ctx.current()
     if frame is None:
         return
-    frame.run.emit(ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk)))
+    frame.run.say(frame, ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk)))
 
 
 def current_run_id() -> str | None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from .constants import WORKER_RESTART_EXIT
     from .runtime.worker import Worker, WorkerOptions
 
     if args.app:
@@ -31,12 +32,18 @@ def _worker(args: argparse.Namespace) -> int:
         heartbeat_ms=max(50, args.lease_ms // 5),
         sweep_interval_ms=max(50, args.lease_ms // 5),
         max_restarts=args.max_restarts,
+        stuck_grace_s=args.stuck_grace_s,
+        restart_when_stuck=True,
     )
     code = Worker(url, app=args.app, options=options).run()
     # Threads still inside handed-back sync steps must not keep the process alive.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+    if code == WORKER_RESTART_EXIT:
+        # A thread that will not stop (a cancelled run that never yields) ends only with
+        # the process: start afresh in place, same pid, same arguments.
+        os.execv(sys.executable, [sys.executable, "-m", "nbflow.cli", *sys.argv[1:]])
     os._exit(code)
 
 
@@ -51,7 +58,13 @@ def redis_url_for(args: argparse.Namespace) -> str:
 
 
 def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .constants import DRAIN_TIMEOUT_S, LEASE_MS, MAX_RESTARTS, WORKER_CONCURRENCY
+    from .constants import (
+        DRAIN_TIMEOUT_S,
+        LEASE_MS,
+        MAX_RESTARTS,
+        STUCK_GRACE_S,
+        WORKER_CONCURRENCY,
+    )
 
     p = sub.add_parser("worker", help="run a worker process (claims and executes runs)")
     p.add_argument(
@@ -83,6 +96,12 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=types.non_negative_int,
         default=MAX_RESTARTS,
         help="restarts after lost workers before a run fails with reason worker_lost",
+    )
+    p.add_argument(
+        "--stuck-grace-s",
+        type=types.non_negative_float,
+        default=STUCK_GRACE_S,
+        help="a cancelled run whose code has not stopped after this long restarts the worker",
     )
     p.set_defaults(func=_worker)
 
@@ -212,9 +231,44 @@ def _internal(filename: str) -> bool:
     return any(path.is_relative_to(root) for root in internals)
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .runtime.connection import is_cluster, sync_client
+    from .runtime.doctor import Doctor
+
+    url = redis_url_for(args)
+    client = sync_client(url, cluster=is_cluster(url))
+    try:
+        findings = Doctor(client).examine(repair=args.repair)
+    finally:
+        client.close()
+    for finding in findings:
+        print(finding)
+    if not findings:
+        print("nbflow doctor: nothing wrong: every run that has not ended is queued or leased")
+        return 0
+    repaired = sum(f.repaired for f in findings)
+    print(f"nbflow doctor: {len(findings)} finding(s), {repaired} repaired", end="")
+    print("" if args.repair else "; run `nbflow doctor --repair` to repair them")
+    return 0 if args.repair else 1
+
+
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "doctor", help="check that every run is queued, leased or ended, and keys expire"
+    )
+    p.add_argument("--repair", action="store_true", help="fix what it finds")
+    p.add_argument(
+        "--redis",
+        type=types.redis_url,
+        help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)",
+    )
+    p.set_defaults(func=_doctor)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_worker,
     _add_api,
+    _add_doctor,
 ]
 
 

@@ -1,13 +1,22 @@
 """The worker: claims runs from the work stream and executes them.
 
-Workers are stateless: everything about a run is in Redis. A lease per run,
-renewed by a heartbeat thread that does not depend on the run's code yielding,
-tells the sweepers (one in every worker) which runs lost their worker.
+Workers are stateless: everything about a run is in Redis. Each claim starts an
+attempt whose token fences every write the attempt makes (see scripts.py); a
+lease per run, renewed by a heartbeat thread that does not depend on the run's
+code yielding, tells the sweepers (one in every worker) which runs lost their
+worker. An attempt the server refuses stops at once: its code unwinds at the next
+step, and the worker forgets the attempt (not the run, which another attempt has).
+
+Sync runs execute on the run threads; async runs on an event loop of their own
+(``runs_loop``), never on the loop that writes events: a sync step called from
+async code then waits for its commit without waiting on itself, and code that
+blocks its loop blocks only other async runs, which the watchdog reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -22,16 +31,20 @@ from .. import _context as ctx
 from .. import _events as ev
 from .. import constants as c
 from .._workflow import Workflow
-from ..errors import PayloadRejected, RunCancelled
+from ..errors import AttemptFenced, PayloadRejected, RunCancelled, Suspend
 from . import codeship
 from .catalog import Catalog, UnknownWorkflow, load_app
 from .claims import CLAIM_BLOCK_MS, Claim, Claimer
+from .client import Runtime
 from .connection import async_client, is_cluster, sync_client
 from .ending import ending
 from .heartbeat import Heartbeat
-from .protocol import encode_event
+from .protocol import dumps, encode_event
+from .runsloop import RunsLoop
 from .runthreads import RunThreads
 from .sweeper import Sweeper
+from .wakeups import Waker
+from .watchdog import Watchdog
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
 
 log = logging.getLogger("nbflow.worker")
@@ -40,17 +53,43 @@ DRAIN_POLL_S = 0.01  # how often a draining worker looks for its last runs to en
 
 @dataclass
 class Active:
+    """One attempt this worker is executing."""
+
     run_id: str
+    token: str  # the attempt's fencing token, "<attempt>/<worker>"
     context: ctx.RunContext
-    task: asyncio.Task[Any] | None = None  # an async run's execution, or a run's ending
-    inner: asyncio.Task[Any] | None = None  # an async workflow's own task, cancelled at once
+    task: asyncio.Task[Any] | None = None  # the run's ending, on the worker's loop
+    inner: asyncio.Task[Any] | None = None  # an async workflow's task, on the runs loop
     handback: bool = False
-    lost: bool = False
+    is_async: bool = False
+    cancel_asked_at: float | None = None  # monotonic: when a cancel first reached it
+    parent_id: str = ""  # the run that started this one, told when it ends
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def fenced(self) -> bool:
+        return self.context.fenced
 
 
 @dataclass
 class WorkerOptions:
+    """How a worker serves runs.
+
+    :param concurrency: runs at once (one thread each; async runs share one loop).
+    :param lease_ms: a run whose worker is silent this long is restarted elsewhere.
+    :param heartbeat_ms: how often leases are renewed (well under ``lease_ms``).
+    :param sweep_interval_ms: how often this worker looks for runs that lost theirs.
+    :param drain_timeout_s: on SIGTERM, how long runs get to end before they are handed back.
+    :param max_restarts: a run whose worker died this many times fails (``worker_lost``).
+    :param retention_s: finished runs' keys expire after this.
+    :param max_log_events: one run's log is capped here, with a marker.
+    :param max_event_bytes: one event is at most this large; larger fields are cut.
+    :param stuck_grace_s: a cancelled run whose code has not stopped after this long (or
+        a timed-out step still running this long after its run ended) makes the worker
+        restart itself when ``restart_when_stuck``; otherwise the thread is abandoned.
+    :param restart_when_stuck: set by ``nbflow worker``, whose process can restart.
+    """
+
     concurrency: int = c.WORKER_CONCURRENCY
     lease_ms: int = c.LEASE_MS
     heartbeat_ms: int = c.HEARTBEAT_MS
@@ -59,6 +98,10 @@ class WorkerOptions:
     max_restarts: int = c.MAX_RESTARTS
     retention_s: int = c.RETENTION_S
     max_log_events: int = c.MAX_LOG_EVENTS
+    max_event_bytes: int = c.MAX_EVENT_BYTES
+    stuck_grace_s: float = c.STUCK_GRACE_S
+    loop_blocked_s: float = c.LOOP_BLOCKED_S
+    restart_when_stuck: bool = False
 
 
 class Worker:
@@ -76,8 +119,11 @@ class Worker:
         self.secret = secret if secret is not None else codeship.load_secret()
         self.registry = load_app(app) if app else {}
         self.cluster = is_cluster(url)
-        self.active: dict[str, Active] = {}
+        self.active: dict[str, Active] = {}  # run id -> the attempt executing it here
         self.draining = False
+        self.restart_requested = False  # a stuck run: exit to be started afresh
+        # (ended at, run id, threads): steps abandoned by with_timeout, still running
+        self.abandoned: list[tuple[float, str, list[threading.Thread]]] = []
         self._stop = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------
@@ -97,10 +143,16 @@ class Worker:
     async def main(self, *, install_signals: bool = True) -> int:
         ctx.install_thread_propagation()
         self.loop = asyncio.get_running_loop()
+        self.runs_loop = RunsLoop()
         self.redis = async_client(self.url, cluster=self.cluster)
         self.sync = sync_client(self.url, cluster=self.cluster)
         self.catalog = Catalog(self.registry, self.sync, self.secret)
-        self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
+        self.writer = EventWriter(
+            self.redis, self.loop, cluster=self.cluster, on_fenced=self._fenced
+        )
+        self.waker = Waker(self.redis, self.secret, cluster=self.cluster)
+        # Runs submit their children through a client of the runtime's own.
+        self.client = Runtime(self.url, secret=self.secret, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self.claimer = Claimer(self)
         self._slot = asyncio.Event()  # a run ended (the cluster claim loop waits for it)
@@ -117,7 +169,9 @@ class Worker:
         self._ensure_group()
         heartbeat = Heartbeat(self)
         sweeper = Sweeper(self)
+        watchdog = Watchdog(self)
         heartbeat.start()
+        watchdog.start()
         self.threads.start()
         loops = [self.writer.run(), sweeper.run()]
         if self.cluster:
@@ -131,19 +185,24 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.stop()
+            watchdog.stop()
             self.threads.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=2.0)
             await self.writer.flush()
+            await self._leave_group()
             await self.writer.close()
             await self.redis.aclose()
             self.sync.close()
-        return 0
+            self.client.close()
+            self.runs_loop.stop()
+        return c.WORKER_RESTART_EXIT if self.restart_requested else 0
 
     def stop(self) -> None:
-        """Drain from any thread."""
-        self.loop.call_soon_threadsafe(self.drain)
+        """Drain from any thread (a worker that has stopped already: nothing to do)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
         """Stop claiming at once; in-flight runs get ``drain_timeout_s`` to finish."""
@@ -153,6 +212,19 @@ class Worker:
         self.threads.stop_reading()
         self._slot.set()
         self._stop.set()
+
+    async def _leave_group(self) -> None:
+        # A worker that has stopped reading leaves the consumer group, so that the
+        # group lists live consumers only (a message still pending under its name
+        # stays for the sweepers to reclaim, and so does the consumer).
+        try:
+            pending = await self.redis.xpending_range(
+                c.WORK_STREAM, c.WORK_GROUP, min="-", max="+", count=1, consumername=self.id
+            )
+            if not pending:
+                await self.redis.xgroup_delconsumer(c.WORK_STREAM, c.WORK_GROUP, self.id)
+        except Exception as error:
+            log.info("could not leave the consumer group: %s", error)
 
     def _ensure_group(self) -> None:
         try:
@@ -213,15 +285,29 @@ class Worker:
 
     def _register(self, claims: list[Claim]) -> None:
         for claim in claims:
-            context = ctx.RunContext(
-                claim.run_id, self._sink(claim.run_id), self.cache, redis=self.sync
-            )
-            self.active[claim.run_id] = Active(claim.run_id, context)
+            token = claim.meta.get(c.FENCE_FIELD.encode(), b"").decode()
+            context = ctx.RunContext(claim.run_id, self._sink(claim, token), self.cache)
+            context.redis = self.sync
+            context.runtime = self.client
+            context.attempt = int(token.partition("/")[0] or 0)
+            earlier = self.active.get(claim.run_id)
+            if earlier is not None:  # an older attempt of ours still running: it lost the run
+                self._fence(earlier)
+            active = Active(claim.run_id, token, context)
+            active.parent_id = claim.meta.get(b"parent_id", b"").decode()
+            self.active[claim.run_id] = active
 
-    def _sink(self, run_id: str) -> RedisSink:
-        # count=1: the claim already logged run.started
+    def _sink(self, claim: Claim, token: str) -> RedisSink:
+        progress = claim.meta.get(b"progress")
         return RedisSink(
-            self.writer, run_id, self.id, self.secret, self.options.max_log_events, count=1
+            self.writer,
+            claim.run_id,
+            token,
+            self.secret,
+            self.options.max_log_events,
+            self.options.max_event_bytes,
+            count=1,  # the claim already logged run.started
+            progress=json.loads(progress) if progress else {},
         )
 
     # --- executing ----------------------------------------------------------------
@@ -241,7 +327,8 @@ class Worker:
             return
         active.context.memo = StepMemo(claim.steps, self.secret) if claim.steps else None
         if wf.is_async:
-            self.loop.call_soon_threadsafe(self._start_async, active, wf, args, kwargs)
+            active.is_async = True
+            self.runs_loop.start(self._run_async(active, wf, args, kwargs))
             return
         try:
             value = _call_sync(active.context, wf, args, kwargs)
@@ -265,19 +352,18 @@ class Worker:
         log.warning("run %s refused (%s): %s", active.run_id, reason, error)
         self.writer.call_soon(self._end, active, None, error, reason)
 
-    def _start_async(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
-        active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
-        active.task = asyncio.create_task(self._await_async(active, active.inner, wf.redact))
-
-    async def _await_async(
-        self, active: Active, inner: asyncio.Task[Any], redact: tuple[str, ...]
-    ) -> None:
+    async def _run_async(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
+        """On the runs loop: an async run, whose outcome goes back as a sync run's does."""
+        active.inner = asyncio.current_task()
+        if active.context.cancelled.is_set():  # asked before its task existed
+            self.writer.call_soon(self._end, active, None, RunCancelled("cancelled"))
+            return
         try:
-            value = await inner
-        except BaseException as error:
-            await self._conclude(active, None, error)
+            value = await _call_async(active.context, wf, args, kwargs)
+        except BaseException as error:  # its outcome, CancelledError included
+            self.writer.call_soon(self._end, active, None, error)
         else:
-            await self._conclude(active, value, None, redact=redact)
+            self.writer.call_soon(self._end, active, value, None, None, wf.redact)
 
     def _end(self, active: Active, *outcome: Any) -> None:
         """On the loop: ``_conclude(active, *outcome)`` (a run thread's run ended)."""
@@ -293,7 +379,15 @@ class Worker:
     ) -> None:
         """Record how a run ended, and free its slot."""
         try:
-            if error is None:
+            if active.fenced or isinstance(error, AttemptFenced):
+                log.warning(
+                    "run %s: attempt %s lost the run; another attempt has it",
+                    active.run_id,
+                    active.token,
+                )
+            elif isinstance(error, Suspend):
+                await self._suspend(active, error)
+            elif error is None:
                 await self._finish(active, "succeeded", value=value, redact=redact)
             elif isinstance(error, (RunCancelled, asyncio.CancelledError)):
                 await self._stopped(active, error)
@@ -302,18 +396,27 @@ class Worker:
         except Exception:
             log.exception("run %s: internal error", active.run_id)
         finally:
-            if self.active.get(active.run_id) is active:
-                del self.active[active.run_id]
-            self._slot.set()
-            self._freed.set()
+            self._forget(active)
+
+    def _forget(self, active: Active) -> None:
+        """The attempt has ended here: its slot is free, its token need not be kept."""
+        if self.active.get(active.run_id) is active:
+            del self.active[active.run_id]
+        self.writer.forget(active.run_id, active.token)
+        self._slot.set()
+        self._freed.set()
+        self.watchdog_abandoned(active)
+
+    def watchdog_abandoned(self, active: Active) -> None:
+        """Steps abandoned by with_timeout that still run once their run has ended."""
+        alive = [t for t in active.context.abandoned if t.is_alive()]
+        if alive:
+            self.abandoned.append((time.monotonic(), active.run_id, alive))
 
     async def _stopped(self, active: Active, error: BaseException) -> None:
         if active.handback:
             return  # _drain already put it back on the queue
-        if active.lost or active.run_id in self.writer.lost:
-            log.warning("run %s: lease lost; another worker has it", active.run_id)
-        else:
-            await self._finish(active, "cancelled", error=error, reason="cancelled")
+        await self._finish(active, "cancelled", error=error, reason="cancelled")
 
     async def _finish(
         self,
@@ -325,8 +428,6 @@ class Worker:
         reason: str | None = None,
         redact: tuple[str, ...] = (),
     ) -> None:
-        if active.run_id in self.writer.lost:
-            return
         sink = active.context.sink
         event, fields = ending(
             active.run_id,
@@ -338,30 +439,105 @@ class Worker:
             progress=sink.progress if isinstance(sink, RedisSink) else {},
             secret=self.secret,
         )
-        args = [self.id, status, encode_event(event), self.options.retention_s, active.run_id]
+        args = [status, encode_event(event), self.options.retention_s, active.run_id]
         for key, val in fields.items():
             args.extend((key, val))
-        await self.writer.call(active.run_id, "finish", args)
+        if not await self.writer.call(active.run_id, active.token, "finish", args):
+            log.warning("run %s: attempt %s lost the run before its end", *_names(active))
+        elif active.parent_id:  # a parent waiting on its children looks at them now
+            try:
+                await self.waker.wake(active.parent_id)
+            except Exception as error:  # the sweepers look again soon
+                log.info("run %s: could not wake its parent: %s", active.run_id, error)
 
-    async def hand_back(self, run_id: str, reason: str) -> bool:
-        """Put a run this worker holds back on the queue, for another worker to resume."""
-        event = ev.make(ev.RUN_RESTARTED, reason=reason, worker=self.id)
-        done = await self.writer.call(run_id, "requeue", [self.id, encode_event(event)])
-        if int(done) == 1:
-            await self.redis.xadd(c.WORK_STREAM, {"run": run_id})
-            await self.redis.zrem(c.LEASES, run_id)
-            return True
-        return False
+    async def _suspend(self, active: Active, wait: Suspend) -> None:
+        """End the attempt at a wait: the run waits, holding no worker."""
+        wake_ms = "" if wait.wake_at_s is None else int(wait.wake_at_s * 1000)
+        event = encode_event(ev.make(ev.RUN_WAITING, wait=wait.wait))
+        args = [dumps(wait.wait), wait.step, event, active.run_id, wake_ms]
+        if not await self.writer.call(active.run_id, active.token, "suspend", args):
+            log.warning("run %s: attempt %s lost the run at its wait", *_names(active))
+            return
+        if self.cluster:  # the indexes live on other slots
+            await self.redis.zrem(c.LEASES, active.run_id)
+            if wake_ms != "":
+                await self.redis.zadd(c.WAKEUPS, {active.run_id: wake_ms})
+        if wait.wait["kind"] == "children":  # they may all have ended already
+            await self.waker.wake(active.run_id)
+
+    async def hand_back(self, active: Active, reason: str) -> bool:
+        """Put a run this attempt holds back on the queue, for another attempt to resume."""
+        event = encode_event(ev.make(ev.RUN_RESTARTED, reason=reason, worker=self.id))
+        args = [event, active.run_id]
+        if not await self.writer.call(active.run_id, active.token, "requeue", args):
+            return False
+        if self.cluster:  # on a standalone server the script did both
+            await self.redis.xadd(c.WORK_STREAM, {"run": active.run_id})
+            await self.redis.zrem(c.LEASES, active.run_id)
+        return True
+
+    # --- an attempt that lost its run ---------------------------------------------
+    def _fenced(self, run_id: str, token: str) -> None:
+        """On the loop: the server refused a write of attempt ``token``."""
+        active = self.active.get(run_id)
+        if active is not None and active.token == token:
+            log.warning("run %s: attempt %s lost the run; stopping it", run_id, token)
+            self._fence(active)
+
+    def _fence(self, active: Active) -> None:
+        """Stop an attempt that no longer holds its run: no write of it will be sent."""
+        self.writer.lost.add((active.run_id, active.token))
+        active.context.fence()
+        self._cancel_task(active)
+        if self.active.get(active.run_id) is active:
+            # It stays until its code unwinds, but holds no lease for the heartbeat.
+            active.handback = True
 
     # --- signals from the heartbeat thread ----------------------------------------
-    def request_cancel(self, run_id: str, *, lost: bool = False) -> None:
+    def request_cancel(self, run_id: str, *, token: str | None = None, lost: bool = False) -> None:
         active = self.active.get(run_id)
-        if active is None:
+        if active is None or (token is not None and active.token != token):
             return
-        active.lost = active.lost or lost
+        if lost:
+            self.loop.call_soon_threadsafe(self._fenced, run_id, active.token)
+            return
+        if active.cancel_asked_at is None:
+            active.cancel_asked_at = time.monotonic()
         active.context.cancelled.set()
+        self._cancel_task(active)
+
+    def _cancel_task(self, active: Active) -> None:
         if active.inner is not None:
-            self.loop.call_soon_threadsafe(active.inner.cancel)
+            self.runs_loop.call_soon(active.inner.cancel)
+
+    # --- runs whose code will not stop ----------------------------------------------
+    async def stuck(self, active: Active, why: str) -> None:
+        """On the loop: ``active`` was cancelled but its code has not stopped (it never
+        yields). Record it cancelled; a worker process then restarts itself, since only
+        that ends the thread; otherwise the thread is abandoned."""
+        if self.active.get(active.run_id) is not active or active.task is not None:
+            return
+        log.error("run %s: %s", active.run_id, why)
+        active.task = asyncio.current_task()
+        try:
+            await self._finish(active, "cancelled", error=RunCancelled(why), reason="cancelled")
+        finally:
+            self._forget(active)
+        self.restart_for(why)
+
+    def restart_for(self, why: str) -> None:
+        """Hand back every run and exit to be restarted (a worker process), or just say so."""
+        if not self.options.restart_when_stuck:
+            log.error("a thread of this worker cannot be stopped (%s); it is abandoned", why)
+            return
+        log.error("restarting this worker: %s", why)
+        self.restart_requested = True
+        self.options.drain_timeout_s = 0.0
+        self.drain()
+
+    def warn(self, active: Active, message: str, **fields: Any) -> None:
+        """Add a warning event to a run's log (from any thread)."""
+        active.context.sink.emit(ev.make(ev.WARNING, message=message, **fields))
 
     async def _drain(self) -> None:
         # A read in flight may still claim runs: they are served or handed back too.
@@ -370,9 +546,11 @@ class Worker:
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         for active in list(self.active.values()):
-            active.handback = True
-            active.context.cancelled.set()
-            await self.hand_back(active.run_id, "worker_draining")
+            if not active.handback:
+                active.handback = True
+                await self.hand_back(active, "worker_draining")
+            active.context.fence()  # whatever it still says is not written
+            self._cancel_task(active)
             self.active.pop(active.run_id, None)
         await self.writer.flush()
 
@@ -409,6 +587,10 @@ def run_in_thread(worker: Worker) -> threading.Thread:
     thread.start()
     started.wait(10)
     return thread
+
+
+def _names(active: Active) -> tuple[str, str]:
+    return active.run_id, active.token
 
 
 def _unloadable(error: Exception) -> PayloadRejected:
