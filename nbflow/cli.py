@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _cliargs as types
+from ._appimport import import_app
 
 if TYPE_CHECKING:
-    import traceback
-
     from .runtime.client import Runtime
 
 
@@ -180,55 +179,6 @@ def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "whose server and worker pool it starts)",
     )
     p.set_defaults(func=_api)
-
-
-def import_app(name: str) -> None:
-    """Import the ``--app`` module now, so that a mistake in it reads as the user's own
-    error (their file and line), not as a traceback through nbflow."""
-    from .errors import ConfigError, NbflowError
-    from .runtime.catalog import load_app
-
-    try:
-        load_app(name)
-    except NbflowError:
-        raise
-    except Exception as error:
-        raise ConfigError(
-            f"cannot import the app module {name!r}:\n{user_traceback(error)}"
-        ) from None
-
-
-def user_traceback(error: BaseException) -> str:
-    """``error``'s traceback without the frames of nbflow and of the import machinery."""
-    import traceback
-
-    shown = traceback.TracebackException.from_exception(error)
-    _drop_internal_frames(shown, set())
-    return "".join(shown.format()).rstrip()
-
-
-def _drop_internal_frames(shown: traceback.TracebackException, seen: set[int]) -> None:
-    import traceback
-
-    if id(shown) in seen:
-        return
-    seen.add(id(shown))
-    shown.stack = traceback.StackSummary.from_list(
-        [frame for frame in shown.stack if not _internal(frame.filename)]
-    )
-    for linked in (shown.__cause__, shown.__context__):
-        if linked is not None:
-            _drop_internal_frames(linked, seen)
-
-
-def _internal(filename: str) -> bool:
-    import importlib
-
-    if filename.startswith("<frozen "):
-        return True
-    path = Path(filename).resolve()
-    internals = (Path(__file__).resolve().parent, Path(importlib.__file__).resolve().parent)
-    return any(path.is_relative_to(root) for root in internals)
 
 
 def _doctor(args: argparse.Namespace) -> int:
