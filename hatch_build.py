@@ -36,7 +36,7 @@ SKIPPED = (
 )
 
 
-class LabExtensionHook(BuildHookInterface):  # type: ignore[type-arg]
+class LabExtensionHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
