@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -323,3 +324,22 @@ def test_published_state_streams_once_across_attempts_and_reads_back(
     for patch in patches:
         rebuilt = apply(rebuilt, patch)
     assert rebuilt == final == run.trace().state.published["plan"]
+
+
+def test_a_fan_out_survives_a_worker_killed_mid_way_with_every_result_in_order(
+    runtime, worker_process, redis_url, r
+) -> None:
+    first, _second = worker_process("--concurrency", "4"), worker_process("--concurrency", "4")
+    n = 60
+    parent = runtime.start("fan_parent", {"url": redis_url, "tag": "fan", "n": n, "sleep_s": 0.3})
+    wait_until(lambda: len(r.keys("effects:fan:*")) >= n // 3, timeout_s=30)
+    first.send_signal(signal.SIGKILL)
+    first.wait(5)
+    worker_process("--concurrency", "4")
+    assert parent.result(timeout_s=90) == [i * 10 for i in range(n)]
+    lost = [c for c in parent.children() if c.meta().get("restarts")]
+    assert lost, "the kill hit no child: the test did not test the fault"
+    children = parent.children()
+    assert len(children) == n == len({child.id for child in children})  # none started twice
+    assert {child.status() for child in children} == {"succeeded"}
+    assert all(int(r.get(f"effects:fan:{i}")) >= 1 for i in range(n))
