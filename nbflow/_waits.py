@@ -90,6 +90,7 @@ def wait_for_input(
     if schema is not None:
         check_schema(schema)
     limit_s = seconds(timeout_s, "timeout_s", allow_zero=False)
+    frame.run.check()  # a cancelled run does not start waiting
     step = frame.run.call_step(frame, f"input:{name}", "")
     found, outcome = frame.run.recorded(step)
     if found:
@@ -115,6 +116,7 @@ def sleep_until(when: datetime | float) -> None:
     if frame is None or frame.run.runtime is None:
         time.sleep(max(0.0, until - time.time()))
         return
+    frame.run.check()
     step = frame.run.call_step(frame, "sleep", "")
     found, _outcome = frame.run.recorded(step)
     if found or until <= time.time():
@@ -130,6 +132,7 @@ def gather(*runs: Run) -> list[Any]:
     frame = ctx.current()
     if frame is None or frame.run.runtime is None:
         return [run.result() for run in runs]
+    frame.run.check()
     ids = [run.id for run in runs]
     digest = hashlib.blake2b(",".join(ids).encode(), digest_size=6).hexdigest()
     step = frame.run.call_step(frame, "gather", digest)

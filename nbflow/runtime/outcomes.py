@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import _events as ev
 from .. import constants as c
-from ..errors import Suspend
+from ..errors import RunCancelled, Suspend
 from .attempt import Active
 from .connection import AsyncRedis
 from .ending import ending
@@ -81,8 +81,13 @@ class Outcomes:
         wake_ms = "" if wait.wake_at_s is None else int(wait.wake_at_s * 1000)
         event = encode_event(ev.make(ev.RUN_WAITING, wait=wait.wait))
         args = [dumps(wait.wait), wait.step, event, active.run_id, wake_ms]
-        if not await self._writer.call(active.run_id, active.token, "suspend", args):
+        reply = int(await self._writer.call(active.run_id, active.token, "suspend", args))
+        if reply == 0:
             log.warning("run %s: attempt %s lost the run at its wait", *active.names)
+            return
+        if reply == -1:  # asked to cancel before it got there: it ends instead of waiting
+            cancelled = RunCancelled(f"run {active.run_id} was cancelled")
+            await self.finish(active, "cancelled", error=cancelled, reason="cancelled")
             return
         if self._cluster:  # the indexes live on other slots
             await self._redis.zrem(c.LEASES, active.run_id)

@@ -343,3 +343,48 @@ def test_a_fan_out_survives_a_worker_killed_mid_way_with_every_result_in_order(
     assert len(children) == n == len({child.id for child in children})  # none started twice
     assert {child.status() for child in children} == {"succeeded"}
     assert all(int(r.get(f"effects:fan:{i}")) >= 1 for i in range(n))
+
+
+@nf.component
+def slow_effect(url: str, key: str) -> int:
+    time.sleep(0.6)
+    return _count(url, key)
+
+
+@nf.workflow
+def works_then_waits(url: str) -> str:
+    slow_effect(url, "before-wait")
+    nf.wait_for_input("go")
+    return "answered"
+
+
+def test_a_run_cancelled_on_its_way_to_a_wait_ends_cancelled_instead_of_waiting(
+    runtime, worker, redis_url, r
+) -> None:
+    worker()
+    run = works_then_waits.submit(redis_url)
+    wait_until(lambda: run.status() == "running", timeout_s=10)
+    assert run.cancel() == "requested"
+    with pytest.raises(nf.RunCancelled):
+        run.result(timeout_s=10)
+    assert "run.waiting" not in [e["type"] for e in run.events()]
+
+
+def test_suspend_refuses_to_wait_for_a_run_asked_to_cancel_and_for_a_lost_attempt(r) -> None:
+    from nbflow.runtime import scripts
+
+    run_id = "0123456789abcdef"
+    keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id), c.run_steps(run_id)]
+    r.hset(c.run_meta(run_id), mapping={"status": "running", "fence": "1/w"})
+
+    def suspend(token: str) -> int:
+        args = [token, '{"kind":"sleep"}', "/sleep:#1", '{"type":"run.waiting"}', run_id, "", 0, 0]
+        return int(r.eval(scripts.SUSPEND, len(keys), *keys, *args))
+
+    assert suspend("2/v") == 0  # not the attempt holding the run: nothing happens
+    r.hset(c.run_meta(run_id), "cancel_requested", "1")
+    assert suspend("1/w") == -1  # the worker then ends it cancelled
+    assert r.hget(c.run_meta(run_id), "status") == b"running"
+    r.hdel(c.run_meta(run_id), "cancel_requested")
+    assert suspend("1/w") == 1
+    assert r.hget(c.run_meta(run_id), "status") == b"waiting"
