@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ._component import Component, component
 from ._local import last_run
 from ._testing import set_testing
+from ._tool import Tool, call_tools, call_tools_async, tool, tool_definitions
 from ._trace import Trace
 from ._version import __version__
 from ._workflow import Workflow, current_run_id, emit, progress, workflow
@@ -21,6 +22,8 @@ from .errors import (
     RunNotFound,
     RuntimeUnavailable,
     StepTimeout,
+    StructuredOutputError,
+    ToolArgumentsError,
 )
 
 if TYPE_CHECKING:
@@ -79,10 +82,15 @@ __all__ = [
     "RunNotFound",
     "RuntimeUnavailable",
     "StepTimeout",
+    "StructuredOutputError",
+    "Tool",
+    "ToolArgumentsError",
     "Trace",
     "Workflow",
     "__version__",
     "attach",
+    "call_tools",
+    "call_tools_async",
     "component",
     "connect",
     "current_run_id",
@@ -91,5 +99,7 @@ __all__ = [
     "progress",
     "runs",
     "set_testing",
+    "tool",
+    "tool_definitions",
     "workflow",
 ]

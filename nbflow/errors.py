@@ -9,7 +9,9 @@
     ├── RunNotFound             no run with that id (also a KeyError)
     ├── ResultNotKept           a run succeeded but its return value could not be pickled
     ├── PayloadRejected         shipped code or data failed its signature or version check
-    └── RuntimeUnavailable      the Redis server or embedded runtime cannot be reached
+    ├── RuntimeUnavailable      the Redis server or embedded runtime cannot be reached
+    ├── StructuredOutputError   an LLM reply did not parse as the format asked for (ValueError)
+    └── ToolArgumentsError      a tool call's arguments are not what its schema allows (ValueError)
 
 Errors raised by a user's own component are never wrapped: after retries run
 out, the component re-raises the user's exception with its traceback intact.
@@ -72,3 +74,28 @@ class PayloadRejected(NbflowError):
 
 class RuntimeUnavailable(NbflowError):
     pass
+
+
+class StructuredOutputError(NbflowError, ValueError):
+    """A reply asked for in a format (``response_format=Model``) that does not parse as it.
+
+    ``raw`` is the reply's text, as the model sent it; ``reply`` the unparsed SDK
+    object when it could be read (its ``usage`` says what the call cost).
+    """
+
+    def __init__(self, message: str, *, raw: str, reply: object = None):
+        super().__init__(message)
+        self.raw = raw
+        self.reply = reply
+
+
+class ToolArgumentsError(NbflowError, ValueError):
+    """A tool call whose arguments are not JSON, or not what the tool's parameters allow.
+
+    ``raw`` is the arguments text as the model sent it.
+    """
+
+    def __init__(self, message: str, *, tool: str, raw: str):
+        super().__init__(message)
+        self.tool = tool
+        self.raw = raw
