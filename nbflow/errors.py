@@ -19,6 +19,8 @@ out, the component re-raises the user's exception with its traceback intact.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NbflowError(Exception):
     pass
@@ -83,10 +85,10 @@ class StructuredOutputError(NbflowError, ValueError):
     object when it could be read (its ``usage`` says what the call cost).
     """
 
-    def __init__(self, message: str, *, raw: str, reply: object = None):
+    def __init__(self, message: str, *, raw: str, reply: Any = None):
         super().__init__(message)
         self.raw = raw
-        self.reply = reply
+        self.reply: Any = reply
 
 
 class ToolArgumentsError(NbflowError, ValueError):

@@ -114,7 +114,7 @@ def test_a_responses_api_agent_loop_feeds_function_call_outputs_back(client: Ope
             response = client.responses.create(model=MODEL, input=items, tools=tools)
             results = nf.call_tools(response, TOOLS)
             if not results:
-                return response.output_text
+                return str(response.output_text)
             items += results
 
     assert agent(QUESTION).startswith("get_weather returned")
@@ -141,7 +141,7 @@ def test_an_async_agent_with_the_async_client(server: OfflineServer) -> None:
                 final = await client.chat.completions.create(model=MODEL, messages=messages)
                 return str(final.choices[0].message.content)
 
-            return await agent()
+            return str(await agent())
 
     assert asyncio.run(main()).startswith("lookup returned Porto: sunny.")
     assert [s.kind for s in spans()] == ["workflow", "llm", "tool", "llm"]
