@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -390,3 +391,29 @@ def test_without_the_otel_extra_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
     with pytest.raises(nf.ConfigError, match=r"pip install 'nbflow\[otel\]'"):
         OtlpExporter("http://127.0.0.1:4318")
+
+
+def test_the_exporter_rides_out_an_unreachable_runtime(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    from nbflow.otel.follow import ExportOptions, Follower
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{sock.getsockname()[1]}"
+    runtime = Runtime(url, secret=TEST_SECRET, cluster=False)
+    with OtlpExporter(receiver.url) as exporter:
+        follower = Follower(runtime, exporter, ExportOptions(interval_s=0.01))
+        stop = threading.Event()
+        thread = threading.Thread(target=follower.run, args=(stop,), daemon=True)
+        thread.start()
+
+        def warned() -> int:
+            return sum("unreachable" in r.getMessage() for r in list(caplog.records))
+
+        wait_until(lambda: warned() >= 2, 10)  # it failed, waited, and tried again
+        assert thread.is_alive()
+        stop.set()
+        thread.join(10)
+    runtime.close()
+    assert not thread.is_alive()

@@ -56,8 +56,15 @@ class Follower:
         self._failures = 0
 
     def run(self, stop: threading.Event) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         while not stop.is_set():
-            self.poll()
+            try:
+                self.poll()
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                self._failures += 1  # the runtime is away (a restart, a failover): wait for it
+                log.warning("runtime %s unreachable (%s); retrying", self.runtime.url, error)
             stop.wait(self._pause_s())
 
     def poll(self) -> int:
