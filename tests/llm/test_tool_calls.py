@@ -233,3 +233,16 @@ def test_without_recorded_content_the_raw_reply_stays_out_of_the_trace(
     (span,) = spans()
     assert span.attrs["nbflow.output.raw"] == "[redacted]"
     assert caught.value.raw not in (span.error or "")
+
+
+def test_parse_through_the_raw_response_still_retries_a_rate_limited_call(
+    client: OpenAI, server: OfflineServer
+) -> None:
+    server.inject("429", count=1, retry_after_s=0.01)
+    reply = client.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": "Plan a release"}], response_format=Plan
+    )
+    assert isinstance(reply.choices[0].message.parsed, Plan)
+    (span,) = spans()
+    assert (span.status, span.attempts) == ("ok", 2)
+    assert span.retries[0]["error_type"] == "RateLimitError"
