@@ -6,15 +6,21 @@ from typing import TYPE_CHECKING, Any
 
 from ._component import Component, component
 from ._local import last_run
+from ._state import publish
 from ._testing import set_testing
 from ._tool import Tool, call_tools, call_tools_async, tool, tool_definitions
 from ._trace import Trace
 from ._version import __version__
+from ._waits import gather, sleep, sleep_until, wait_for_input
 from ._workflow import Workflow, current_run_id, emit, progress, workflow
 from .errors import (
+    ArgumentsTooLarge,
     CacheKeyError,
     ConfigError,
+    InputRejected,
+    InputTimeout,
     NbflowError,
+    NondeterminismError,
     PayloadRejected,
     ResultNotKept,
     RunCancelled,
@@ -71,10 +77,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ArgumentsTooLarge",
     "CacheKeyError",
     "Component",
     "ConfigError",
+    "InputRejected",
+    "InputTimeout",
     "NbflowError",
+    "NondeterminismError",
     "PayloadRejected",
     "ResultNotKept",
     "RunCancelled",
@@ -95,11 +105,16 @@ __all__ = [
     "connect",
     "current_run_id",
     "emit",
+    "gather",
     "last_run",
     "progress",
+    "publish",
     "runs",
     "set_testing",
+    "sleep",
+    "sleep_until",
     "tool",
     "tool_definitions",
+    "wait_for_input",
     "workflow",
 ]

@@ -252,6 +252,9 @@ def _call_with_timeout(comp: Component, args: tuple[Any, ...], kwargs: dict[str,
     thread.start()
     thread.join(comp.timeout_s)
     if not outcome:
+        frame = ctx.current()
+        if frame is not None:  # the worker watches it once the run has ended
+            frame.run.abandoned.append(thread)
         raise StepTimeout(f"{comp.name} timed out after {comp.timeout_s:g} s")
     ok, value = outcome[0]
     if ok:

@@ -17,12 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._events import Event, Sink
+from .constants import CALL_PREFIX, SAID_PREFIX
+from .errors import AttemptFenced, NondeterminismError, RunCancelled
 
 
 class Memo(Protocol):
-    """Recorded results of a run's finished steps (durable runs only)."""
+    """What earlier attempts of a run recorded (durable runs only): finished steps'
+    results, and how many events (emits, progress marks) each span logged."""
 
     def lookup(self, step: str) -> tuple[bool, Any]: ...
+
+    def logged(self, position: str) -> int: ...
+
+    def made(self, position: str) -> str | None: ...
 
 
 class CacheStore(Protocol):
@@ -33,21 +40,81 @@ class CacheStore(Protocol):
 
 @dataclass
 class RunContext:
+    """One attempt at a run, as the code inside it sees it."""
+
     run_id: str
     sink: Sink
     cache: CacheStore
     memo: Memo | None = None
     redis: Any = None  # the runtime's Redis on a worker, for state shared across workers
     cancelled: threading.Event = field(default_factory=threading.Event)
+    attempt: int = 0  # which claim of the run this is (0: an in-process run)
+    runtime: Any = None  # on a worker: the runtime client, for child runs and waits
+    fenced: bool = False  # the attempt lost its run: it must stop and write nothing
+    published: dict[str, Any] = field(default_factory=dict)  # nf.publish: last value by name
+    # threads of steps abandoned by with_timeout (a thread cannot be stopped)
+    abandoned: list[threading.Thread] = field(default_factory=list)
 
     def emit(self, event: Event) -> None:
         self.sink.emit(event)
+
+    def fence(self) -> None:
+        """This attempt lost its run: every waiting or later step unwinds."""
+        self.fenced = True
+        self.cancelled.set()
+
+    def check(self) -> None:
+        """Before a step starts: raise if the attempt must stop (cancelled or fenced)."""
+        if self.cancelled.is_set():
+            if self.fenced:
+                raise AttemptFenced(f"run {self.run_id}: this attempt lost the run")
+            raise RunCancelled(f"run {self.run_id} was cancelled")
+
+    def call_step(self, frame: Frame, name: str, arg_digest: str) -> str:
+        """The step key of a call of ``name`` in ``frame``; on the runtime, also checks that
+        a replay makes the same call at this position as the attempt that recorded it."""
+        step = frame.child_step(name, arg_digest)
+        if self.runtime is None:  # in-process runs are never replayed
+            return step
+        position = f"{CALL_PREFIX}{frame.step}#{frame.next_call()}"
+        made = self.memo.made(position) if self.memo is not None else None
+        if made is None:
+            self.sink.record(position, name)
+        elif made != name:
+            raise NondeterminismError(
+                f"run {self.run_id}: replaying the workflow made {name!r} where the run had "
+                f"made {made!r} (call {position[1:]}); code between steps must make the same "
+                "calls in the same order on every attempt: move what changes (time, "
+                "randomness, I/O) into a component"
+            )
+        return step
+
+    def recorded(self, step: str) -> tuple[bool, Any]:
+        """(True, value) if an earlier attempt recorded ``step``."""
+        if self.memo is None:
+            return False, None
+        return self.memo.lookup(step)
+
+    def next_position(self, frame: Frame) -> tuple[str, int] | None:
+        """Where the next emit, progress mark or publish in ``frame`` goes in the log;
+        None when an earlier attempt logged it already (replayed code says nothing twice)."""
+        index = frame.next_said()
+        position = SAID_PREFIX + frame.step
+        if self.memo is not None and index <= self.memo.logged(position):
+            return None
+        return position, index
+
+    def say(self, frame: Frame, event: Event) -> None:
+        """Log an emit or progress mark at its position in ``frame`` (see next_position)."""
+        position = self.next_position(frame)
+        if position is not None:
+            self.sink.emit_at(event, *position)
 
 
 class Frame:
     """One open span: where child spans and events attach."""
 
-    __slots__ = ("_children", "attrs", "run", "span_id", "step")
+    __slots__ = ("_calls", "_children", "_said", "attrs", "run", "span_id", "step")
 
     def __init__(self, run: RunContext, span_id: str | None, step: str) -> None:
         self.run = run
@@ -55,6 +122,18 @@ class Frame:
         self.step = step
         self.attrs: dict[str, Any] = {}
         self._children: dict[str, int] | None = None  # made with the first child
+        self._said = 0  # emits and progress marks so far: their positions
+        self._calls = 0  # steps, waits and child runs so far (durable runs only)
+
+    def next_said(self) -> int:
+        with _children_lock:
+            self._said += 1
+            return self._said
+
+    def next_call(self) -> int:
+        with _children_lock:
+            self._calls += 1
+            return self._calls
 
     def child_step(self, name: str, arg_digest: str) -> str:
         # Deterministic step keys let a restarted run find the results it already

@@ -29,6 +29,13 @@ SPAN_FINISHED = "span.finished"
 PROGRESS = "progress"
 OUTPUT = "output"
 LOG_TRUNCATED = "log.truncated"
+WARNING = "warning"  # something a person should know about a run (a blocked worker loop)
+RUN_WAITING = "run.waiting"  # the attempt ended at a wait: input, a timer or children
+RUN_RESUMED = "run.resumed"  # what it waited for came: queued again
+INPUT_RECEIVED = "input.received"
+CHILD_STARTED = "child.started"
+CHILD_ENDED = "child.ended"
+STATE_PATCH = "state.patch"  # nf.publish: a JSON patch to a named state of the run
 
 TERMINAL_EVENTS = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED})
 
@@ -47,7 +54,16 @@ class Sink(Protocol):
 
     def emit(self, event: Event) -> None: ...
 
+    def emit_at(self, event: Event, position: str, index: int) -> None:
+        """Emit an event that is the ``index``-th said at ``position`` (a span's emits and
+        progress marks): a durable sink records it, so that a replay skips it."""
+        ...
+
     def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None: ...
+
+    def record(self, position: str, name: str) -> None:
+        """Record which call ``position`` made (durable sinks: replays compare)."""
+        ...
 
 
 class MemorySink:
@@ -73,9 +89,15 @@ class MemorySink:
         for listener in listeners:
             listener(event)
 
+    def emit_at(self, event: Event, position: str, index: int) -> None:
+        self.emit(event)  # an in-process run is never replayed
+
     def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None:
         self.emit(event)
         return None
+
+    def record(self, position: str, name: str) -> None:
+        pass  # an in-process run is never replayed
 
     def subscribe(self, listener: Any) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import local_cache
 from ._preview import preview
-from ._step import _bound_arguments, _describe, _format_traceback
+from ._step import _describe, _format_traceback, bound_arguments
 from .errors import RunCancelled
 
 if TYPE_CHECKING:
@@ -83,6 +83,12 @@ class LocalRun:
             if ev.id_tuple(event["id"]) > floor:
                 yield event
 
+    def state(self, name: str) -> Any:
+        """The latest value the run published as ``name`` (``nf.publish``); None if none."""
+        from ._fold import fold
+
+        return fold(list(self.sink.events), self.id).published.get(name)
+
     def trace(self) -> Trace:
         from ._trace import Trace
 
@@ -96,7 +102,7 @@ class LocalRun:
                 workflow=self.workflow,
                 kind=comp.kind,
                 mode="local",
-                input=preview(_bound_arguments(comp, args, kwargs), redact=comp.redact),
+                input=preview(bound_arguments(comp, args, kwargs), redact=comp.redact),
             )
         )
 

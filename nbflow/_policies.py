@@ -66,9 +66,39 @@ class RetryPolicy:
 
     def delay_s(self, attempt: int) -> float:
         """Back-off before attempt ``attempt + 1`` (attempts count from 1)."""
-        base = self.initial_s if self.backoff == "fixed" else self.initial_s * 2 ** (attempt - 1)
-        jittered = min(base, self.max_s) * (1 + random.uniform(-self.jitter, self.jitter))
-        return min(jittered, self.max_s)
+        return backoff_s(
+            attempt,
+            initial_s=self.initial_s,
+            max_s=self.max_s,
+            jitter=self.jitter,
+            exponential=self.backoff == "exponential",
+        )
+
+
+def backoff_s(
+    attempt: int, *, initial_s: float, max_s: float, jitter: float = 0.1, exponential: bool = True
+) -> float:
+    """The delay before try ``attempt + 1`` (tries count from 1): ``initial_s`` doubling
+    per try (or fixed), capped at ``max_s``, spread by +/- ``jitter`` of itself."""
+    base = initial_s * 2 ** min(attempt - 1, 62) if exponential else initial_s
+    jittered = min(base, max_s) * (1 + random.uniform(-jitter, jitter))
+    return min(jittered, max_s)
+
+
+class Backoff:
+    """Delays for a loop that retries until it succeeds (a lost server, a refused write)."""
+
+    def __init__(self, *, initial_s: float, max_s: float, jitter: float = 0.0) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._jitter = jitter
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        self.attempt += 1
+        return backoff_s(
+            self.attempt, initial_s=self._initial_s, max_s=self._max_s, jitter=self._jitter
+        )
 
 
 @dataclass(frozen=True)

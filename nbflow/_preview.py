@@ -39,7 +39,7 @@ def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> 
     if isinstance(value, str):
         return truncate(value, max_chars)
     if depth >= _MAX_DEPTH:
-        return truncate(repr(value), max_chars)
+        return truncate(_repr(value), max_chars)
     if isinstance(value, Mapping):
         return _preview_mapping(value, redact, max_chars, depth)
     if isinstance(value, _SEQUENCES):
@@ -47,7 +47,14 @@ def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> 
         if len(value) > _MAX_ITEMS:
             items.append(f"… +{len(value) - _MAX_ITEMS} more")
         return items
-    return truncate(repr(value), max_chars)
+    return truncate(_repr(value), max_chars)
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
 
 
 def _preview_mapping(

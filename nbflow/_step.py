@@ -14,7 +14,7 @@ from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
 from ._testing import is_testing
-from .errors import CacheKeyError, RunCancelled
+from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
     from ._component import Component
@@ -39,10 +39,9 @@ class Step:
         parent = ctx.current()
         assert parent is not None
         run = parent.run
-        if run.cancelled.is_set():
-            raise RunCancelled(f"run {run.run_id} was cancelled")
-        bound = _bound_arguments(comp, args, kwargs)
-        step_key = parent.child_step(comp.name, _arg_digest(bound))
+        run.check()
+        bound = bound_arguments(comp, args, kwargs)
+        step_key = run.call_step(parent, comp.name, arg_digest(bound))
         frame = ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key)
         step = cls(comp, frame, parent.span_id)
         if run.memo is not None:
@@ -80,6 +79,9 @@ class Step:
 
     def failed(self, error: BaseException, attempt: int) -> float | None:
         """Record a failed attempt; the back-off delay if it is retried, else None."""
+        if isinstance(error, AttemptFenced | Suspend):
+            # the attempt ends here (it lost the run, or waits): the span is not over
+            raise error
         if isinstance(error, RunCancelled | asyncio.CancelledError | KeyboardInterrupt):
             self._finish("cancelled", attempts=attempt, error=_describe(error))
             return None
@@ -145,7 +147,7 @@ class Step:
         return event
 
 
-def _bound_arguments(
+def bound_arguments(
     comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     names = comp.positional_names
@@ -159,7 +161,7 @@ def _bound_arguments(
     return {"args": list(args), **kwargs}
 
 
-def _arg_digest(bound: dict[str, Any]) -> str:
+def arg_digest(bound: dict[str, Any]) -> str:
     for value in bound.values():
         if type(value) not in _SCALARS:
             break

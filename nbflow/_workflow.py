@@ -10,6 +10,7 @@ from . import _events as ev
 from ._component import CacheOption, Component, RetryOption
 from ._policies import Seconds
 from ._preview import truncate
+from ._state import to_json
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,7 +34,16 @@ class Workflow(Component):
         return (self.fn.__doc__ or "").strip()
 
     def submit(self, *args: Any, **kwargs: Any) -> Run:
-        """Start a run on the runtime (the embedded default unless connected elsewhere)."""
+        """Start a run on the runtime (the embedded default unless connected elsewhere).
+
+        Inside a run on the runtime it starts a child run, linked to this one: its
+        ``.result()`` (or ``nf.gather``) suspends the parent without holding a worker.
+        """
+        frame = ctx.current()
+        if frame is not None and frame.run.runtime is not None:
+            from ._waits import submit_child
+
+            return submit_child(frame, self, args, kwargs)
         from .runtime.client import get_runtime
 
         return get_runtime().submit(self, args, kwargs)
@@ -112,17 +122,29 @@ def progress(step: str, detail: Any = None, *, state: str = "running") -> None:
     if frame is None:
         return
     detail = truncate(detail) if isinstance(detail, str) else detail
-    frame.run.emit(
-        ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail)
-    )
+    event = ev.make(ev.PROGRESS, span_id=frame.span_id, step=str(step), state=state, detail=detail)
+    frame.run.say(frame, event)
 
 
 def emit(chunk: Any) -> None:
-    """Stream a piece of output from the current run (outside a run it is dropped)."""
+    """Stream a piece of output from the current run (outside a run it is dropped).
+
+    Text streams as text; anything else JSON can hold streams as that JSON value
+    (readers get the value back), and other objects as their ``str``.
+    """
     frame = ctx.current()
     if frame is None:
         return
-    frame.run.emit(ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk)))
+    if isinstance(chunk, str):
+        event = ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=chunk)
+    else:
+        try:
+            value = to_json(chunk, "nf.emit")
+        except ConfigError:
+            event = ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk))
+        else:
+            event = ev.make(ev.OUTPUT, span_id=frame.span_id, value=value)
+    frame.run.say(frame, event)
 
 
 def current_run_id() -> str | None:

@@ -14,6 +14,7 @@ WORK_GROUP = "workers"
 RUNS_INDEX = f"{PREFIX}:runs"  # zset run_id -> created_at (s)
 LEASES = f"{PREFIX}:leases"  # zset run_id -> lease expiry (ms)
 WORKERS = f"{PREFIX}:workers"  # zset worker_id -> last heartbeat (ms)
+WAKEUPS = f"{PREFIX}:wakeups"  # zset run_id -> when to look at a waiting run (ms)
 CODE_KEY = PREFIX + ":code:{digest}"  # signed shipped code, content-addressed
 CACHE_KEY = PREFIX + ":cache:{key}"
 DEPLOYED = f"{PREFIX}:deployed"  # hash workflow name -> code digest
@@ -52,16 +53,41 @@ HEARTBEAT_MS = 1_000
 SWEEP_INTERVAL_MS = 1_000
 SWEEP_LOCK_MS = 5_000
 RECLAIM_IDLE_MS = 10_000  # work messages claimed by a dead consumer
-MAX_RESTARTS = 3
+DEAD_WORKER_MS = 60_000  # a worker silent this long leaves the workers index and the group
+MAX_RESTARTS = 3  # a run whose worker died holding it this many times fails (worker_lost)
 DRAIN_TIMEOUT_S = 30.0
 WORKER_CONCURRENCY = 32  # runs at once per worker; agent runs mostly wait on I/O
 EMBEDDED_WORKERS = 2
 
+# A worker whose event loop for async runs does not answer for this long logs the
+# blocking stack and adds a warning event to the runs on it.
+LOOP_BLOCKED_S = 5.0
+# A run asked to cancel whose code has not stopped after this long (it never yields:
+# a sync call that never returns) is recorded cancelled; a worker process then hands
+# back its other runs and restarts itself, since a thread cannot be stopped. The same
+# holds for a step abandoned by with_timeout that is still running this long after its
+# run ended.
+STUCK_GRACE_S = 10.0
+WORKER_RESTART_EXIT = 75  # `nbflow worker` exits with this to be restarted (EX_TEMPFAIL)
+
 # Inputs and outputs recorded in spans are cut past this many characters.
 MAX_PREVIEW_CHARS = 2_000
+# One event in a run's log is at most this large (encoded JSON); larger fields are cut
+# with a marker saying how much was left out.
+MAX_EVENT_BYTES = 1 << 20
+# A run's pickled arguments: larger ones are refused at submit (pass a path or a key).
+MAX_ARGS_BYTES = 16 << 20
 REDACTED = "[redacted]"
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
+# A run's metadata: the token of the attempt that holds it (absent when none does).
+FENCE_FIELD = "fence"
+# Beside its steps' results, a run's steps hash keeps what replays compare against,
+# under names no step key can have (step keys start with "/"):
+SAID_PREFIX = "~"  # ~<span step>: how many emits/progress marks/publishes it logged
+CALL_PREFIX = "@"  # @<span step>#<n>: the name of the n-th call the span made
+STATE_PREFIX = "^state:"  # ^state:<name>: the latest value nf.publish gave that name
+REPLAY_RECORDS = (SAID_PREFIX, CALL_PREFIX, STATE_PREFIX)
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 ENV_REDIS_URL = "NBFLOW_REDIS_URL"
@@ -77,7 +103,6 @@ EXPORT_RETRY_MAX_S = 60.0  # back-off ceiling while the collector does not answe
 
 
 # --- embedded runtime: files under NBFLOW_HOME and their time-outs -----------
-# (added with nbflow/runtime/embedded.py and nbflow/runtime/pool.py)
 HOME_SECRET_FILE = "secret"  # hex signing key, mode 0600
 SERVER_LOCK_FILE = ".lock"  # flock: one process starts or stops the server at a time
 SERVER_STATE_FILE = "server.json"  # pid and url of the running embedded server

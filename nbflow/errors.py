@@ -10,8 +10,17 @@
     ├── ResultNotKept           a run succeeded but its return value could not be pickled
     ├── PayloadRejected         shipped code or data failed its signature or version check
     ├── RuntimeUnavailable      the Redis server or embedded runtime cannot be reached
+    ├── ArgumentsTooLarge       a run's arguments are over MAX_ARGS_BYTES (also a ValueError)
+    ├── InputTimeout            nf.wait_for_input's timeout_s passed first (also a TimeoutError)
+    ├── InputRejected           a value sent to a waiting run does not fit (also a ValueError)
+    ├── NondeterminismError     a replay made other calls than the attempt it replays
     ├── StructuredOutputError   an LLM reply did not parse as the format asked for (ValueError)
     └── ToolArgumentsError      a tool call's arguments are not what its schema allows (ValueError)
+
+    AttemptFenced and Suspend (BaseExceptions, like KeyboardInterrupt: user code's
+    ``except Exception`` cannot swallow them) unwind a run's code on a worker: the
+    attempt lost its run to a newer one, or reached a wait. Neither reaches a user
+    outside the worker.
 
 Errors raised by a user's own component are never wrapped: after retries run
 out, the component re-raises the user's exception with its traceback intact.
@@ -76,6 +85,36 @@ class PayloadRejected(NbflowError):
 
 class RuntimeUnavailable(NbflowError):
     pass
+
+
+class ArgumentsTooLarge(NbflowError, ValueError):
+    pass
+
+
+class InputTimeout(NbflowError, TimeoutError):
+    pass
+
+
+class InputRejected(NbflowError, ValueError):
+    pass
+
+
+class NondeterminismError(NbflowError):
+    pass
+
+
+class AttemptFenced(BaseException):
+    """This attempt no longer holds its run: stop at once, write nothing more."""
+
+
+class Suspend(BaseException):
+    """Ends this attempt at a wait: not an error, the run waits, holding no worker."""
+
+    def __init__(self, wait: dict[str, Any], step: str, wake_at_s: float | None) -> None:
+        super().__init__(f"waiting: {wait['kind']}")
+        self.wait = wait
+        self.step = step
+        self.wake_at_s = wake_at_s
 
 
 class StructuredOutputError(NbflowError, ValueError):

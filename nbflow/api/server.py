@@ -5,8 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from .. import constants as c
+
+if TYPE_CHECKING:
+    from ..runtime.client import Runtime
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -41,11 +45,14 @@ def refusal(host: str, token: str | None) -> str | None:
 
 
 def serve(
-    url: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, app_module: str | None = None
+    runtime: Runtime,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    app_module: str | None = None,
 ) -> int:
     import uvicorn
 
-    from ..runtime.client import Runtime
     from .app import create_app
     from .draining import DrainingServer
 
@@ -54,7 +61,7 @@ def serve(
     if problem:
         print(f"nbflow api: {problem}", file=sys.stderr)
         return 2
-    app = create_app(Runtime(url), app_module=app_module, token=token)
+    app = create_app(runtime, app_module=app_module, token=token)
     config = uvicorn.Config(
         app, host=host, port=port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
     )

@@ -33,8 +33,9 @@ PAGE = """<!doctype html>
 </html>
 """
 MISSING = (
-    "The nbflow viewer is not built. Install nbflow with pip (it builds the viewer), "
-    "or run `npm run build` in extension/."
+    "The nbflow viewer is not installed. It is built with nbflow's JupyterLab extension, "
+    "which needs Node.js and npm where nbflow is installed, or comes prebuilt in a wheel "
+    "(see the README's Install); in a source tree, run `npm run build` in extension/."
 )
 
 

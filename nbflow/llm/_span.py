@@ -19,7 +19,6 @@ from nbflow import _events as ev
 from nbflow._component import Component
 from nbflow._local import LocalRun, set_last
 from nbflow._step import Step, _describe
-from nbflow.errors import RunCancelled
 from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given
 
 
@@ -55,9 +54,8 @@ class _CallStep(Step):
     @classmethod
     def open_call(cls, comp: LLMComponent, request: dict[str, Any], parent: ctx.Frame) -> _CallStep:
         run = parent.run
-        if run.cancelled.is_set():
-            raise RunCancelled(f"run {run.run_id} was cancelled")
-        step_key = parent.child_step(comp.name, request_digest(request))
+        run.check()
+        step_key = run.call_step(parent, comp.name, request_digest(request))
         step = cls(
             comp, ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key), parent.span_id
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import pickle
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from .. import _events as ev
 from .. import constants as c
 from .._local import new_run_id, set_last
 from .._preview import preview
-from ..errors import PayloadRejected, RunNotFound
+from ..errors import ArgumentsTooLarge, ConfigError, PayloadRejected, RunNotFound
 from . import codeship, scripts
 from .connection import RawConnection, SyncRedis, is_cluster, sync_client
 from .locality import ship_by_value_unless_importable
@@ -44,7 +45,8 @@ class Runtime:
         self.cluster = is_cluster(url) if cluster is None else cluster
         self.redis: SyncRedis = sync_client(url, cluster=self.cluster)
         self.secret = secret if secret is not None else codeship.load_secret()
-        self._cancel = self.redis.register_script(scripts.CANCEL)
+        self.cancel_script = self.redis.register_script(scripts.CANCEL)
+        self.resume_script = self.redis.register_script(scripts.RESUME)
         self._submitter: RawConnection | None = None  # its own connection, made on first use
         self._submitter_lock = threading.Lock()
         self._shipped: set[str] = set()
@@ -71,16 +73,32 @@ class Runtime:
 
     # --- starting runs -------------------------------------------------------
     def submit(
-        self, wf: Workflow, args: tuple[Any, ...], kwargs: dict[str, Any], **origin: Any
+        self,
+        wf: Workflow,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        **origin: Any,
     ) -> Run:
-        return self.submit_many(wf, [(args, kwargs)], **origin)[0]
+        """Start a run; ``run_id`` names it (a child run's id is its parent's to choose)."""
+        return self.submit_many(wf, [(args, kwargs)], run_ids=[run_id], **origin)[0]
 
     def submit_many(
-        self, wf: Workflow, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **origin: Any
+        self,
+        wf: Workflow,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        run_ids: list[str | None] | None = None,
+        **origin: Any,
     ) -> list[Run]:
         """Start one run per ``(args, kwargs)``: code shipped once, one round trip in all."""
         code = self.ship(wf)
-        requests = [self._request(wf.name, code, a, k, wf.redact, origin) for a, k in calls]
+        ids = run_ids or [None] * len(calls)
+        requests = [
+            self._request(wf.name, code, a, k, wf.redact, origin, run_id=i)
+            for (a, k), i in zip(calls, ids, strict=True)
+        ]
         if self._enqueue(requests):
             return self._accepted(requests)
         # The server lost the code this client had shipped: ship it again.
@@ -141,8 +159,10 @@ class Runtime:
         kwargs: dict[str, Any],
         redact: tuple[str, ...],
         origin: dict[str, Any],
+        *,
+        run_id: str | None = None,
     ) -> Request:
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         shown = preview({"args": list(args), "kwargs": kwargs}, redact=redact)
         meta = {
             "run_id": run_id,
@@ -151,10 +171,29 @@ class Runtime:
             "created_at": repr(time.time()),
             "code": code,
             "input": dumps(shown),
-            "args": codeship.pack((args, kwargs), self.secret),
+            "args": self._pack_args(name, args, kwargs),
             **{k: str(v) for k, v in {**default_origin(), **origin}.items() if v is not None},
         }
         return run_id, meta, ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
+
+    def _pack_args(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The run's arguments, signed; refused with a clear error when they cannot go."""
+        try:
+            blob = codeship.pack((args, kwargs), self.secret)
+        except (RecursionError, pickle.PicklingError) as error:
+            if not _too_deep_error(error):
+                raise
+            raise ConfigError(
+                f"{name}: argument {_too_deep(args, kwargs)} is nested too deeply to be sent "
+                "to the runtime; flatten it, or pass a reference (a path, a key) instead"
+            ) from None
+        if len(blob) > c.MAX_ARGS_BYTES:
+            raise ArgumentsTooLarge(
+                f"{name}: the arguments are {len(blob) / 2**20:.1f} MiB pickled; the runtime "
+                f"takes at most {c.MAX_ARGS_BYTES / 2**20:g} MiB "
+                "(nbflow.constants.MAX_ARGS_BYTES): pass a path or a key to the data instead"
+            )
+        return blob
 
     def _enqueue(self, requests: list[Request]) -> bool:
         """Write the runs; False if the server refused them for want of their code
@@ -164,13 +203,14 @@ class Runtime:
                 return False
             self._enqueue_in_order(requests)
             return True
+        # 2: a run with that id exists already (a child run submitted again by a replay)
         if len(requests) == 1:
-            return self._submit_one(*_submit_args(*requests[0])) == 1
+            return self._submit_one(*_submit_args(*requests[0])) in (1, 2)
         pipe = self.redis.pipeline(transaction=False)
         for request in requests:
             keys, args = _submit_args(*request)
             pipe.eval(scripts.SUBMIT, len(keys), *keys, *args)
-        return all(int(reply) == 1 for reply in pipe.execute())
+        return all(int(reply) in (1, 2) for reply in pipe.execute())
 
     def _accepted(self, requests: list[Request]) -> list[Run]:
         runs = [Run(self, run_id) for run_id, _meta, _queued in requests]
@@ -204,6 +244,13 @@ class Runtime:
         pipe.execute()
 
     # --- reading -----------------------------------------------------------
+    def result_of(self, run_id: str) -> Any:
+        """The recorded return value of a run that succeeded (a child, read by its parent)."""
+        blob = self.redis.hget(c.run_meta(run_id), "result")
+        if blob is None:
+            raise RunNotFound(f"run {run_id} kept no result (expired, or never had one)")
+        return codeship.unpack(blob, self.secret)
+
     def attach(self, run_id: str) -> Run:
         if not self.redis.exists(c.run_meta(run_id)):
             raise RunNotFound(f"no run {run_id!r} on {self.url}")
@@ -244,6 +291,23 @@ class Runtime:
         cutoff_ms = (time.time() * 1000) - 3 * c.LEASE_MS
         live = self.redis.zrangebyscore(c.WORKERS, cutoff_ms, "+inf", withscores=True)
         return [{"worker": w.decode(), "last_seen_ms": s} for w, s in live]
+
+
+def _too_deep(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The name of the first argument that cannot be pickled for its depth."""
+    named = [(f"#{i}", v) for i, v in enumerate(args)] + [(repr(k), v) for k, v in kwargs.items()]
+    for label, value in named:
+        try:
+            codeship.pickle_depth_check(value)
+        except (RecursionError, pickle.PicklingError) as error:
+            if _too_deep_error(error):
+                return label
+    return "(one of them)"
+
+
+def _too_deep_error(error: BaseException) -> bool:
+    # cloudpickle reports a RecursionError as a PicklingError caused by it
+    return isinstance(error, RecursionError) or isinstance(error.__cause__, RecursionError)
 
 
 def _submit_args(

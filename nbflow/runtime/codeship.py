@@ -48,6 +48,11 @@ def pack(obj: Any, secret: bytes) -> bytes:
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
 
 
+def pickle_depth_check(obj: Any) -> None:
+    """Raise RecursionError if ``obj`` is too deeply nested to pickle."""
+    cloudpickle.dumps(obj, PROTOCOL)
+
+
 def unpack(blob: bytes, secret: bytes) -> Any:
     payload = verify(blob, secret)
     return pickle.loads(payload)

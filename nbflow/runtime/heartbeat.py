@@ -50,25 +50,25 @@ class Heartbeat:
 
     def beat(self, redis: Any) -> None:
         worker = self.worker
-        run_ids = list(worker.active)
+        held = [a for a in list(worker.active.values()) if not a.handback]
         lease_ms = worker.options.lease_ms
         now_ms = int(time.time() * 1000)
-        keys = [[c.run_lease(run_id), c.run_meta(run_id)] for run_id in run_ids]
+        calls = [([c.run_lease(a.run_id), c.run_meta(a.run_id)], [a.token, lease_ms]) for a in held]
+        pipe = redis.pipeline(transaction=False)
         if worker.cluster:  # cluster pipelines refuse scripts
-            renewed = [redis.eval(scripts.RENEW, 2, *k, worker.id, lease_ms) for k in keys]
-            pipe = redis.pipeline(transaction=False)
+            renewed = [redis.eval(scripts.RENEW, 2, *keys, *args) for keys, args in calls]
         else:
-            pipe = redis.pipeline(transaction=False)
-            for k in keys:
-                pipe.eval(scripts.RENEW, 2, *k, worker.id, lease_ms)
-        if run_ids:
-            pipe.zadd(c.LEASES, dict.fromkeys(run_ids, now_ms + lease_ms))
+            for keys, args in calls:
+                pipe.eval(scripts.RENEW, 2, *keys, *args)
+        if held:
+            # XX: only runs still indexed; a sweeper that requeued one took it out.
+            pipe.zadd(c.LEASES, {a.run_id: now_ms + lease_ms for a in held}, xx=True)
         pipe.zadd(c.WORKERS, {worker.id: now_ms})
         replies = pipe.execute()
         if not worker.cluster:
-            renewed = replies[: len(run_ids)]
-        for run_id, (owned, cancel) in zip(run_ids, renewed, strict=True):
+            renewed = replies[: len(held)]
+        for active, (owned, cancel) in zip(held, renewed, strict=True):
             if not owned:
-                worker.request_cancel(run_id, lost=True)
+                worker.request_cancel(active.run_id, token=active.token, lost=True)
             elif cancel:
-                worker.request_cancel(run_id)
+                worker.request_cancel(active.run_id, token=active.token)

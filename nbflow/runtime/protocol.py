@@ -19,6 +19,30 @@ def encode_event(event: Event) -> str:
     return _JSON.encode({k: v for k, v in event.items() if k != "id"})
 
 
+def fit_event(event: Event, max_bytes: int) -> str:
+    """The event encoded, its largest fields cut (with a marker) until it fits ``max_bytes``."""
+    text = encode_event(event)
+    if len(text) <= max_bytes:  # characters <= bytes: only a long text needs a closer look
+        return text
+    size = len(text.encode())
+    if size <= max_bytes:
+        return text
+    cut = {k: v for k, v in event.items() if k != "id"}
+    sizes = sorted(((len(_JSON.encode(v)), k) for k, v in cut.items()), reverse=True)
+    for field_size, key in sizes:
+        if key in ("type", "ts", "span_id"):
+            continue
+        keep = max(0, field_size - (size - max_bytes) - 200) // 4  # chars: up to 4 bytes each
+        shown = _JSON.encode(cut[key]) if not isinstance(cut[key], str) else cut[key]
+        cut[key] = f"{shown[:keep]}… [cut: {field_size} bytes over the event limit]"
+        cut["cut"] = [*cut.get("cut", []), key]
+        text = _JSON.encode(cut)
+        size = len(text.encode())
+        if size <= max_bytes:
+            break
+    return text
+
+
 def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     raw = fields.get(b"e")
     event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -12,8 +13,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _events as ev
 from .. import constants as c
+from .._preview import preview
 from ..errors import (
     ConfigError,
+    InputRejected,
     ResultNotKept,
     RunCancelled,
     RunFailed,
@@ -80,22 +83,62 @@ class Run:
         return str(self.meta().get("workflow", ""))
 
     def cancel(self) -> str:
-        """Ask the run to stop at its next component boundary; what happened."""
+        """Ask the run to stop at its next component boundary (a queued or waiting run
+        ends at once), and its child runs with it; what happened to this run."""
         requested = ev.make(ev.RUN_CANCEL_REQUESTED)
         cancelled = ev.make(ev.RUN_CANCELLED, reason="cancelled")
-        outcome = self.runtime._cancel(
-            keys=[c.run_meta(self.id), c.run_log(self.id)],
+        keys = [c.run_meta(self.id), c.run_log(self.id), c.run_steps(self.id)]
+        if not self.runtime.cluster:
+            keys.append(c.WAKEUPS)
+        outcome = self.runtime.cancel_script(
+            keys=keys,
             args=[
                 encode_event(requested),
                 encode_event(cancelled),
                 c.RETENTION_S,
                 repr(time.time()),
+                self.id,
             ],
         )
         result = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if result == "missing":
             raise RunNotFound(f"no run {self.id!r}")
+        if result != "finished":
+            for child in self.children():
+                child.cancel()
         return result
+
+    def state(self, name: str) -> Any:
+        """The latest value the run published as ``name`` (``nf.publish``); None if none."""
+        raw = self._r.hget(c.run_steps(self.id), c.STATE_PREFIX + name)
+        return None if raw is None else json.loads(raw)
+
+    def children(self) -> list[Run]:
+        """The runs this run started (``wf.submit`` inside it), in the order it started them."""
+        started = self._r.xrange(c.run_log(self.id))
+        events = (decode_entry(i, f) for i, f in started)
+        return [Run(self.runtime, e["child_id"]) for e in events if e["type"] == ev.CHILD_STARTED]
+
+    def send_input(self, name: str, value: Any) -> None:
+        """Answer the run's ``nf.wait_for_input(name, ...)``: validated against its schema,
+        recorded once (``nf.InputRejected`` for a bad value, a second answer, or a run
+        that does not wait for it), and the run goes on."""
+        from .wakeups import input_outcome, resume_args
+
+        raw = self._r.hgetall(c.run_meta(self.id))
+        if not raw:
+            raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
+        step, answer = input_outcome(decode_meta(raw), raw, self.id, name, value)
+        received = ev.make(ev.INPUT_RECEIVED, name=name, value=preview(value))
+        resumed = ev.make(ev.RUN_RESUMED, by="input", name=name)
+        blob = codeship.pack(answer, self.runtime.secret)
+        cluster = self.runtime.cluster
+        keys, args = resume_args(self.id, step, [received, resumed], {step: blob}, cluster=cluster)
+        if not int(self.runtime.resume_script(keys=keys, args=args)):
+            raise InputRejected(f"run {self.id}: input {name!r} was answered already")
+        if cluster:
+            self._r.xadd(c.WORK_STREAM, {"run": self.id})
+            self._r.zrem(c.WAKEUPS, self.id)
 
     def wait(self, timeout_s: float | None = None) -> str:
         """Block until the run ends (or ``timeout_s`` passes); its status.
@@ -146,8 +189,14 @@ class Run:
     def result(self, timeout_s: float | None = None) -> Any:
         """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise.
 
-        ResultNotKept when the run succeeded but its value could not be pickled.
+        ResultNotKept when the run succeeded but its value could not be pickled. Inside
+        another run on the runtime (a parent waiting on its child) the parent waits
+        without holding a worker.
         """
+        if _inside_a_durable_run():
+            from .._waits import gather
+
+            return gather(self)[0]
         status = self.wait(timeout_s)
         if status == "succeeded":
             blob = self._patiently(self._r.hget, c.run_meta(self.id), "result")
@@ -212,6 +261,13 @@ class Run:
     def _last_id(self) -> str:
         newest = self._r.xrevrange(c.run_log(self.id), count=1)
         return newest[0][0].decode() if newest else "0-0"
+
+
+def _inside_a_durable_run() -> bool:
+    from .. import _context as ctx
+
+    frame = ctx.current()
+    return frame is not None and frame.run.runtime is not None
 
 
 def _valid_id(event_id: str) -> str:

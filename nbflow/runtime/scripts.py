@@ -1,7 +1,16 @@
 """Lua scripts: the run-state changes that must be atomic.
 
-Every script but TAKE touches only the keys of one run (one hash slot), so each
-works on Redis Cluster. Event payloads are built in Python and passed in as JSON.
+Every write to a run is fenced by its attempt. Each claim of a run starts a new
+attempt whose token (``<attempt>/<worker>``) is kept in the run's metadata
+(field ``fence``) while that attempt holds the run, and every script that writes
+for an attempt first checks that token: an attempt that lost the run (its lease
+ran out and the run was requeued, or another attempt claimed it) can never write
+again. The lease key is only a liveness timer, renewed by the heartbeat under
+the same check.
+
+Every script but TAKE, and the standalone forms of SWEEP and REQUEUE, touches only
+the keys of one run (one hash slot), so each works on Redis Cluster. Event
+payloads are built in Python and passed in as JSON.
 
 Pipelines send scripts with EVAL and their full text: the server caches the
 compiled script either way, and EVALSHA in a redis-py pipeline costs an extra
@@ -11,7 +20,7 @@ TAKE, sent with every read of the work stream, is the exception: by its digest.
 
 from __future__ import annotations
 
-# Take a run's lease, count the attempt and log run.started: a run is never
+# Take a run's lease, start a new attempt and log run.started: a run is never
 # "running" without its run.started event. The event is built here because only
 # the script knows the attempt number: `head` is its JSON without the closing
 # brace, to which the workflow's name and the attempt are added.
@@ -20,13 +29,12 @@ _CLAIM_RUN = """
 local function claim_run(lease, meta, log, worker, lease_ms, now_s, head)
   if redis.call('EXISTS', lease) == 1 then return 0 end
   local status = redis.call('HGET', meta, 'status')
-  if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-    return -1
-  end
-  redis.call('SET', lease, worker, 'PX', lease_ms)
-  redis.call('HSET', meta, 'status', 'running', 'worker', worker)
-  redis.call('HSETNX', meta, 'started_at', now_s)
+  if status ~= 'queued' and status ~= 'running' then return -1 end
   local attempt = redis.call('HINCRBY', meta, 'attempts', 1)
+  local token = attempt .. '/' .. worker
+  redis.call('SET', lease, token, 'PX', lease_ms)
+  redis.call('HSET', meta, 'status', 'running', 'worker', worker, 'fence', token)
+  redis.call('HSETNX', meta, 'started_at', now_s)
   local workflow = redis.call('HGET', meta, 'workflow') or ''
   redis.call('XADD', log, '*', 'e',
     head .. ',"workflow":' .. cjson.encode(workflow) .. ',"attempt":' .. attempt .. '}')
@@ -111,8 +119,10 @@ return out
 # the client writes them in this order instead.)
 # KEYS: meta, log, runs index, work stream[, code]
 # ARGV: run_id, created_at, queued_event_json, code_ttl_s, then metadata field/value pairs
-# -> 1 accepted, 0 the code is missing
+# -> 1 accepted, 0 the code is missing, 2 a run with this id exists (a child run's id is
+#    derived from its parent's step, so a replayed submit is this, and changes nothing)
 SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 2 end
 if KEYS[5] then
   if redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
   redis.call('EXPIRE', KEYS[5], ARGV[4], 'GT')
@@ -124,56 +134,85 @@ redis.call('XADD', KEYS[4], '*', 'run', ARGV[1])
 return 1
 """
 
-# KEYS: lease, meta  ARGV: worker, lease_ms -> {owned 0|1, cancel requested 0|1}
+# Renew an attempt's lease (re-made if it ran out while nobody took the run: a
+# server outage longer than a lease, then the heartbeat comes back first).
+# KEYS: lease, meta  ARGV: token, lease_ms -> {held 0|1, cancel requested 0|1}
 RENEW = """
 local cancel = redis.call('HGET', KEYS[2], 'cancel_requested') == '1' and 1 or 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('HGET', KEYS[2], 'fence') == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, cancel}
 end
 return {0, cancel}
 """
 
-# Append (event_json, step or '', result blob or '') triples from ARGV[first] to
-# ARGV[last]; with a step, its result is recorded in the same atomic step as its
-# event, so a finished step is never both absent and reported.
+# Append (event_json, step or '', value or '') triples from ARGV[first] to
+# ARGV[last]; with a step, its value is recorded in the same atomic step as its
+# event, so a finished step is never both absent and reported. An empty event records
+# the step alone (which step a call position made, for replays to compare). A step name that
+# starts with '~' is a replay position (how many emits and progress marks one span
+# has logged): kept at its highest, so a late write cannot lower it.
+# Then (op, field, value) metadata updates from ARGV[last + 1] on: 's' sets,
+# 'i' and 'f' add an integer or a float (token counts, cost, progress).
 _APPEND_EVENTS = """
 local function append_events(log, steps, first, last)
   for i = first, last, 3 do
-    if ARGV[i + 1] ~= '' then redis.call('HSET', steps, ARGV[i + 1], ARGV[i + 2]) end
-    redis.call('XADD', log, '*', 'e', ARGV[i])
+    local step = ARGV[i + 1]
+    if step == '' then
+    elseif string.byte(step, 1) == 126 then
+      if tonumber(ARGV[i + 2]) > tonumber(redis.call('HGET', steps, step) or '0') then
+        redis.call('HSET', steps, step, ARGV[i + 2])
+      end
+    else
+      redis.call('HSET', steps, step, ARGV[i + 2])
+    end
+    if ARGV[i] ~= '' then redis.call('XADD', log, '*', 'e', ARGV[i]) end
+  end
+end
+local function update_meta(meta, first, last)
+  for i = first, last, 3 do
+    local op = ARGV[i]
+    if op == 's' then redis.call('HSET', meta, ARGV[i + 1], ARGV[i + 2])
+    elseif op == 'i' then redis.call('HINCRBY', meta, ARGV[i + 1], ARGV[i + 2])
+    else redis.call('HINCRBYFLOAT', meta, ARGV[i + 1], ARGV[i + 2]) end
   end
 end
 """
 
-# Append events while holding the run's lease.
-# KEYS: log, lease, steps  ARGV: worker, then event triples
-# -> 1, or 0 if the lease is lost (nothing written)
+# Append events for the attempt holding the run.
+# KEYS: log, meta, steps  ARGV: token, n, m, then n event triples, then m metadata updates
+# -> 1, or 0 if the attempt no longer holds the run (nothing written)
 APPEND = (
     _APPEND_EVENTS
     + """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-append_events(KEYS[1], KEYS[3], 2, #ARGV)
+if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
+local last = 3 + 3 * tonumber(ARGV[2])
+append_events(KEYS[1], KEYS[3], 4, last)
+update_meta(KEYS[2], last + 1, last + 3 * tonumber(ARGV[3]))
 return 1
 """
 )
 
-# End a run held by this worker, after appending the events it still had pending.
+# End a run held by this attempt, after appending the events it still had pending.
 # On a standalone server the run also leaves the lease index (KEYS[5]); on Cluster
 # the worker removes it itself.
 # KEYS: lease, meta, log, steps[, lease index]
-# ARGV: worker, status, event_json, retention_s, run_id, n, then n event triples,
-#       then metadata field/value pairs -> 1, or 0 if the lease is lost (nothing written)
+# ARGV: token, status, event_json, retention_s, run_id, n, m, then n event triples,
+#       m metadata updates, then the run's final metadata field/value pairs
+# -> 1, or 0 if the attempt no longer holds the run (nothing written)
 FINISH = (
     _APPEND_EVENTS
     + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local fields = 7 + 3 * tonumber(ARGV[6])
-append_events(KEYS[3], KEYS[4], 7, fields - 1)
+if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
+local events_end = 7 + 3 * tonumber(ARGV[6])
+local updates_end = events_end + 3 * tonumber(ARGV[7])
+append_events(KEYS[3], KEYS[4], 8, events_end)
+update_meta(KEYS[2], events_end + 1, updates_end)
 redis.call('DEL', KEYS[1])
 if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[5]) end
+redis.call('HDEL', KEYS[2], 'fence')
 redis.call('HSET', KEYS[2], 'status', ARGV[2])
-for i = fields, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = updates_end + 1, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
@@ -182,54 +221,146 @@ return 1
 """
 )
 
-# Hand a run back to the queue (drain, lost lease). KEYS: lease, meta, log
-# ARGV: worker ('' = whoever), event_json -> 1 if requeued
+# Hand a run this attempt holds back to the queue (drain, a stuck neighbour). On a
+# standalone server its work message and its leaving the lease index happen in the
+# same step; on Cluster the worker does both after (KEYS[4] and KEYS[5] absent).
+# KEYS: lease, meta, log[, work stream, lease index]  ARGV: token, event_json, run_id
+# -> 1 if requeued, 0 if the attempt no longer holds the run
 REQUEUE = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local status = redis.call('HGET', KEYS[2], 'status')
-if status ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'fence')
 redis.call('HSET', KEYS[2], 'status', 'queued')
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
+if KEYS[4] then
+  redis.call('XADD', KEYS[4], '*', 'run', ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
+end
 return 1
 """
 
-# The sweeper's verdict on a run whose lease looked expired.
-# KEYS: lease, meta, log, steps  ARGV: max_restarts, restarted_json, failed_json, retention_s, now_s
+# End an attempt at a wait: the run waits (for input, a timer or its children) and
+# holds no worker; RESUME queues it again. Pending events go first, as with FINISH.
+# KEYS: lease, meta, log, steps[, lease index, wake-ups]
+# ARGV: token, wait_json, wait_step, event_json, run_id, wake_ms or '', n, m,
+#       then n event triples, then m metadata updates
+# -> 1, or 0 if the attempt no longer holds the run (nothing written)
+SUSPEND = (
+    _APPEND_EVENTS
+    + """
+if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
+local events_end = 8 + 3 * tonumber(ARGV[7])
+append_events(KEYS[3], KEYS[4], 9, events_end)
+update_meta(KEYS[2], events_end + 1, events_end + 3 * tonumber(ARGV[8]))
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'fence')
+redis.call('HSET', KEYS[2], 'status', 'waiting', 'wait', ARGV[2], 'wait_step', ARGV[3])
+redis.call('XADD', KEYS[3], '*', 'e', ARGV[4])
+if KEYS[5] then
+  redis.call('ZREM', KEYS[5], ARGV[5])
+  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], ARGV[5]) end
+end
+return 1
+"""
+)
+
+# Queue a waiting run again with what it waited for: step values recorded, events
+# logged, a work message. Only for the wait it is in (``wait_step``): a second
+# answer, or one for a wait that ended, changes nothing.
+# KEYS: meta, log, steps[, work stream, wake-ups]
+# ARGV: run_id, wait_step, n, then n event JSONs, then step/value pairs -> 1 or 0
+RESUME = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'waiting' then return 0 end
+if redis.call('HGET', KEYS[1], 'wait_step') ~= ARGV[2] then return 0 end
+local last = 3 + tonumber(ARGV[3])
+for i = last + 1, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+for i = 4, last do redis.call('XADD', KEYS[2], '*', 'e', ARGV[i]) end
+redis.call('HDEL', KEYS[1], 'wait', 'wait_step')
+redis.call('HSET', KEYS[1], 'status', 'queued')
+if KEYS[4] then
+  redis.call('XADD', KEYS[4], '*', 'run', ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+end
+return 1
+"""
+
+# The sweeper's verdict on a run whose lease looked expired. A run the lease index
+# names but whose lease ran out is requeued (its restart counted) or, past
+# max_restarts, failed naming the step it was in; on a standalone server the work
+# message and the index move happen in this same step, so no claim can slip in
+# between (on Cluster the sweeper does them after, see sweeper.py).
+# KEYS: lease, meta, log, steps[, lease index, work stream]
+# ARGV: max_restarts, restarted_json, failed_json, retention_s, now_s, run_id
 # -> 'alive' | 'done' | 'queued' | 'requeue' | 'failed'
 SWEEP = """
+local function unindex()
+  if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[6]) end
+end
+local function enqueue()
+  if KEYS[6] then redis.call('XADD', KEYS[6], '*', 'run', ARGV[6]) end
+  unindex()
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'alive' end
 local status = redis.call('HGET', KEYS[2], 'status')
-if (not status) or status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+if status == 'queued' then
+  -- handed back by a worker that died before it queued the work message (Cluster);
+  -- on a standalone server a queued run is never in the index, so this is a repeat
+  if KEYS[5] and not redis.call('ZSCORE', KEYS[5], ARGV[6]) then return 'done' end
+  enqueue()
+  return 'queued'
+end
+if status ~= 'running' then
+  unindex()
   return 'done'
 end
-if status == 'queued' then return 'queued' end
+redis.call('HDEL', KEYS[2], 'fence')
 local restarts = redis.call('HINCRBY', KEYS[2], 'restarts', 1)
 if restarts > tonumber(ARGV[1]) then
+  local step = redis.call('HGET', KEYS[2], 'step')
+  local failed = cjson.decode(ARGV[3])
+  failed['error'] = 'WorkerLost: the run lost its worker ' .. restarts .. ' times'
+  if step then
+    failed['error'] = failed['error'] .. ', last while running step ' .. step
+    failed['step'] = step
+  end
   redis.call('HSET', KEYS[2], 'status', 'failed', 'reason', 'worker_lost', 'ended_at', ARGV[5],
-             'error', 'worker lost more than ' .. ARGV[1] .. ' times')
-  redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
+             'error', failed['error'], 'error_type', 'WorkerLost')
+  redis.call('XADD', KEYS[3], '*', 'e', cjson.encode(failed))
   redis.call('EXPIRE', KEYS[2], ARGV[4])
   redis.call('EXPIRE', KEYS[3], ARGV[4])
   redis.call('EXPIRE', KEYS[4], ARGV[4])
+  unindex()
   return 'failed'
 end
 redis.call('HSET', KEYS[2], 'status', 'queued', 'reason', 'worker_lost')
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
+enqueue()
 return 'requeue'
 """
 
-# KEYS: meta, log  ARGV: requested_json, cancelled_json, retention_s, now_s
-# -> 'cancelled' (was queued), 'requested' (running), 'finished', 'missing'
+# Cluster: drop a run from the lease index only if its entry is still the expired
+# one the sweeper saw (a fresh claim re-adds it with a later deadline).
+# KEYS: lease index  ARGV: run_id, now_ms -> 1 removed
+UNINDEX_EXPIRED = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+# KEYS: meta, log, steps[, wake-ups]  ARGV: requested_json, cancelled_json, retention_s, now_s,
+# run_id -> 'cancelled' (was queued or waiting), 'requested' (running), 'finished', 'missing'
 CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'finished' end
-if status == 'queued' then
+if status == 'queued' or status == 'waiting' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'ended_at', ARGV[4], 'reason', 'cancelled')
+  redis.call('HDEL', KEYS[1], 'wait', 'wait_step')
   redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[5]) end
   return 'cancelled'
 end
 if redis.call('HGET', KEYS[1], 'cancel_requested') ~= '1' then

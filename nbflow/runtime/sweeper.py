@@ -28,6 +28,7 @@ class Sweeper:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self._sweep = worker.redis.register_script(scripts.SWEEP)
+        self._unindex = worker.redis.register_script(scripts.UNINDEX_EXPIRED)
 
     async def run(self) -> None:
         interval_s = self.worker.options.sweep_interval_ms / 1000
@@ -52,43 +53,68 @@ class Sweeper:
             verdict = await self._sweep_run(run_id)
             verdicts[verdict] = verdicts.get(verdict, 0) + 1
         await self._reclaim_orphaned_messages()
+        await self.worker.waker.wake_due()
         await redis.zremrangebyscore(
             c.RUNS_INDEX, "-inf", time.time() - self.worker.options.retention_s
         )
-        await redis.zremrangebyscore(c.WORKERS, "-inf", now_ms - 60_000)
+        await redis.zremrangebyscore(c.WORKERS, "-inf", now_ms - c.DEAD_WORKER_MS)
+        await self._drop_dead_consumers()
         return verdicts
 
-    async def _sweep_run(self, run_id: str) -> str:
+    async def _drop_dead_consumers(self) -> None:
+        # Consumers of workers gone for good leave the group once nothing is pending
+        # under their name (a pending message is reclaimed first, see below).
         redis = self.worker.redis
-        if not await redis.set(
-            c.run_sweep_lock(run_id), self.worker.id, nx=True, px=c.SWEEP_LOCK_MS
+        consumers = await redis.xinfo_consumers(c.WORK_STREAM, c.WORK_GROUP)
+        live = {w.decode() for w in await redis.zrange(c.WORKERS, 0, -1)}
+        for consumer in consumers:
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            idle_ms = int(consumer.get("inactive", consumer.get("idle", 0)) or 0)
+            dead = name not in live and name != self.worker.id and idle_ms > c.DEAD_WORKER_MS
+            if dead and int(consumer.get("pending", 0)) == 0:
+                await redis.xgroup_delconsumer(c.WORK_STREAM, c.WORK_GROUP, name)
+
+    async def _sweep_run(self, run_id: str) -> str:
+        worker = self.worker
+        if not await worker.redis.set(
+            c.run_sweep_lock(run_id), worker.id, nx=True, px=c.SWEEP_LOCK_MS
         ):
             return "locked"
-        options = self.worker.options
-        restarted = ev.make(ev.RUN_RESTARTED, reason="worker_lost", by=self.worker.id)
-        failed = ev.make(
-            ev.RUN_FAILED,
-            reason="worker_lost",
-            error_type="WorkerLost",
-            error=f"the run lost its worker more than {options.max_restarts} times",
-        )
-        verdict = await self._sweep(
-            keys=[c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id), c.run_steps(run_id)],
-            args=[
-                options.max_restarts,
-                encode_event(restarted),
-                encode_event(failed),
-                options.retention_s,
-                repr(time.time()),
-            ],
-        )
+        options = worker.options
+        restarted = ev.make(ev.RUN_RESTARTED, reason="worker_lost", by=worker.id)
+        failed = ev.make(ev.RUN_FAILED, reason="worker_lost", error_type="WorkerLost")
+        keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id), c.run_steps(run_id)]
+        if not worker.cluster:  # the index move and the work message in the same step
+            keys += [c.LEASES, c.WORK_STREAM]
+        now = time.time()
+        args = [
+            options.max_restarts,
+            encode_event(restarted),
+            encode_event(failed),
+            options.retention_s,
+            repr(now),
+            run_id,
+        ]
+        verdict = await self._sweep(keys=keys, args=args)
         verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         if verdict in ("requeue", "queued"):
             log.info("run %s lost its worker; back on the queue", run_id)
-            await redis.xadd(c.WORK_STREAM, {"run": run_id})
-        if verdict != "alive":
-            await redis.zrem(c.LEASES, run_id)
+        elif verdict == "failed":
+            log.warning("run %s lost its worker too often; it failed (worker_lost)", run_id)
+        if worker.cluster and verdict != "alive":
+            await self._cluster_moves(run_id, verdict, int(now * 1000))
         return verdict
+
+    async def _cluster_moves(self, run_id: str, verdict: str, now_ms: int) -> None:
+        # Cluster: the index and the work stream live on other slots than the run.
+        # The index entry goes first, and only if it is still the expired one (a claim
+        # in between re-added it with a later deadline); the work message last, so no
+        # claim through it can come before the index move.
+        redis = self.worker.redis
+        await self._unindex(keys=[c.LEASES], args=[run_id, now_ms])
+        if verdict in ("requeue", "queued"):
+            await redis.xadd(c.WORK_STREAM, {"run": run_id})
 
     async def _reclaim_orphaned_messages(self) -> None:
         # A worker that died between reading a work message and taking the run's

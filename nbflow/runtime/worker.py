@@ -1,13 +1,22 @@
 """The worker: claims runs from the work stream and executes them.
 
-Workers are stateless: everything about a run is in Redis. A lease per run,
-renewed by a heartbeat thread that does not depend on the run's code yielding,
-tells the sweepers (one in every worker) which runs lost their worker.
+Workers are stateless: everything about a run is in Redis. Each claim starts an
+attempt whose token fences every write the attempt makes (see scripts.py); a
+lease per run, renewed by a heartbeat thread that does not depend on the run's
+code yielding, tells the sweepers (one in every worker) which runs lost their
+worker. An attempt the server refuses stops at once: its code unwinds at the next
+step, and the worker forgets the attempt (not the run, which another attempt has).
+
+Sync runs execute on the run threads; async runs on an event loop of their own
+(``runs_loop``), never on the loop that writes events: a sync step called from
+async code then waits for its commit without waiting on itself, and code that
+blocks its loop blocks only other async runs, which the watchdog reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -15,50 +24,34 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _context as ctx
 from .. import _events as ev
 from .. import constants as c
 from .._workflow import Workflow
-from ..errors import PayloadRejected, RunCancelled
+from ..errors import AttemptFenced, PayloadRejected, RunCancelled, Suspend
 from . import codeship
+from .attempt import Active
 from .catalog import Catalog, UnknownWorkflow, load_app
 from .claims import CLAIM_BLOCK_MS, Claim, Claimer
+from .client import Runtime
 from .connection import async_client, is_cluster, sync_client
-from .ending import ending
+from .execution import call_async, call_sync, unloadable
 from .heartbeat import Heartbeat
-from .protocol import encode_event
+from .options import WorkerOptions
+from .outcomes import Outcomes
+from .runsloop import RunsLoop
 from .runthreads import RunThreads
 from .sweeper import Sweeper
+from .wakeups import Waker
+from .watchdog import Watchdog
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
+
+__all__ = ["Worker", "WorkerOptions", "run_in_thread"]
 
 log = logging.getLogger("nbflow.worker")
 DRAIN_POLL_S = 0.01  # how often a draining worker looks for its last runs to end
-
-
-@dataclass
-class Active:
-    run_id: str
-    context: ctx.RunContext
-    task: asyncio.Task[Any] | None = None  # an async run's execution, or a run's ending
-    inner: asyncio.Task[Any] | None = None  # an async workflow's own task, cancelled at once
-    handback: bool = False
-    lost: bool = False
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class WorkerOptions:
-    concurrency: int = c.WORKER_CONCURRENCY
-    lease_ms: int = c.LEASE_MS
-    heartbeat_ms: int = c.HEARTBEAT_MS
-    sweep_interval_ms: int = c.SWEEP_INTERVAL_MS
-    drain_timeout_s: float = c.DRAIN_TIMEOUT_S
-    max_restarts: int = c.MAX_RESTARTS
-    retention_s: int = c.RETENTION_S
-    max_log_events: int = c.MAX_LOG_EVENTS
 
 
 class Worker:
@@ -76,8 +69,11 @@ class Worker:
         self.secret = secret if secret is not None else codeship.load_secret()
         self.registry = load_app(app) if app else {}
         self.cluster = is_cluster(url)
-        self.active: dict[str, Active] = {}
+        self.active: dict[str, Active] = {}  # run id -> the attempt executing it here
         self.draining = False
+        self.restart_requested = False  # a stuck run: exit to be started afresh
+        # (ended at, run id, threads): steps abandoned by with_timeout, still running
+        self.abandoned: list[tuple[float, str, list[threading.Thread]]] = []
         self._stop = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------
@@ -97,10 +93,25 @@ class Worker:
     async def main(self, *, install_signals: bool = True) -> int:
         ctx.install_thread_propagation()
         self.loop = asyncio.get_running_loop()
+        self.runs_loop = RunsLoop()
         self.redis = async_client(self.url, cluster=self.cluster)
         self.sync = sync_client(self.url, cluster=self.cluster)
         self.catalog = Catalog(self.registry, self.sync, self.secret)
-        self.writer = EventWriter(self.redis, self.loop, cluster=self.cluster)
+        self.writer = EventWriter(
+            self.redis, self.loop, cluster=self.cluster, on_fenced=self._fenced
+        )
+        self.waker = Waker(self.redis, self.secret, cluster=self.cluster)
+        self.outcomes = Outcomes(
+            writer=self.writer,
+            waker=self.waker,
+            redis=self.redis,
+            secret=self.secret,
+            worker_id=self.id,
+            cluster=self.cluster,
+            retention_s=self.options.retention_s,
+        )
+        # Runs submit their children through a client of the runtime's own.
+        self.client = Runtime(self.url, secret=self.secret, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
         self.claimer = Claimer(self)
         self._slot = asyncio.Event()  # a run ended (the cluster claim loop waits for it)
@@ -117,7 +128,9 @@ class Worker:
         self._ensure_group()
         heartbeat = Heartbeat(self)
         sweeper = Sweeper(self)
+        watchdog = Watchdog(self)
         heartbeat.start()
+        watchdog.start()
         self.threads.start()
         loops = [self.writer.run(), sweeper.run()]
         if self.cluster:
@@ -131,19 +144,24 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.stop()
+            watchdog.stop()
             self.threads.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=2.0)
             await self.writer.flush()
+            await self._leave_group()
             await self.writer.close()
             await self.redis.aclose()
             self.sync.close()
-        return 0
+            self.client.close()
+            self.runs_loop.stop()
+        return c.WORKER_RESTART_EXIT if self.restart_requested else 0
 
     def stop(self) -> None:
-        """Drain from any thread."""
-        self.loop.call_soon_threadsafe(self.drain)
+        """Drain from any thread (a worker that has stopped already: nothing to do)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.drain)
 
     def drain(self) -> None:
         """Stop claiming at once; in-flight runs get ``drain_timeout_s`` to finish."""
@@ -153,6 +171,19 @@ class Worker:
         self.threads.stop_reading()
         self._slot.set()
         self._stop.set()
+
+    async def _leave_group(self) -> None:
+        # A worker that has stopped reading leaves the consumer group, so that the
+        # group lists live consumers only (a message still pending under its name
+        # stays for the sweepers to reclaim, and so does the consumer).
+        try:
+            pending = await self.redis.xpending_range(
+                c.WORK_STREAM, c.WORK_GROUP, min="-", max="+", count=1, consumername=self.id
+            )
+            if not pending:
+                await self.redis.xgroup_delconsumer(c.WORK_STREAM, c.WORK_GROUP, self.id)
+        except Exception as error:
+            log.info("could not leave the consumer group: %s", error)
 
     def _ensure_group(self) -> None:
         try:
@@ -213,15 +244,30 @@ class Worker:
 
     def _register(self, claims: list[Claim]) -> None:
         for claim in claims:
-            context = ctx.RunContext(
-                claim.run_id, self._sink(claim.run_id), self.cache, redis=self.sync
-            )
-            self.active[claim.run_id] = Active(claim.run_id, context)
+            token = claim.meta.get(c.FENCE_FIELD.encode(), b"").decode()
+            context = ctx.RunContext(claim.run_id, self._sink(claim, token), self.cache)
+            context.redis = self.sync
+            context.runtime = self.client
+            context.attempt = int(token.partition("/")[0] or 0)
+            earlier = self.active.get(claim.run_id)
+            if earlier is not None:  # an older attempt of ours still running: it lost the run
+                self._fence(earlier)
+            active = Active(claim.run_id, token, context)
+            active.parent_id = claim.meta.get(b"parent_id", b"").decode()
+            self.active[claim.run_id] = active
 
-    def _sink(self, run_id: str) -> RedisSink:
-        # count=1: the claim already logged run.started
+    def _sink(self, claim: Claim, token: str) -> RedisSink:
+        progress = claim.meta.get(b"progress")
         return RedisSink(
-            self.writer, run_id, self.id, self.secret, self.options.max_log_events, count=1
+            self.writer,
+            claim.run_id,
+            token,
+            self.secret,
+            self.options.max_log_events,
+            self.options.max_event_bytes,
+            count=1,  # the claim already logged run.started
+            progress=json.loads(progress) if progress else {},
+            careful=int(claim.meta.get(b"restarts", b"0")) > 0,
         )
 
     # --- executing ----------------------------------------------------------------
@@ -241,10 +287,11 @@ class Worker:
             return
         active.context.memo = StepMemo(claim.steps, self.secret) if claim.steps else None
         if wf.is_async:
-            self.loop.call_soon_threadsafe(self._start_async, active, wf, args, kwargs)
+            active.is_async = True
+            self.runs_loop.start(self._run_async(active, wf, args, kwargs))
             return
         try:
-            value = _call_sync(active.context, wf, args, kwargs)
+            value = call_sync(active.context, wf, args, kwargs)
         except BaseException as error:
             self.writer.call_soon(self._end, active, None, error)
         else:
@@ -259,25 +306,24 @@ class Worker:
             reason = "payload_rejected"
         else:  # unpickling it raised: most often, code from a module this worker cannot import
             reason = "payload_unloadable"
-            error = _unloadable(error)
+            error = unloadable(error)
         # The run records why; whoever runs this worker hears it too (a secret, an --app
         # or an installed module that differs from the clients' is its configuration to fix).
         log.warning("run %s refused (%s): %s", active.run_id, reason, error)
         self.writer.call_soon(self._end, active, None, error, reason)
 
-    def _start_async(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
-        active.inner = asyncio.create_task(_call_async(active.context, wf, args, kwargs))
-        active.task = asyncio.create_task(self._await_async(active, active.inner, wf.redact))
-
-    async def _await_async(
-        self, active: Active, inner: asyncio.Task[Any], redact: tuple[str, ...]
-    ) -> None:
+    async def _run_async(self, active: Active, wf: Workflow, args: Any, kwargs: Any) -> None:
+        """On the runs loop: an async run, whose outcome goes back as a sync run's does."""
+        active.inner = asyncio.current_task()
+        if active.context.cancelled.is_set():  # asked before its task existed
+            self.writer.call_soon(self._end, active, None, RunCancelled("cancelled"))
+            return
         try:
-            value = await inner
-        except BaseException as error:
-            await self._conclude(active, None, error)
+            value = await call_async(active.context, wf, args, kwargs)
+        except BaseException as error:  # its outcome, CancelledError included
+            self.writer.call_soon(self._end, active, None, error)
         else:
-            await self._conclude(active, value, None, redact=redact)
+            self.writer.call_soon(self._end, active, value, None, None, wf.redact)
 
     def _end(self, active: Active, *outcome: Any) -> None:
         """On the loop: ``_conclude(active, *outcome)`` (a run thread's run ended)."""
@@ -293,75 +339,101 @@ class Worker:
     ) -> None:
         """Record how a run ended, and free its slot."""
         try:
-            if error is None:
-                await self._finish(active, "succeeded", value=value, redact=redact)
+            if active.fenced or isinstance(error, AttemptFenced):
+                log.warning("run %s: attempt %s lost the run; another has it", *active.names)
+            elif isinstance(error, Suspend):
+                await self.outcomes.suspend(active, error)
+            elif error is None:
+                await self.outcomes.finish(active, "succeeded", value=value, redact=redact)
             elif isinstance(error, (RunCancelled, asyncio.CancelledError)):
-                await self._stopped(active, error)
+                if not active.handback:  # (handed back: _drain queued it again)
+                    await self.outcomes.finish(active, "cancelled", error=error, reason="cancelled")
             else:
-                await self._finish(active, "failed", error=error, reason=reason)
+                await self.outcomes.finish(active, "failed", error=error, reason=reason)
         except Exception:
             log.exception("run %s: internal error", active.run_id)
         finally:
-            if self.active.get(active.run_id) is active:
-                del self.active[active.run_id]
-            self._slot.set()
-            self._freed.set()
+            self._forget(active)
 
-    async def _stopped(self, active: Active, error: BaseException) -> None:
-        if active.handback:
-            return  # _drain already put it back on the queue
-        if active.lost or active.run_id in self.writer.lost:
-            log.warning("run %s: lease lost; another worker has it", active.run_id)
-        else:
-            await self._finish(active, "cancelled", error=error, reason="cancelled")
+    def _forget(self, active: Active) -> None:
+        """The attempt has ended here: its slot is free, its token need not be kept."""
+        if self.active.get(active.run_id) is active:
+            del self.active[active.run_id]
+        self.writer.forget(active.run_id, active.token)
+        self._slot.set()
+        self._freed.set()
+        self.watchdog_abandoned(active)
 
-    async def _finish(
-        self,
-        active: Active,
-        status: str,
-        *,
-        value: Any = None,
-        error: BaseException | None = None,
-        reason: str | None = None,
-        redact: tuple[str, ...] = (),
-    ) -> None:
-        if active.run_id in self.writer.lost:
-            return
-        sink = active.context.sink
-        event, fields = ending(
-            active.run_id,
-            status,
-            value=value,
-            error=error,
-            reason=reason,
-            redact=redact,
-            progress=sink.progress if isinstance(sink, RedisSink) else {},
-            secret=self.secret,
-        )
-        args = [self.id, status, encode_event(event), self.options.retention_s, active.run_id]
-        for key, val in fields.items():
-            args.extend((key, val))
-        await self.writer.call(active.run_id, "finish", args)
+    def watchdog_abandoned(self, active: Active) -> None:
+        """Steps abandoned by with_timeout that still run once their run has ended."""
+        alive = [t for t in active.context.abandoned if t.is_alive()]
+        if alive:
+            self.abandoned.append((time.monotonic(), active.run_id, alive))
 
-    async def hand_back(self, run_id: str, reason: str) -> bool:
-        """Put a run this worker holds back on the queue, for another worker to resume."""
-        event = ev.make(ev.RUN_RESTARTED, reason=reason, worker=self.id)
-        done = await self.writer.call(run_id, "requeue", [self.id, encode_event(event)])
-        if int(done) == 1:
-            await self.redis.xadd(c.WORK_STREAM, {"run": run_id})
-            await self.redis.zrem(c.LEASES, run_id)
-            return True
-        return False
+    # --- an attempt that lost its run ---------------------------------------------
+    def _fenced(self, run_id: str, token: str) -> None:
+        """On the loop: the server refused a write of attempt ``token``."""
+        active = self.active.get(run_id)
+        if active is not None and active.token == token:
+            log.warning("run %s: attempt %s lost the run; stopping it", run_id, token)
+            self._fence(active)
+
+    def _fence(self, active: Active) -> None:
+        """Stop an attempt that no longer holds its run: no write of it will be sent."""
+        self.writer.lost.add((active.run_id, active.token))
+        active.context.fence()
+        self._cancel_task(active)
+        if self.active.get(active.run_id) is active:
+            # It stays until its code unwinds, but holds no lease for the heartbeat.
+            active.handback = True
 
     # --- signals from the heartbeat thread ----------------------------------------
-    def request_cancel(self, run_id: str, *, lost: bool = False) -> None:
+    def request_cancel(self, run_id: str, *, token: str | None = None, lost: bool = False) -> None:
         active = self.active.get(run_id)
-        if active is None:
+        if active is None or (token is not None and active.token != token):
             return
-        active.lost = active.lost or lost
+        if lost:
+            self.loop.call_soon_threadsafe(self._fenced, run_id, active.token)
+            return
+        if active.cancel_asked_at is None:
+            active.cancel_asked_at = time.monotonic()
         active.context.cancelled.set()
+        self._cancel_task(active)
+
+    def _cancel_task(self, active: Active) -> None:
         if active.inner is not None:
-            self.loop.call_soon_threadsafe(active.inner.cancel)
+            self.runs_loop.call_soon(active.inner.cancel)
+
+    # --- runs whose code will not stop ----------------------------------------------
+    async def stuck(self, active: Active, why: str) -> None:
+        """On the loop: ``active`` was cancelled but its code has not stopped (it never
+        yields). Record it cancelled; a worker process then restarts itself, since only
+        that ends the thread; otherwise the thread is abandoned."""
+        if self.active.get(active.run_id) is not active or active.task is not None:
+            return
+        log.error("run %s: %s", active.run_id, why)
+        active.task = asyncio.current_task()
+        try:
+            await self.outcomes.finish(
+                active, "cancelled", error=RunCancelled(why), reason="cancelled"
+            )
+        finally:
+            self._forget(active)
+        self.restart_for(why)
+
+    def restart_for(self, why: str) -> None:
+        """Hand back every run and exit to be restarted (a worker process), or just say so."""
+        if not self.options.restart_when_stuck:
+            log.error("a thread of this worker cannot be stopped (%s); it is abandoned", why)
+            return
+        log.error("restarting this worker: %s", why)
+        self.restart_requested = True
+        self.options.drain_timeout_s = 0.0
+        self.drain()
+
+    def warn(self, active: Active, message: str, **fields: Any) -> None:
+        """Add a warning event to a run's log (from any thread)."""
+        active.context.sink.emit(ev.make(ev.WARNING, message=message, **fields))
 
     async def _drain(self) -> None:
         # A read in flight may still claim runs: they are served or handed back too.
@@ -370,27 +442,13 @@ class Worker:
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         for active in list(self.active.values()):
-            active.handback = True
-            active.context.cancelled.set()
-            await self.hand_back(active.run_id, "worker_draining")
+            if not active.handback:
+                active.handback = True
+                await self.outcomes.hand_back(active, "worker_draining")
+            active.context.fence()  # whatever it still says is not written
+            self._cancel_task(active)
             self.active.pop(active.run_id, None)
         await self.writer.flush()
-
-
-def _call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
-    token = ctx.enter(ctx.Frame(context, None, ""))
-    try:
-        return wf._call_sync(tuple(args), dict(kwargs))
-    finally:
-        ctx.leave(token)
-
-
-async def _call_async(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
-    token = ctx.enter(ctx.Frame(context, None, ""))
-    try:
-        return await wf._call_async(tuple(args), dict(kwargs))
-    finally:
-        ctx.leave(token)
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:
@@ -409,19 +467,3 @@ def run_in_thread(worker: Worker) -> threading.Thread:
     thread.start()
     started.wait(10)
     return thread
-
-
-def _unloadable(error: Exception) -> PayloadRejected:
-    problem = f"{type(error).__name__}: {error}"
-    hint = ""
-    if isinstance(error, ImportError):
-        hint = (
-            ": code from a module travels by name and the worker imports it, so install the "
-            "module where the workers run (pip install -e .), or start them with --app or "
-            "PYTHONPATH, or ship it with each run: cloudpickle.register_pickle_by_value(module)"
-        )
-    refused = PayloadRejected(
-        f"this worker cannot load the run's code or arguments ({problem}){hint}"
-    )
-    refused.__cause__ = error
-    return refused

@@ -6,6 +6,7 @@ processes; the URL comes from the input.
 
 from __future__ import annotations
 
+import os
 import time
 
 import redis
@@ -44,3 +45,36 @@ def blocking(url: str, tag: str, sleep_s: float = 5.0) -> str:
     time.sleep(sleep_s)
     _count(url, f"finished:{tag}")
     return "done"
+
+
+@nf.component
+def crash(url: str, tag: str) -> None:
+    _count(url, f"crashes:{tag}")
+    os._exit(1)  # a poison step: takes its worker down every time
+
+
+@nf.workflow
+def poison(url: str, tag: str) -> None:
+    crash(url, tag)
+
+
+@nf.component(timeout_s=0.2)
+def overrun(sleep_s: float) -> None:
+    time.sleep(sleep_s)  # abandoned by its time-out; the thread keeps going
+
+
+@nf.workflow
+def abandons(sleep_s: float = 60.0) -> str:
+    try:
+        overrun(sleep_s)
+    except nf.StepTimeout:
+        return "timed out"
+    return "finished"
+
+
+@nf.workflow
+def approval(url: str, tag: str) -> str:
+    slow_step(url, tag, 0, 0.0)
+    approved = nf.wait_for_input("approve", prompt="Publish?", schema={"type": "boolean"})
+    slow_step(url, tag, 1, 0.0)
+    return "published" if approved else "dropped"

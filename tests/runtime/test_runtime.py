@@ -703,15 +703,16 @@ def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(red
     from nbflow.runtime.protocol import encode_event
     from nbflow.runtime.writer import EventWriter, RedisSink
 
-    for run_id in ("a", "b"):
-        r.set(c.run_lease(run_id), "w")  # "c" holds no lease: its worker lost it
-        r.hset(c.run_meta(run_id), "status", "running")
+    for run_id in ("a", "b"):  # attempt 1 of worker w holds them; "c" was lost to attempt 2
+        r.set(c.run_lease(run_id), "1/w")
+        r.hset(c.run_meta(run_id), mapping={"status": "running", "fence": "1/w"})
+    r.hset(c.run_meta("c"), mapping={"status": "running", "fence": "2/v"})
     evals_before = _evals(r)
 
     async def write() -> None:
         client = async_client(redis_url, cluster=False)
         writer = EventWriter(client, asyncio.get_running_loop())
-        sinks = {run_id: RedisSink(writer, run_id, "w", TEST_SECRET) for run_id in "abc"}
+        sinks = {run_id: RedisSink(writer, run_id, "1/w", TEST_SECRET) for run_id in "abc"}
         sinks["b"].emit(ev.make(ev.PROGRESS, step="draft", state="running"))
         for i in range(3):  # interleaved, all queued before the writer runs: one batch
             for sink in sinks.values():
@@ -719,15 +720,15 @@ def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(red
         step = sinks["a"].commit_step(ev.make(ev.SPAN_FINISHED, span_id="s1"), "step-1", 42)
         assert step is not None
         ended = ev.make(ev.RUN_SUCCEEDED)
-        finish = ["w", "succeeded", encode_event(ended), 60, "b", "progress", '{"draft":"done"}']
-        finished = asyncio.create_task(writer.call("b", "finish", finish))
+        finish = ["succeeded", encode_event(ended), 60, "b", "progress", '{"draft":"done"}']
+        finished = asyncio.create_task(writer.call("b", "1/w", "finish", finish))
         task = asyncio.create_task(writer.run())
         assert await asyncio.wait_for(finished, 5) == 1
         await asyncio.wait_for(asyncio.wrap_future(step), 5)
         task.cancel()
         await writer.close()
         await client.aclose()
-        assert writer.lost == {"c"}
+        assert writer.lost == {("c", "1/w")}
 
     asyncio.run(write())
     assert _evals(r) - evals_before == 3  # one script call per run, its finish included
