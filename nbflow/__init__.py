@@ -8,6 +8,7 @@ from ._component import Component, component
 from ._local import last_run
 from ._state import publish
 from ._testing import set_testing
+from ._tool import Tool, call_tools, call_tools_async, tool, tool_definitions
 from ._trace import Trace
 from ._version import __version__
 from ._waits import gather, sleep, sleep_until, wait_for_input
@@ -27,6 +28,8 @@ from .errors import (
     RunNotFound,
     RuntimeUnavailable,
     StepTimeout,
+    StructuredOutputError,
+    ToolArgumentsError,
 )
 
 if TYPE_CHECKING:
@@ -89,10 +92,15 @@ __all__ = [
     "RunNotFound",
     "RuntimeUnavailable",
     "StepTimeout",
+    "StructuredOutputError",
+    "Tool",
+    "ToolArgumentsError",
     "Trace",
     "Workflow",
     "__version__",
     "attach",
+    "call_tools",
+    "call_tools_async",
     "component",
     "connect",
     "current_run_id",
@@ -105,6 +113,8 @@ __all__ = [
     "set_testing",
     "sleep",
     "sleep_until",
+    "tool",
+    "tool_definitions",
     "wait_for_input",
     "workflow",
 ]

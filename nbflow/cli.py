@@ -215,10 +215,92 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=_doctor)
 
 
+def _export(args: argparse.Namespace) -> int:
+    import math
+    import signal
+    import threading
+
+    from ._commands import runtime_for
+    from .otel import OtlpExporter
+    from .otel.follow import ExportOptions, Follower
+
+    exporter = OtlpExporter(
+        args.endpoint,
+        service_name=args.service_name,
+        project=args.project,
+        timeout_s=args.timeout_s,
+    )
+    since = math.inf if args.all else args.since_s
+    options = ExportOptions(name=args.name, since_s=since, interval_s=args.interval_s)
+    runtime = runtime_for(args)
+    follower = Follower(runtime, exporter, options)
+    try:
+        if args.once:
+            print(f"nbflow export: sent {follower.poll()} runs to {exporter.url}")
+            return 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        logging.getLogger("nbflow.export").info(
+            "following %s; sending runs as they end to %s", runtime.url, exporter.url
+        )
+        follower.run(stop)
+        return 0
+    finally:
+        exporter.close()
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .constants import ENV_OTLP_ENDPOINT, EXPORT_INTERVAL_S, OTLP_TIMEOUT_S
+
+    p = sub.add_parser(
+        "export",
+        help="send every run, as it ends, to an OpenTelemetry (OTLP/HTTP) endpoint",
+        description="Follow the runtime and send each run as one OTLP trace when it ends "
+        "(needs pip install 'nbflow[otel]'). Restarted, it goes on where it stopped.",
+    )
+    p.add_argument(
+        "--endpoint",
+        help=f"collector base URL or traces URL (default: {ENV_OTLP_ENDPOINT}, "
+        "else OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT)",
+    )
+    p.add_argument(
+        "--redis",
+        type=types.redis_url,
+        help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded server)",
+    )
+    p.add_argument("--name", default="otel", help="names what this exporter has sent")
+    since = p.add_mutually_exclusive_group()
+    since.add_argument(
+        "--since-s",
+        type=types.non_negative_float,
+        help="on a first start, also send runs that ended and were created this recently",
+    )
+    since.add_argument(
+        "--all", action="store_true", help="on a first start, also send every ended run kept"
+    )
+    p.add_argument(
+        "--interval-s",
+        type=types.non_negative_float,
+        default=EXPORT_INTERVAL_S,
+        help="how often to look for runs that ended",
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=types.non_negative_float,
+        default=OTLP_TIMEOUT_S,
+        help="how long one export may take",
+    )
+    p.add_argument("--project", help="the Phoenix project the traces land in")
+    p.add_argument("--service-name", default="nbflow", help="service.name of the spans")
+    p.add_argument("--once", action="store_true", help="send what has ended, then exit")
+    p.set_defaults(func=_export)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_worker,
     _add_api,
     _add_doctor,
+    _add_export,
 ]
 
 

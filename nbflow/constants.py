@@ -19,6 +19,9 @@ CODE_KEY = PREFIX + ":code:{digest}"  # signed shipped code, content-addressed
 CACHE_KEY = PREFIX + ":cache:{key}"
 DEPLOYED = f"{PREFIX}:deployed"  # hash workflow name -> code digest
 RATE_KEY = PREFIX + ":rate:{scope}"
+# `nbflow export`: per exporter name, where it has read up to and which runs it sent.
+EXPORT_CURSOR = PREFIX + ":export:{name}:cursor"  # created_at (s) of the oldest run not yet sent
+EXPORT_DONE = PREFIX + ":export:{name}:done"  # zset run_id -> sent at (s), trimmed by retention
 
 
 # --- per-run keys (one hash slot per run) -----------------------------------
@@ -91,6 +94,12 @@ ENV_REDIS_URL = "NBFLOW_REDIS_URL"
 ENV_HOME = "NBFLOW_HOME"
 ENV_SECRET = "NBFLOW_SECRET"
 ENV_API_TOKEN = "NBFLOW_API_TOKEN"
+ENV_OTLP_ENDPOINT = "NBFLOW_OTLP_ENDPOINT"
+
+# --- OpenTelemetry export (nbflow/otel) ------------------------------------------
+OTLP_TIMEOUT_S = 10.0  # one export, the OTLP exporter's own retries included
+EXPORT_INTERVAL_S = 1.0  # how often `nbflow export` looks for runs that ended
+EXPORT_RETRY_MAX_S = 60.0  # back-off ceiling while the collector does not answer
 
 
 # --- embedded runtime: files under NBFLOW_HOME and their time-outs -----------

@@ -13,7 +13,9 @@
     ├── ArgumentsTooLarge       a run's arguments are over MAX_ARGS_BYTES (also a ValueError)
     ├── InputTimeout            nf.wait_for_input's timeout_s passed first (also a TimeoutError)
     ├── InputRejected           a value sent to a waiting run does not fit (also a ValueError)
-    └── NondeterminismError     a replay made other calls than the attempt it replays
+    ├── NondeterminismError     a replay made other calls than the attempt it replays
+    ├── StructuredOutputError   an LLM reply did not parse as the format asked for (ValueError)
+    └── ToolArgumentsError      a tool call's arguments are not what its schema allows (ValueError)
 
     AttemptFenced and Suspend (BaseExceptions, like KeyboardInterrupt: user code's
     ``except Exception`` cannot swallow them) unwind a run's code on a worker: the
@@ -113,3 +115,28 @@ class Suspend(BaseException):
         self.wait = wait
         self.step = step
         self.wake_at_s = wake_at_s
+
+
+class StructuredOutputError(NbflowError, ValueError):
+    """A reply asked for in a format (``response_format=Model``) that does not parse as it.
+
+    ``raw`` is the reply's text, as the model sent it; ``reply`` the unparsed SDK
+    object when it could be read (its ``usage`` says what the call cost).
+    """
+
+    def __init__(self, message: str, *, raw: str, reply: Any = None):
+        super().__init__(message)
+        self.raw = raw
+        self.reply: Any = reply
+
+
+class ToolArgumentsError(NbflowError, ValueError):
+    """A tool call whose arguments are not JSON, or not what the tool's parameters allow.
+
+    ``raw`` is the arguments text as the model sent it.
+    """
+
+    def __init__(self, message: str, *, tool: str, raw: str):
+        super().__init__(message)
+        self.tool = tool
+        self.raw = raw

@@ -55,7 +55,7 @@ def outputs(book: Any, mime: str) -> list[Any]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["quickstart", "blog_post_agent", "ingest_site", "traces_as_dataframes"]
+    "name", ["quickstart", "blog_post_agent", "ingest_site", "traces_as_dataframes", "tool_agent"]
 )
 def test_notebook_runs_top_to_bottom(name: str, embedded_home: Path, tmp_path: Path) -> None:
     book = execute(name, embedded_home, tmp_path)
@@ -72,3 +72,11 @@ def test_notebook_runs_top_to_bottom(name: str, embedded_home: Path, tmp_path: P
     if name == "ingest_site":
         ingest = [r for r in runs if r["workflow"] == "ingest"]
         assert ingest[-1]["snapshot"]["usage"]["llm_calls"] == 100
+    if name == "tool_agent":
+        agent = [r for r in runs if r["workflow"] == "travel_agent"][-1]  # the finished view
+        assert agent["snapshot"]["usage"]["llm_calls"] == 3  # tools asked for, answer, brief
+        shown = "".join(
+            "".join(out.get("text", "")) for cell in book.cells for out in cell.get("outputs", [])
+        )
+        # The tools ran on arguments the model took from the question; the answer cites them.
+        assert "get_weather returned" in shown and '"USD":270.0' in shown
