@@ -118,7 +118,7 @@ class Runtime:
         where = wf.module_reference()
         digest = self._by_name.get(where) if where else None
         if digest is None:
-            blob = codeship.pack(wf, self.secret)
+            blob = codeship.pack(wf, self.secret, codeship.code_for(wf.name))
             digest = codeship.digest(blob)
             if digest not in self._shipped:
                 self.redis.set(c.CODE_KEY.format(digest=digest), blob, ex=c.RETENTION_S)
@@ -151,7 +151,7 @@ class Runtime:
             "created_at": repr(time.time()),
             "code": code,
             "input": dumps(shown),
-            "args": codeship.pack((args, kwargs), self.secret),
+            "args": codeship.pack((args, kwargs), self.secret, codeship.args_for(run_id)),
             **{k: str(v) for k, v in {**default_origin(), **origin}.items() if v is not None},
         }
         return run_id, meta, ev.make(ev.RUN_QUEUED, workflow=name, input=shown)

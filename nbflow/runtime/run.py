@@ -152,7 +152,7 @@ class Run:
         if status == "succeeded":
             blob = self._patiently(self._r.hget, c.run_meta(self.id), "result")
             if blob is not None:
-                return codeship.unpack(blob, self.runtime.secret)
+                return codeship.unpack(blob, self.runtime.secret, codeship.result_for(self.id))
         meta = self._patiently(self.meta)
         if status == "succeeded":
             problem = meta.get("result_error") or "its return value was not kept"
