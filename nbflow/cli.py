@@ -78,11 +78,14 @@ def _api(args: argparse.Namespace) -> int:
         print(f"nbflow api: {problem}", file=sys.stderr)
         return 2
     url = args.redis or _default_url()
-    return server.serve(url, host=args.host, port=args.port, app_module=args.app)
+    return server.serve(
+        url, host=args.host, port=args.port, app_module=args.app, max_streams=args.max_streams
+    )
 
 
 def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .api.server import DEFAULT_HOST, DEFAULT_PORT
+    from .constants import API_MAX_STREAMS
 
     p = sub.add_parser("api", help="serve workflows and runs over HTTP (REST, SSE)")
     p.add_argument(
@@ -93,7 +96,20 @@ def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to bind")
     p.add_argument("--app", help="importable module whose workflows are served by name")
     p.add_argument("--redis", help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded one)")
+    p.add_argument(
+        "--max-streams",
+        type=_positive,
+        default=API_MAX_STREAMS,
+        help="requests following a run at once (event streams, waits); 503 past it",
+    )
     p.set_defaults(func=_api)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
