@@ -54,6 +54,8 @@ def complete(doc: dict[str, Any], *, token: bool) -> dict[str, Any]:
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
             _statuses(operation, path, method, token=token)
+            for parameter in operation.get("parameters", []):
+                parameter["schema"] = _not_null(parameter["schema"])
             if token:
                 operation["security"] = [] if path in OPEN_PATHS else [{SCHEME: []}]
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -68,6 +70,17 @@ def complete(doc: dict[str, Any], *, token: bool) -> dict[str, Any]:
             }
         }
     return doc
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional parameter's schema without its ``null``: a parameter left out is not
+    given, and a header or query value cannot be null (``null`` would be the text)."""
+    options = schema.get("anyOf", [])
+    given = [option for option in options if option != {"type": "null"}]
+    if len(given) != 1 or len(given) == len(options):
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**given[0], **rest}
 
 
 def _statuses(operation: dict[str, Any], path: str, method: str, *, token: bool) -> None:

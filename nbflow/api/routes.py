@@ -32,26 +32,23 @@ ERRORS = {
     400: "malformed Last-Event-ID or ?after=",
     404: "unknown workflow or run",
 }
-# An SSE stream read whole is a list of events (``: keep-alive`` comments are not events).
-SSE_EVENTS = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["id", "event", "data"],
-        "properties": {
-            "id": {"type": "string", "pattern": STREAM_ID_PATTERN, "description": "stream id"},
-            "event": {"type": "string", "description": "the event's type"},
-            "data": {
-                "type": "string",
-                "contentMediaType": "application/json",
-                "description": "the event as JSON: its type, ts and id, and its own fields",
-            },
+# One event of the stream (``: keep-alive`` comments are not events).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": STREAM_ID_PATTERN, "description": "stream id"},
+        "event": {"type": "string", "description": "the event's type"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "the event as JSON: its type, ts and id, and its own fields",
         },
     },
 }
 STREAMS = {
     sse.SSE: {
-        "schema": SSE_EVENTS,
+        "schema": SSE_EVENT,
         "example": 'id: 1718000000000-0\nevent: run.queued\ndata: {"type":"run.queued",...}\n\n',
     },
     sse.NDJSON: {
@@ -251,7 +248,7 @@ async def run_events(
     ] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    position = last_event_id or after or "0"
+    position = next((p for p in (last_event_id, after) if p is not None), "0")
     try:
         parse_id(position)
     except ValueError as error:

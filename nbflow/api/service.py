@@ -132,7 +132,7 @@ def api_client(url: str, *, cluster: bool) -> AsyncRedis:
         connection_class=parsed.connection_class,
         max_connections=c.API_REDIS_CONNECTIONS,
         timeout=c.API_REDIS_WAIT_S,
-        **parsed.connection_kwargs,
+        **{**parsed.connection_kwargs, "client_name": c.API_CLIENT_NAME},
     )
     return aredis.Redis.from_pool(pool)
 
@@ -142,7 +142,13 @@ def reader_factory(url: str, *, cluster: bool) -> Callable[[], AsyncRedis] | Non
     client follows the run any more (None: Cluster reads go through the shared pools)."""
     if cluster:
         return None
-    return functools.partial(async_client, url, cluster=False, single_connection_client=True)
+    return functools.partial(
+        async_client,
+        url,
+        cluster=False,
+        single_connection_client=True,
+        client_name=c.API_CLIENT_NAME,
+    )
 
 
 def _matches(meta: dict[str, Any], wanted: dict[str, str]) -> bool:
