@@ -248,11 +248,13 @@ async def run_events(
     ] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    position = next((p for p in (last_event_id, after) if p is not None), "0")
+    given = [p for p in (last_event_id, after) if p is not None]
     try:
-        parse_id(position)
+        for text in given:  # each must be well formed, though Last-Event-ID wins
+            parse_id(text)
     except ValueError as error:
         raise ApiError(400, "bad_event_id", str(error)) from None
+    position = given[0] if given else "0"
     svc = service(request)
     await svc.exists(run_id)
     with streams(request).slot() as slot:
