@@ -78,7 +78,7 @@ API_MAX_STREAMS = 1_000
 API_REDIS_CONNECTIONS = 10
 API_REDIS_WAIT_S = 10.0  # a command waits this long for a free pooled connection, then 503
 API_HEADER_TIMEOUT_S = 10.0  # a client must send a request's headers within this
-API_CLIENT_NAME = "nbflow-api"  # how the API's connections show in CLIENT LIST
+API_CLIENT_NAME = "nbflow-api"  # its connections show in CLIENT LIST as nbflow-api:<pid>
 
 
 # --- embedded runtime: files under NBFLOW_HOME and their time-outs -----------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -132,7 +133,7 @@ def api_client(url: str, *, cluster: bool) -> AsyncRedis:
         connection_class=parsed.connection_class,
         max_connections=c.API_REDIS_CONNECTIONS,
         timeout=c.API_REDIS_WAIT_S,
-        **{**parsed.connection_kwargs, "client_name": c.API_CLIENT_NAME},
+        **{**parsed.connection_kwargs, "client_name": client_name()},
     )
     return aredis.Redis.from_pool(pool)
 
@@ -147,8 +148,13 @@ def reader_factory(url: str, *, cluster: bool) -> Callable[[], AsyncRedis] | Non
         url,
         cluster=False,
         single_connection_client=True,
-        client_name=c.API_CLIENT_NAME,
+        client_name=client_name(),
     )
+
+
+def client_name() -> str:
+    """How this process's connections show in CLIENT LIST: ``nbflow-api:<pid>``."""
+    return f"{c.API_CLIENT_NAME}:{os.getpid()}"
 
 
 def _matches(meta: dict[str, Any], wanted: dict[str, str]) -> bool:

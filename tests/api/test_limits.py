@@ -17,6 +17,7 @@ import redis
 
 from nbflow import constants as c
 from nbflow.api.protocol import with_header_timeout
+from nbflow.api.service import client_name
 
 from ..conftest import wait_until
 from .apps_for_tests import gate
@@ -27,7 +28,8 @@ RUNS = 3
 
 
 def _api_connections(r: redis.Redis) -> int:
-    return sum(1 for client in r.client_list() if client["name"] == c.API_CLIENT_NAME)
+    """This process's API connections (a shared Redis may serve other API processes)."""
+    return sum(1 for client in r.client_list() if client["name"] == client_name())
 
 
 @pytest.fixture
