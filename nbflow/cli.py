@@ -114,7 +114,13 @@ def _api(args: argparse.Namespace) -> int:
         return 2
     if args.app:
         import_app(args.app)
-    return server.serve(_api_runtime(args), host=args.host, port=args.port, app_module=args.app)
+    return server.serve(
+        _api_runtime(args),
+        host=args.host,
+        port=args.port,
+        app_module=args.app,
+        max_streams=args.max_streams,
+    )
 
 
 def _api_runtime(args: argparse.Namespace) -> Runtime:
@@ -157,6 +163,7 @@ def _ship_app_by_value(app: str, pool_home: Path) -> None:
 
 def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .api.server import DEFAULT_HOST, DEFAULT_PORT
+    from .constants import API_MAX_STREAMS
 
     p = sub.add_parser("api", help="serve workflows and runs over HTTP (REST, SSE)")
     p.add_argument(
@@ -177,6 +184,12 @@ def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=types.redis_url,
         help="Redis URL (default: NBFLOW_REDIS_URL, else the embedded runtime, "
         "whose server and worker pool it starts)",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=types.positive_int,
+        default=API_MAX_STREAMS,
+        help="requests following a run at once (event streams, waits); 503 past it",
     )
     p.set_defaults(func=_api)
 

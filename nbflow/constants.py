@@ -102,6 +102,20 @@ EXPORT_INTERVAL_S = 1.0  # how often `nbflow export` looks for runs that ended
 EXPORT_RETRY_MAX_S = 60.0  # back-off ceiling while the collector does not answer
 
 
+# --- the REST API (nbflow/api), per API process ------------------------------
+API_MAX_BODY_BYTES = 1_000_000  # larger request bodies get 413
+# Requests following a run at once (SSE and NDJSON streams, requests waiting for
+# their run): past this, 503 with Retry-After. `nbflow api --max-streams`.
+API_MAX_STREAMS = 1_000
+# The API's pool for short commands, opened at start and never grown: with one
+# connection of its own per run that clients follow, the process holds
+# API_REDIS_CONNECTIONS + followed runs, however many clients come and go.
+API_REDIS_CONNECTIONS = 10
+API_REDIS_WAIT_S = 10.0  # a command waits this long for a free pooled connection, then 503
+API_HEADER_TIMEOUT_S = 10.0  # a client must send a request's headers within this
+API_CLIENT_NAME = "nbflow-api"  # its connections show in CLIENT LIST as nbflow-api:<pid>
+
+
 # --- embedded runtime: files under NBFLOW_HOME and their time-outs -----------
 HOME_SECRET_FILE = "secret"  # hex signing key, mode 0600
 SERVER_LOCK_FILE = ".lock"  # flock: one process starts or stops the server at a time

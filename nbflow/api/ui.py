@@ -11,6 +11,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from .errors import error_response
+
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
 PAGE = """<!doctype html>
 <html lang="en">
@@ -68,7 +70,7 @@ async def slash() -> Response:
 async def asset(name: str) -> Response:
     where = assets_dir()
     if name not in ASSETS or where is None:
-        return Response(status_code=404)
+        return error_response(404, "not_found", f"no asset {name!r}")
     return FileResponse(
         where / name, media_type=ASSETS[name], headers={"Cache-Control": "no-cache"}
     )

@@ -131,7 +131,7 @@ class Run:
         step, answer = input_outcome(decode_meta(raw), raw, self.id, name, value)
         received = ev.make(ev.INPUT_RECEIVED, name=name, value=preview(value))
         resumed = ev.make(ev.RUN_RESUMED, by="input", name=name)
-        blob = codeship.pack(answer, self.runtime.secret)
+        blob = codeship.pack(answer, self.runtime.secret, codeship.step_for(self.id, step))
         cluster = self.runtime.cluster
         keys, args = resume_args(self.id, step, [received, resumed], {step: blob}, cluster=cluster)
         if not int(self.runtime.resume_script(keys=keys, args=args)):
@@ -201,7 +201,7 @@ class Run:
         if status == "succeeded":
             blob = self._patiently(self._r.hget, c.run_meta(self.id), "result")
             if blob is not None:
-                return codeship.unpack(blob, self.runtime.secret)
+                return codeship.unpack(blob, self.runtime.secret, codeship.result_for(self.id))
         meta = self._patiently(self.meta)
         if status == "succeeded":
             problem = meta.get("result_error") or "its return value was not kept"

@@ -281,11 +281,15 @@ class Worker:
             return
         try:
             wf = self.catalog.workflow(claim.meta, self.id)
-            args, kwargs = codeship.unpack(claim.meta.get(b"args", b""), self.secret)
+            args, kwargs = codeship.unpack(
+                claim.meta.get(b"args", b""), self.secret, codeship.args_for(claim.run_id)
+            )
         except Exception as error:  # the run cannot start here: it fails, saying why
             self._refuse(active, error)
             return
-        active.context.memo = StepMemo(claim.steps, self.secret) if claim.steps else None
+        active.context.memo = (
+            StepMemo(claim.steps, self.secret, claim.run_id) if claim.steps else None
+        )
         if wf.is_async:
             active.is_async = True
             self.runs_loop.start(self._run_async(active, wf, args, kwargs))

@@ -382,7 +382,7 @@ class RedisSink:
         if self.fenced:
             raise AttemptFenced(f"run {self.run_id}: attempt {self.token} was fenced")
         try:
-            blob = codeship.pack(value, self.secret)
+            blob = codeship.pack(value, self.secret, codeship.step_for(self.run_id, step))
         except Exception as error:  # an unpicklable result still finishes the step
             log.warning(
                 "step %s result cannot be recorded (%s); it will re-run after a restart",
@@ -409,9 +409,10 @@ class RedisSink:
 class StepMemo:
     """A run's recorded step results and replay positions, read once per attempt."""
 
-    def __init__(self, blobs: dict[bytes, bytes], secret: bytes) -> None:
+    def __init__(self, blobs: dict[bytes, bytes], secret: bytes, run_id: str) -> None:
         self._blobs = {k.decode(): v for k, v in blobs.items()}
         self._secret = secret
+        self._run_id = run_id
 
     def __len__(self) -> int:
         return len(self._blobs)
@@ -430,7 +431,7 @@ class StepMemo:
         blob = self._blobs.get(step)
         if blob is None:
             return False, None
-        return True, codeship.unpack(blob, self._secret)
+        return True, codeship.unpack(blob, self._secret, codeship.step_for(self._run_id, step))
 
 
 class RedisCache:
@@ -444,9 +445,9 @@ class RedisCache:
         blob = self._redis.get(c.CACHE_KEY.format(key=key))
         if blob is None:
             return False, None
-        return True, codeship.unpack(blob, self._secret)
+        return True, codeship.unpack(blob, self._secret, codeship.cache_for(key))
 
     def set(self, key: str, value: Any, ttl_s: float | None) -> None:
-        blob = codeship.pack(value, self._secret)
+        blob = codeship.pack(value, self._secret, codeship.cache_for(key))
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
         self._redis.set(c.CACHE_KEY.format(key=key), blob, px=px)

@@ -150,7 +150,7 @@ def test_a_worker_killed_mid_run_resumes_without_repeating_its_llm_calls(
     first.wait(5)
     steps = r.hgetall(c.run_steps(run.id))
     recorded = [
-        codeship.unpack(v, TEST_SECRET)
+        codeship.unpack(v, TEST_SECRET, codeship.step_for(run.id, k.decode()))
         for k, v in steps.items()
         if not k.decode().startswith(c.REPLAY_RECORDS)  # what replays compare, not results
     ]
