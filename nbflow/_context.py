@@ -51,7 +51,7 @@ class RunContext:
     attempt: int = 0  # which claim of the run this is (0: an in-process run)
     runtime: Any = None  # on a worker: the runtime client, for child runs and waits
     fenced: bool = False  # the attempt lost its run: it must stop and write nothing
-    published: dict[str, Any] = field(default_factory=dict)  # nf.publish: last value by name
+    publisher: Any = None  # nf.publish's states (see _state.Publisher), made on first use
     # threads of steps abandoned by with_timeout (a thread cannot be stopped)
     abandoned: list[threading.Thread] = field(default_factory=list)
 
@@ -106,9 +106,16 @@ class RunContext:
 
     def say(self, frame: Frame, event: Event) -> None:
         """Log an emit or progress mark at its position in ``frame`` (see next_position)."""
+        self.flush_published()
         position = self.next_position(frame)
         if position is not None:
             self.sink.emit_at(event, *position)
+
+    def flush_published(self) -> None:
+        """Send published states still waiting (before a later event, a step's end, a
+        wait or the run's end: the log keeps them in the order the code made them)."""
+        if self.publisher is not None:
+            self.publisher.flush()
 
 
 class Frame:

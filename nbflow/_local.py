@@ -143,10 +143,12 @@ def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     try:
         value = comp._call_sync(args, kwargs)
     except BaseException as error:
+        run.context.flush_published()
         run._failed(error)
         raise
     finally:
         ctx.leave(token)
+    run.context.flush_published()
     run._succeeded(value, comp.redact)
     return value
 
@@ -158,9 +160,11 @@ async def _run_async(
     try:
         value = await comp._call_async(args, kwargs)
     except BaseException as error:
+        run.context.flush_published()
         run._failed(error)
         raise
     finally:
         ctx.leave(token)
+    run.context.flush_published()
     run._succeeded(value, comp.redact)
     return value

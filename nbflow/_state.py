@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from typing import Any
 
 from . import _context as ctx
 from . import _events as ev
-from .constants import STATE_PREFIX
+from .constants import PUBLISH_INTERVAL_S, STATE_PREFIX
 from .errors import ConfigError
 
 APPEND = "append"
@@ -26,7 +27,12 @@ APPEND = "append"
 
 def publish(name: str, value: Any) -> None:
     """Publish ``value`` (anything JSON can hold) as the run's state ``name``; readers get
-    it as patches (``run.state(name)``, ``GET /runs/{id}/state/{name}``, the views)."""
+    it as patches (``run.state(name)``, ``GET /runs/{id}/state/{name}``, the views).
+
+    A publish goes out ``PUBLISH_INTERVAL_S`` later, as one patch with every publish made
+    meanwhile (a state streamed token by token costs a patch per interval, not per
+    token), or sooner: before the run's next event, step, wait or end.
+    """
     frame = ctx.current()
     if frame is None:
         return  # outside a run, as nf.emit
@@ -35,13 +41,56 @@ def publish(name: str, value: Any) -> None:
     position = run.next_position(frame)
     if position is None:  # a replay of a publish the log holds already
         return
-    base = run.published.get(name, _MISSING)
-    if base is _MISSING and run.memo is not None:
-        base = _recorded(run.memo, name)
-    run.published[name] = doc
-    event = ev.make(ev.STATE_PATCH, name=name, patch=diff(base, doc))  # run-level: no span
-    run.sink.emit_at(event, *position)
-    run.sink.record(STATE_PREFIX + name, json.dumps(doc, separators=(",", ":")))
+    publisher = run.publisher
+    if publisher is None:
+        publisher = run.publisher = Publisher(run)
+    publisher.publish(name, doc, position)
+
+
+class Publisher:
+    """A run's published states: the last value sent of each name, and the one waiting."""
+
+    def __init__(self, run: ctx.RunContext) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._sent: dict[str, Any] = {}
+        # name -> its newest value and the positions of every publish it stands for
+        self._pending: dict[str, tuple[Any, list[tuple[str, int]]]] = {}
+        self._timer: threading.Timer | None = None
+
+    def publish(self, name: str, doc: Any, position: tuple[str, int]) -> None:
+        with self._lock:
+            _doc, positions = self._pending.get(name, (None, []))
+            self._pending[name] = (doc, [*positions, position])
+            if PUBLISH_INTERVAL_S <= 0:
+                self._send(name)
+            elif self._timer is None:  # what comes within the interval joins this patch
+                self._timer = threading.Timer(PUBLISH_INTERVAL_S, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        """Send every waiting value now."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            for name in list(self._pending):
+                self._send(name)
+
+    def _send(self, name: str) -> None:
+        doc, positions = self._pending.pop(name)
+        base = self._sent.get(name, _MISSING)
+        if base is _MISSING and self._run.memo is not None:
+            base = _recorded(self._run.memo, name)
+        sink = self._run.sink
+        *merged, last = positions
+        for position, index in merged:  # said, as part of the value sent now
+            sink.record(position, str(index))
+        event = ev.make(ev.STATE_PATCH, name=name, patch=diff(base, doc))  # run-level: no span
+        sink.emit_at(event, *last)
+        sink.record(STATE_PREFIX + name, json.dumps(doc, separators=(",", ":")))
+        self._sent[name] = doc
 
 
 def to_json(value: Any, what: str) -> Any:

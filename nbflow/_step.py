@@ -115,6 +115,7 @@ class Step:
 
     def succeeded(self, value: Any, attempt: int) -> Future[None] | None:
         run = self.frame.run
+        run.flush_published()
         if self.cache_key is not None:
             assert self.comp.cache is not None
             run.cache.set(self.cache_key, value, self.comp.cache.ttl_s)

@@ -100,6 +100,7 @@ def wait_for_input(
     until = None if limit_s is None else time.time() + limit_s
     wait: dict[str, Any] = {"kind": "input", "name": name, "prompt": prompt, "schema": schema}
     wait.update({"until": until, "timeout_s": limit_s})
+    frame.run.flush_published()
     raise Suspend(wait, step, until)
 
 
@@ -121,6 +122,7 @@ def sleep_until(when: datetime | float) -> None:
     found, _outcome = frame.run.recorded(step)
     if found or until <= time.time():
         return
+    frame.run.flush_published()
     raise Suspend({"kind": "sleep", "until": until}, step, until)
 
 
@@ -140,6 +142,7 @@ def gather(*runs: Run) -> list[Any]:
     if all(found for found, _value in outcomes):
         return [_child_value(frame.run.runtime, value) for _found, value in outcomes]
     wait = {"kind": "children", "runs": ids}
+    frame.run.flush_published()
     raise Suspend(wait, step, time.time() + CHILD_POLL_MS / 1000)
 
 

@@ -88,6 +88,7 @@ SAID_PREFIX = "~"  # ~<span step>: how many emits/progress marks/publishes it lo
 CALL_PREFIX = "@"  # @<span step>#<n>: the name of the n-th call the span made
 STATE_PREFIX = "^state:"  # ^state:<name>: the latest value nf.publish gave that name
 REPLAY_RECORDS = (SAID_PREFIX, CALL_PREFIX, STATE_PREFIX)
+PUBLISH_INTERVAL_S = 0.1  # nf.publish: publishes this close together go out as one patch
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 ENV_REDIS_URL = "NBFLOW_REDIS_URL"

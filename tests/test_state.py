@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -52,7 +53,10 @@ def planner(n: int) -> dict[str, Any]:
     return plan
 
 
-def test_in_process_the_run_rebuilds_each_published_state_and_keeps_json_emits() -> None:
+def test_in_process_the_run_rebuilds_each_published_state_and_keeps_json_emits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("nbflow._state.PUBLISH_INTERVAL_S", 0.0)  # a patch per publish
     final = planner(5)
     run = nf.last_run()
     assert run.state("plan") == final
@@ -71,3 +75,38 @@ def test_a_value_json_cannot_hold_is_a_clear_error_naming_the_state() -> None:
 
     with pytest.raises(nf.ConfigError, match=r"nf.publish\('plan'\): the value must be JSON"):
         bad()
+
+
+@nf.workflow
+def streams_notes(n: int, gap_s: float) -> dict[str, Any]:
+    notes: dict[str, Any] = {"text": ""}
+    for i in range(n):
+        notes["text"] += f"token{i} "
+        nf.publish("notes", notes)
+        time.sleep(gap_s)
+    return notes
+
+
+def test_publishes_within_the_interval_go_out_as_one_patch_and_the_last_always_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("nbflow._state.PUBLISH_INTERVAL_S", 0.2)
+    final = streams_notes(30, 0.01)  # 0.3 s of publishes, 10 ms apart
+    run = nf.last_run()
+    patches = [e for e in run.events() if e["type"] == "state.patch"]
+    assert 1 <= len(patches) <= 3  # one per 0.2 s, and the last at the run's end
+    assert run.state("notes") == final
+    assert patches[-1]["id"] < next(e["id"] for e in run.events() if e["type"] == "run.succeeded")
+
+
+def test_a_waiting_publish_goes_out_before_the_next_emit() -> None:
+    @nf.workflow
+    def ordered() -> None:
+        nf.publish("s", {"v": 1})
+        nf.publish("s", {"v": 2})  # within the interval: one patch with the first
+        nf.emit("after")
+
+    ordered()
+    events = [e for e in nf.last_run().events() if e["type"] in ("state.patch", "output")]
+    assert [e["type"] for e in events] == ["state.patch", "output"]
+    assert events[0]["patch"] == [{"op": "replace", "path": "", "value": {"v": 2}}]

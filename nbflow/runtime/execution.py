@@ -14,6 +14,7 @@ def call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> 
     try:
         return wf._call_sync(tuple(args), dict(kwargs))
     finally:
+        context.flush_published()
         ctx.leave(token)
 
 
@@ -22,6 +23,7 @@ async def call_async(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: A
     try:
         return await wf._call_async(tuple(args), dict(kwargs))
     finally:
+        context.flush_published()
         ctx.leave(token)
 
 

@@ -307,10 +307,11 @@ def grows_a_plan(url: str, n: int) -> dict[str, Any]:
 
 
 def test_published_state_streams_once_across_attempts_and_reads_back(
-    runtime, worker, redis_url
+    runtime, worker, redis_url, monkeypatch
 ) -> None:
     from nbflow._state import apply
 
+    monkeypatch.setattr("nbflow._state.PUBLISH_INTERVAL_S", 0.0)  # a patch per publish
     worker()
     run = grows_a_plan.submit(redis_url, 6)
     wait_until(lambda: _waiting(run), timeout_s=10)
