@@ -1,0 +1,59 @@
+"""What a waiting run waits for, read from its metadata and said in one line.
+
+The run's metadata holds the wait as JSON while the run is ``waiting`` (the same
+dict as the ``run.waiting`` event's ``wait``): listings (``nbflow runs``,
+``nf.runs()``, the REST API's ``GET /runs``) read it from there, without the log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+MAX_PROMPT_CHARS = 80  # a listing shows the prompt's start
+
+
+def wait_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The wait of a ``waiting`` run (None for any other status, or an unreadable one)."""
+    if meta.get("status") != "waiting":
+        return None
+    raw = meta.get("wait")
+    if isinstance(raw, dict):
+        return raw
+    try:
+        wait = json.loads(raw) if isinstance(raw, str | bytes) else None
+    except ValueError:
+        return None
+    return wait if isinstance(wait, dict) else None
+
+
+def describe_wait(wait: dict[str, Any] | None) -> str:
+    """One line: ``input 'approve': Publish this draft?``, ``timer until 14:05:00``,
+    ``3 child runs``; empty for no wait."""
+    if not wait:
+        return ""
+    kind = wait.get("kind")
+    if kind == "input":
+        prompt = _short(str(wait.get("prompt") or ""))
+        text = f"input {wait.get('name')!r}" + (f": {prompt}" if prompt else "")
+        return text + _deadline(wait.get("until"), "answer by")
+    if kind == "sleep":
+        return "timer" + _deadline(wait.get("until"), "until")
+    if kind == "children":
+        count = len(wait.get("runs") or [])
+        return f"{count} child run{'' if count == 1 else 's'}"
+    return str(kind or "")
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_PROMPT_CHARS else text[: MAX_PROMPT_CHARS - 1] + "…"
+
+
+def _deadline(until: Any, word: str) -> str:
+    if not isinstance(until, int | float):
+        return ""
+    same_day = time.localtime(until)[:3] == time.localtime()[:3]
+    shown = time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", time.localtime(until))
+    return f" ({word} {shown})" if word == "answer by" else f" {word} {shown}"
