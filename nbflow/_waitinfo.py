@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 MAX_PROMPT_CHARS = 80  # a listing shows the prompt's start
+FIELD_TYPES = ("boolean", "integer", "number", "string")
 
 
 def wait_of(meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -57,3 +58,18 @@ def _deadline(until: Any, word: str) -> str:
     same_day = time.localtime(until)[:3] == time.localtime()[:3]
     shown = time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", time.localtime(until))
     return f" ({word} {shown})" if word == "answer by" else f" {word} {shown}"
+
+
+def field_kind(schema: dict[str, Any] | None) -> str:
+    """The form field that answers a wait for input with this JSON schema: ``boolean``
+    (yes/no), ``enum`` (a choice), ``integer``, ``number``, ``string``, or ``json`` (a
+    JSON text) for anything else; as extension/src/waits.ts ``fieldKind`` decides."""
+    if not schema:
+        return "json"
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return "enum"
+    declared = schema.get("type")
+    types = [t for t in (declared if isinstance(declared, list) else [declared]) if t != "null"]
+    if len(types) == 1 and types[0] in FIELD_TYPES:
+        return str(types[0])
+    return "json"

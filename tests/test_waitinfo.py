@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 import nbflow as nf
-from nbflow._waitinfo import describe_wait, wait_of
+from nbflow._waitinfo import describe_wait, field_kind, wait_of
 from nbflow.runtime.client import Runtime
 
 from .conftest import wait_until
@@ -51,3 +54,13 @@ def test_nf_runs_has_what_each_waiting_run_waits_for(
     run.send_input("approve", True)
     run.result(timeout_s=15)
     assert nf.runs().set_index("run_id").loc[run.id, "waiting_for"] == ""
+
+
+FIELDS = json.loads((Path(__file__).parent / "vectors" / "wait_fields.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize(("schema", "kind"), FIELDS, ids=[json.dumps(s) for s, _k in FIELDS])
+def test_each_schema_gets_the_field_the_front_end_also_gives_it(
+    schema: dict[str, Any] | None, kind: str
+) -> None:
+    assert field_kind(schema) == kind

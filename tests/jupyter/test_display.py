@@ -12,7 +12,9 @@ from nbflow import _events as ev
 from nbflow._fold import fold
 from nbflow.jupyter import display as dsp
 
-SNAPSHOT_KEYS = {"status", "progress", "spans", "usage", "output_tail", "error"}
+SNAPSHOT_KEYS = {
+    "status", "progress", "spans", "usage", "output_tail", "error", "wait", "children",
+}  # fmt: skip
 SPAN_KEYS = {
     "span_id", "parent_id", "name", "kind", "status", "duration_ms", "attempts", "cached", "tokens",
 }  # fmt: skip
