@@ -227,7 +227,7 @@ def install_hooks(shell: Any) -> None:
         return
     _hooked.add(id(shell))
     formatter = shell.display_formatter.ipython_display_formatter
-    formatter.for_type_by_name("nbflow.runtime.client", "Run", _display_run)
+    formatter.for_type_by_name("nbflow.runtime.run", "Run", _display_run)
     formatter.for_type_by_name("nbflow._local", "LocalRun", _display_run)
     shell.events.register("pre_run_cell", _cell_started)
     shell.events.register("post_run_cell", _settle)

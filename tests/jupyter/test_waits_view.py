@@ -134,3 +134,19 @@ def test_an_in_process_run_takes_no_input_from_the_widget() -> None:
 def test_a_waiting_runs_workflow_span_is_not_recorded_as_failed(waiting: Run) -> None:
     finished = [e for e in waiting.events(follow=False) if e["type"] == "span.finished"]
     assert all(e["status"] == "ok" for e in finished), [e.get("error") for e in finished]
+
+
+def test_a_run_shown_as_a_cells_value_gets_the_updatable_live_view(waiting: Run) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from nbflow.jupyter import view
+
+    shell = InteractiveShell.instance()
+    try:
+        view.install_hooks(shell)
+        formatter = shell.display_formatter.ipython_display_formatter
+        # Run lives in nbflow.runtime.run: a hook registered under another module's name
+        # never fires, and the run's first display is a snapshot nothing updates.
+        assert formatter.lookup(waiting) is view._display_run
+    finally:
+        InteractiveShell.clear_instance()
