@@ -22,6 +22,8 @@ export class InputForm {
     form.dataset.input = String(wait.name);
     form.dataset.kind = this.kind;
     form.noValidate = true; // the schema is checked here and by the server, with its words
+    // JupyterLab's notebook shortcuts (Enter, a, b, d d...) must not take the keys typed here.
+    form.setAttribute('data-lm-suppress-shortcuts', '');
     const prompt = el('div', 'nbflow-ask-prompt', wait.prompt || `The run waits for input '${wait.name}'.`);
     const row = el('div', 'nbflow-ask-row');
     row.append(...this.controls());
@@ -44,6 +46,16 @@ export class InputForm {
     field.className = 'nbflow-ask-field';
     field.setAttribute('aria-label', String(this.wait.name));
     this.field = field;
+    if (!(field instanceof HTMLTextAreaElement)) {
+      // Enter sends, whatever the page around does with the key (a notebook swallows
+      // the keypress that would submit the form by itself).
+      field.addEventListener('keydown', event => {
+        if ((event as KeyboardEvent).key === 'Enter') {
+          event.preventDefault();
+          void this.submit(field.value);
+        }
+      });
+    }
     const send = el('button', 'nbflow-ask-send', 'Send') as HTMLButtonElement;
     send.type = 'submit';
     return [field, send];

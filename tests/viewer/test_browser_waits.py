@@ -124,18 +124,30 @@ def test_lab_notebook_output_of_a_waiting_run_answers_it_through_the_server(
     page: Any, lab: Lab, redis_url: str, r: redis.Redis, runtime: Runtime,
     worker_elsewhere: Any,
 ) -> None:  # fmt: skip
-    run_id = start_run_elsewhere(redis_url, TEST_SECRET, "approval", draft="the beaver post")
+    run_id = start_run_elsewhere(
+        redis_url, TEST_SECRET, "approval", draft="the beaver post", details=True
+    )
     wait_status(r, run_id, {"waiting"})
     cell = nbformat.v4.new_code_cell("run", outputs=[snapshot_output(run_id)])
     kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook = nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": kernel})
     nbformat.write(notebook, lab.root / "waits.ipynb")
     open_lab(page, lab, "lab/tree/waits.ipynb")
+    output = f'.nbflow-output-renderer {TRACE}[data-run="{run_id}"]'
     form = page.locator(f".nbflow-output-renderer {ask('approve')}")
     form.wait_for(timeout=30_000)
     assert form.locator(".nbflow-ask-prompt").inner_text() == "Publish the beaver post?"
     page.screenshot(path=artifact("waits-lab-output-form.png"))
-    form.locator(".nbflow-ask-false").click()
-    output = f'.nbflow-output-renderer {TRACE}[data-run="{run_id}"]'
+    form.locator(".nbflow-ask-true").click()
+    channel = page.locator(f".nbflow-output-renderer {ask('channel')}")
+    channel.wait_for(timeout=15_000)
+    channel.locator("select").select_option(label="blog")
+    channel.locator(".nbflow-ask-send").click()
+    # In a notebook, Enter in a field sends the answer (the notebook's shortcuts keep off).
+    for name, text in (("copies", "4"), ("note", "ok")):
+        field = page.locator(f".nbflow-output-renderer {ask(name)} .nbflow-ask-field")
+        field.wait_for(timeout=15_000)
+        field.fill(text)
+        field.press("Enter")
     page.wait_for_selector(f'{output}[data-status="succeeded"]', timeout=20_000)
-    assert runtime.attach(run_id).result(timeout_s=5) == "dropped"
+    assert runtime.attach(run_id).result(timeout_s=5) == "published blog 4 ok"

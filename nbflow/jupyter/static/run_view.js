@@ -147,6 +147,8 @@ function inputForm(model, wait) {
   form.dataset.input = String(wait.name);
   form.dataset.kind = wait.field;
   form.noValidate = true;
+  // JupyterLab's notebook shortcuts (Enter, a, b, d d...) must not take the keys typed here.
+  form.setAttribute("data-lm-suppress-shortcuts", "");
   const row = h("div", "nbf-ask-row");
   const error = h("div", "nbf-ask-error");
   error.setAttribute("role", "alert");
@@ -197,6 +199,16 @@ function inputForm(model, wait) {
     const send = /** @type {HTMLButtonElement} */ (h("button", "nbf-ask-send", "Send"));
     send.type = "submit";
     row.append(field, send);
+    // Enter sends, whatever the page around does with the key (a notebook swallows the
+    // keypress that would submit the form by itself).
+    const input = field;
+    if (!(input instanceof HTMLTextAreaElement)) {
+      input.addEventListener("keydown", (event) => {
+        if (/** @type {KeyboardEvent} */ (event).key !== "Enter") return;
+        event.preventDefault();
+        void submit(input.value);
+      });
+    }
   }
   form.addEventListener("submit", (event) => {
     event.preventDefault();
