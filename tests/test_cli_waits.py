@@ -96,3 +96,29 @@ def test_a_second_answer_another_name_and_an_unknown_run_are_refused(
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("nbflow send: no run '0123456789abcdef'")
     assert "Traceback" not in unknown.stderr + again.stderr + other.stderr
+
+
+def test_the_terminal_view_tells_children_waits_resumes_and_warnings_one_line_each() -> None:
+    import io
+    import json
+
+    from nbflow.console import LivePrinter, summary
+
+    vectors = json.loads((ROOT / "tests" / "vectors" / "fold_waits.json").read_text())
+    [case] = [c for c in vectors["cases"] if c["name"].startswith("a parent starts children")]
+    out = io.StringIO()
+    state = LivePrinter("parent", out).feed(case["events"])
+    lines = [line.split("  ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines[2:] == [
+        "  ⑂ child run c1 (research) started",
+        "  ⑂ child run c2 (research) started",
+        "  ⑂ child run c3 (summarize) started",
+        "⏸ waiting for 3 child runs",
+        "  ⑂ child run c1 (research) succeeded · 1200 tokens · $0.0031",
+        "  ⑂ child run c2 (research) failed",
+        "  ⑂ child run c3 (summarize) succeeded · 40 tokens · $0.0001",
+        "▶ resumed (children)",
+        "⚠ the worker's event loop was blocked for 6.0 s",
+        "run.started",
+    ]
+    assert summary(state).splitlines()[-1] == "child runs: 3 (3 ended)"
