@@ -265,7 +265,7 @@ def start_api(url: str, port: int, env: dict[str, str], log: Path) -> subprocess
         if proc.poll() is not None:
             raise RuntimeError(f"nbflow api exited:\n{log.read_text()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
         except httpx.TransportError:
             time.sleep(0.1)

@@ -147,3 +147,26 @@ def rq_started_at() -> float:
 
 def rq_step(i: int) -> int:
     return i + 1
+
+
+# --- waits (bench/waits.py) ----------------------------------------------------------
+@nf.component
+def after_wait(i: int) -> float:
+    """The wall clock when the step after a wait starts."""
+    return time.time()
+
+
+@nf.workflow
+def awaits_approval(i: int = 0) -> float:
+    nf.wait_for_input("approve", schema={"type": "boolean"})
+    return after_wait(i)
+
+
+@nf.workflow
+def leaf(i: int) -> int:
+    return tiny(i)
+
+
+@nf.workflow
+def fan_out(n: int = 500) -> int:
+    return sum(nf.gather(*[leaf.submit(i) for i in range(n)]))

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._component import Component, component
 from ._local import last_run
+from ._state import publish
 from ._testing import set_testing
+from ._tool import Tool, call_tools, call_tools_async, tool, tool_definitions
 from ._trace import Trace
 from ._version import __version__
 from ._waits import gather, sleep, sleep_until, wait_for_input
@@ -26,6 +28,8 @@ from .errors import (
     RunNotFound,
     RuntimeUnavailable,
     StepTimeout,
+    StructuredOutputError,
+    ToolArgumentsError,
 )
 
 if TYPE_CHECKING:
@@ -88,10 +92,15 @@ __all__ = [
     "RunNotFound",
     "RuntimeUnavailable",
     "StepTimeout",
+    "StructuredOutputError",
+    "Tool",
+    "ToolArgumentsError",
     "Trace",
     "Workflow",
     "__version__",
     "attach",
+    "call_tools",
+    "call_tools_async",
     "component",
     "connect",
     "current_run_id",
@@ -99,10 +108,13 @@ __all__ = [
     "gather",
     "last_run",
     "progress",
+    "publish",
     "runs",
     "set_testing",
     "sleep",
     "sleep_until",
+    "tool",
+    "tool_definitions",
     "wait_for_input",
     "workflow",
 ]

@@ -24,7 +24,7 @@ from ._policies import CachePolicy, RetryPolicy, Seconds, timeout
 from ._step import Step
 from .errors import ConfigError, StepTimeout
 
-KINDS = ("component", "workflow", "llm")
+KINDS = ("component", "workflow", "llm", "tool")
 RetryOption = RetryPolicy | int | dict[str, Any] | None
 CacheOption = CachePolicy | float | bool | dict[str, Any] | None
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._events import Event, Sink
+from .constants import CALL_PREFIX, SAID_PREFIX
 from .errors import AttemptFenced, NondeterminismError, RunCancelled
 
 
@@ -50,6 +51,7 @@ class RunContext:
     attempt: int = 0  # which claim of the run this is (0: an in-process run)
     runtime: Any = None  # on a worker: the runtime client, for child runs and waits
     fenced: bool = False  # the attempt lost its run: it must stop and write nothing
+    publisher: Any = None  # nf.publish's states (see _state.Publisher), made on first use
     # threads of steps abandoned by with_timeout (a thread cannot be stopped)
     abandoned: list[threading.Thread] = field(default_factory=list)
 
@@ -74,7 +76,7 @@ class RunContext:
         step = frame.child_step(name, arg_digest)
         if self.runtime is None:  # in-process runs are never replayed
             return step
-        position = f"@{frame.step}#{frame.next_call()}"
+        position = f"{CALL_PREFIX}{frame.step}#{frame.next_call()}"
         made = self.memo.made(position) if self.memo is not None else None
         if made is None:
             self.sink.record(position, name)
@@ -93,14 +95,27 @@ class RunContext:
             return False, None
         return self.memo.lookup(step)
 
-    def say(self, frame: Frame, event: Event) -> None:
-        """Log an emit or progress mark at its position in ``frame``, unless an earlier
-        attempt logged it already (replayed code says nothing twice)."""
+    def next_position(self, frame: Frame) -> tuple[str, int] | None:
+        """Where the next emit, progress mark or publish in ``frame`` goes in the log;
+        None when an earlier attempt logged it already (replayed code says nothing twice)."""
         index = frame.next_said()
-        position = "~" + frame.step
+        position = SAID_PREFIX + frame.step
         if self.memo is not None and index <= self.memo.logged(position):
-            return
-        self.sink.emit_at(event, position, index)
+            return None
+        return position, index
+
+    def say(self, frame: Frame, event: Event) -> None:
+        """Log an emit or progress mark at its position in ``frame`` (see next_position)."""
+        self.flush_published()
+        position = self.next_position(frame)
+        if position is not None:
+            self.sink.emit_at(event, *position)
+
+    def flush_published(self) -> None:
+        """Send published states still waiting (before a later event, a step's end, a
+        wait or the run's end: the log keeps them in the order the code made them)."""
+        if self.publisher is not None:
+            self.publisher.flush()
 
 
 class Frame:

@@ -35,6 +35,7 @@ RUN_RESUMED = "run.resumed"  # what it waited for came: queued again
 INPUT_RECEIVED = "input.received"
 CHILD_STARTED = "child.started"
 CHILD_ENDED = "child.ended"
+STATE_PATCH = "state.patch"  # nf.publish: a JSON patch to a named state of the run
 
 TERMINAL_EVENTS = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED})
 

@@ -7,6 +7,7 @@ events arrive and replayed views fold the same way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +97,9 @@ class RunState:
         self.truncated = False
         self.spans: dict[str, SpanState] = {}
         self.progress: dict[str, StepProgress] = {}
-        self.chunks: list[str] = []
+        self.chunks: list[str] = []  # the streamed output as text
+        self.emitted: list[Any] = []  # each emit as it was made: text or a JSON value
+        self.published: dict[str, Any] = {}  # nf.publish: each state's value so far
         self.warnings: list[str] = []  # what the worker said about the run (a blocked loop)
         self.wait: dict[str, Any] | None = None  # what a waiting run waits for
         self.inputs: dict[str, Any] = {}  # answers it was sent, by name
@@ -218,7 +221,18 @@ class RunState:
         self.progress[e["step"]] = StepProgress(state, e.get("detail"), e["ts"])
 
     def _output(self, e: ev.Event) -> None:
-        self.chunks.append(str(e.get("chunk", "")))
+        if "value" in e:  # a JSON value, not text
+            self.emitted.append(e["value"])
+            self.chunks.append(json.dumps(e["value"]))
+        else:
+            self.emitted.append(str(e.get("chunk", "")))
+            self.chunks.append(str(e.get("chunk", "")))
+
+    def _state_patch(self, e: ev.Event) -> None:
+        from ._state import apply
+
+        name = str(e.get("name"))
+        self.published[name] = apply(self.published.get(name), e.get("patch") or [])
 
     def _truncated(self, e: ev.Event) -> None:
         self.truncated = True
@@ -264,6 +278,7 @@ _HANDLERS = {
     ev.INPUT_RECEIVED: RunState._input,
     ev.CHILD_STARTED: RunState._child_started,
     ev.CHILD_ENDED: RunState._child_ended,
+    ev.STATE_PATCH: RunState._state_patch,
 }
 
 

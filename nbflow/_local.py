@@ -83,6 +83,12 @@ class LocalRun:
             if ev.id_tuple(event["id"]) > floor:
                 yield event
 
+    def state(self, name: str) -> Any:
+        """The latest value the run published as ``name`` (``nf.publish``); None if none."""
+        from ._fold import fold
+
+        return fold(list(self.sink.events), self.id).published.get(name)
+
     def trace(self) -> Trace:
         from ._trace import Trace
 
@@ -137,10 +143,12 @@ def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     try:
         value = comp._call_sync(args, kwargs)
     except BaseException as error:
+        run.context.flush_published()
         run._failed(error)
         raise
     finally:
         ctx.leave(token)
+    run.context.flush_published()
     run._succeeded(value, comp.redact)
     return value
 
@@ -152,9 +160,11 @@ async def _run_async(
     try:
         value = await comp._call_async(args, kwargs)
     except BaseException as error:
+        run.context.flush_published()
         run._failed(error)
         raise
     finally:
         ctx.leave(token)
+    run.context.flush_published()
     run._succeeded(value, comp.redact)
     return value

@@ -14,7 +14,7 @@ from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
 from ._testing import is_testing
-from .errors import AttemptFenced, CacheKeyError, RunCancelled
+from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
     from ._component import Component
@@ -79,8 +79,9 @@ class Step:
 
     def failed(self, error: BaseException, attempt: int) -> float | None:
         """Record a failed attempt; the back-off delay if it is retried, else None."""
-        if isinstance(error, AttemptFenced):
-            raise error  # this attempt writes nothing more, not even the span's end
+        if isinstance(error, AttemptFenced | Suspend):
+            # the attempt ends here (it lost the run, or waits): the span is not over
+            raise error
         if isinstance(error, RunCancelled | asyncio.CancelledError | KeyboardInterrupt):
             self._finish("cancelled", attempts=attempt, error=_describe(error))
             return None
@@ -114,6 +115,7 @@ class Step:
 
     def succeeded(self, value: Any, attempt: int) -> Future[None] | None:
         run = self.frame.run
+        run.flush_published()
         if self.cache_key is not None:
             assert self.comp.cache is not None
             run.cache.set(self.cache_key, value, self.comp.cache.ttl_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -76,3 +77,31 @@ class Trace:
         from .frames import span_table
 
         return span_table(self.state)
+
+    def to_otel(
+        self,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        service_name: str = "nbflow",
+        project: str | None = None,
+        timeout_s: float | None = None,
+    ) -> str:
+        """Send this run to an OTLP/HTTP endpoint as one trace; the trace id (hex).
+
+        ``endpoint`` is a collector's base URL (``http://localhost:4318``, Phoenix's
+        ``http://localhost:6006``) or its traces URL; default ``NBFLOW_OTLP_ENDPOINT``.
+        Sending the same run again sends the same trace and span ids. Needs
+        ``pip install 'nbflow[otel]'``; see ``nbflow.otel``.
+        """
+        from .constants import OTLP_TIMEOUT_S
+        from .otel import export_trace
+
+        return export_trace(
+            self,
+            endpoint,
+            headers=headers,
+            service_name=service_name,
+            project=project,
+            timeout_s=OTLP_TIMEOUT_S if timeout_s is None else timeout_s,
+        )

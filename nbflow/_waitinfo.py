@@ -42,7 +42,8 @@ def describe_wait(wait: dict[str, Any] | None) -> str:
     if kind == "sleep":
         return "timer" + _deadline(wait.get("until"), "until")
     if kind == "children":
-        count = len(wait.get("runs") or [])
+        runs = wait.get("runs")
+        count = len(runs) if isinstance(runs, list) else 0
         return f"{count} child run{'' if count == 1 else 's'}"
     return str(kind or "")
 

@@ -13,7 +13,9 @@ told anything, so ``wait_for_input`` needs the runtime.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,23 +24,13 @@ from typing import TYPE_CHECKING, Any
 from . import _context as ctx
 from . import _events as ev
 from ._policies import Seconds, seconds
-from .errors import ConfigError, InputTimeout, RunCancelled, RunFailed
+from .errors import ConfigError, InputTimeout, RunCancelled, RunFailed, Suspend
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
     from .runtime.run import Run
 
 CHILD_POLL_MS = 2_000  # a parent waiting on children also looks at them this often
-
-
-class Suspend(BaseException):
-    """Ends this attempt at a wait (not an error: the run waits, holding no worker)."""
-
-    def __init__(self, wait: dict[str, Any], step: str, wake_at_s: float | None) -> None:
-        super().__init__(f"waiting: {wait['kind']}")
-        self.wait = wait
-        self.step = step
-        self.wake_at_s = wake_at_s
 
 
 @dataclass(frozen=True)
@@ -54,6 +46,13 @@ class TimedOut:
 
     name: str
     timeout_s: float
+
+
+@dataclass(frozen=True)
+class ChildSucceeded:
+    """A child run that succeeded: its parent reads the result from the child itself."""
+
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,7 @@ def wait_for_input(
     if schema is not None:
         check_schema(schema)
     limit_s = seconds(timeout_s, "timeout_s", allow_zero=False)
+    frame.run.check()  # a cancelled run does not start waiting
     step = frame.run.call_step(frame, f"input:{name}", "")
     found, outcome = frame.run.recorded(step)
     if found:
@@ -100,6 +100,7 @@ def wait_for_input(
     until = None if limit_s is None else time.time() + limit_s
     wait: dict[str, Any] = {"kind": "input", "name": name, "prompt": prompt, "schema": schema}
     wait.update({"until": until, "timeout_s": limit_s})
+    frame.run.flush_published()
     raise Suspend(wait, step, until)
 
 
@@ -116,10 +117,12 @@ def sleep_until(when: datetime | float) -> None:
     if frame is None or frame.run.runtime is None:
         time.sleep(max(0.0, until - time.time()))
         return
+    frame.run.check()
     step = frame.run.call_step(frame, "sleep", "")
     found, _outcome = frame.run.recorded(step)
     if found or until <= time.time():
         return
+    frame.run.flush_published()
     raise Suspend({"kind": "sleep", "until": until}, step, until)
 
 
@@ -131,13 +134,15 @@ def gather(*runs: Run) -> list[Any]:
     frame = ctx.current()
     if frame is None or frame.run.runtime is None:
         return [run.result() for run in runs]
+    frame.run.check()
     ids = [run.id for run in runs]
     digest = hashlib.blake2b(",".join(ids).encode(), digest_size=6).hexdigest()
     step = frame.run.call_step(frame, "gather", digest)
     outcomes = [frame.run.recorded(child_step(step, i)) for i in range(len(ids))]
     if all(found for found, _value in outcomes):
-        return [_child_value(value) for _found, value in outcomes]
+        return [_child_value(frame.run.runtime, value) for _found, value in outcomes]
     wait = {"kind": "children", "runs": ids}
+    frame.run.flush_published()
     raise Suspend(wait, step, time.time() + CHILD_POLL_MS / 1000)
 
 
@@ -146,7 +151,9 @@ def child_step(step: str, index: int) -> str:
     return f"{step}#child{index}"
 
 
-def _child_value(value: Any) -> Any:
+def _child_value(runtime: Any, value: Any) -> Any:
+    if isinstance(value, ChildSucceeded):
+        return runtime.result_of(value.run_id)
     if not isinstance(value, ChildEnded):
         return value
     if value.status == "cancelled":
@@ -188,12 +195,26 @@ def submit_child(
 
 
 def check_schema(schema: dict[str, Any]) -> None:
+    try:
+        text = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"schema must be JSON: {error}") from None
+    problem = _schema_problem(text)
+    if problem:
+        raise ConfigError(f"schema is not a valid JSON schema: {problem}")
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problem(text: str) -> str:
+    """What is wrong with a schema ("" if nothing): checked once per schema and process."""
     import jsonschema
 
+    schema = json.loads(text)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as error:
-        raise ConfigError(f"schema is not a valid JSON schema: {error.message}") from None
+        return str(error.message)
+    return ""
 
 
 def _frame(what: str) -> ctx.Frame:

@@ -10,6 +10,7 @@ from . import _events as ev
 from ._component import CacheOption, Component, RetryOption
 from ._policies import Seconds
 from ._preview import truncate
+from ._state import to_json
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -126,11 +127,24 @@ def progress(step: str, detail: Any = None, *, state: str = "running") -> None:
 
 
 def emit(chunk: Any) -> None:
-    """Stream a piece of output from the current run (outside a run it is dropped)."""
+    """Stream a piece of output from the current run (outside a run it is dropped).
+
+    Text streams as text; anything else JSON can hold streams as that JSON value
+    (readers get the value back), and other objects as their ``str``.
+    """
     frame = ctx.current()
     if frame is None:
         return
-    frame.run.say(frame, ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk)))
+    if isinstance(chunk, str):
+        event = ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=chunk)
+    else:
+        try:
+            value = to_json(chunk, "nf.emit")
+        except ConfigError:
+            event = ev.make(ev.OUTPUT, span_id=frame.span_id, chunk=str(chunk))
+        else:
+            event = ev.make(ev.OUTPUT, span_id=frame.span_id, value=value)
+    frame.run.say(frame, event)
 
 
 def current_run_id() -> str | None:

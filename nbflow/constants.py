@@ -19,6 +19,9 @@ CODE_KEY = PREFIX + ":code:{digest}"  # signed shipped code, content-addressed
 CACHE_KEY = PREFIX + ":cache:{key}"
 DEPLOYED = f"{PREFIX}:deployed"  # hash workflow name -> code digest
 RATE_KEY = PREFIX + ":rate:{scope}"
+# `nbflow export`: per exporter name, where it has read up to and which runs it sent.
+EXPORT_CURSOR = PREFIX + ":export:{name}:cursor"  # created_at (s) of the oldest run not yet sent
+EXPORT_DONE = PREFIX + ":export:{name}:done"  # zset run_id -> sent at (s), trimmed by retention
 
 
 # --- per-run keys (one hash slot per run) -----------------------------------
@@ -79,12 +82,39 @@ REDACTED = "[redacted]"
 RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
 # A run's metadata: the token of the attempt that holds it (absent when none does).
 FENCE_FIELD = "fence"
+# Beside its steps' results, a run's steps hash keeps what replays compare against,
+# under names no step key can have (step keys start with "/"):
+SAID_PREFIX = "~"  # ~<span step>: how many emits/progress marks/publishes it logged
+CALL_PREFIX = "@"  # @<span step>#<n>: the name of the n-th call the span made
+STATE_PREFIX = "^state:"  # ^state:<name>: the latest value nf.publish gave that name
+REPLAY_RECORDS = (SAID_PREFIX, CALL_PREFIX, STATE_PREFIX)
+PUBLISH_INTERVAL_S = 0.1  # nf.publish: publishes this close together go out as one patch
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 ENV_REDIS_URL = "NBFLOW_REDIS_URL"
 ENV_HOME = "NBFLOW_HOME"
 ENV_SECRET = "NBFLOW_SECRET"
 ENV_API_TOKEN = "NBFLOW_API_TOKEN"
+ENV_OTLP_ENDPOINT = "NBFLOW_OTLP_ENDPOINT"
+
+# --- OpenTelemetry export (nbflow/otel) ------------------------------------------
+OTLP_TIMEOUT_S = 10.0  # one export, the OTLP exporter's own retries included
+EXPORT_INTERVAL_S = 1.0  # how often `nbflow export` looks for runs that ended
+EXPORT_RETRY_MAX_S = 60.0  # back-off ceiling while the collector does not answer
+
+
+# --- the REST API (nbflow/api), per API process ------------------------------
+API_MAX_BODY_BYTES = 1_000_000  # larger request bodies get 413
+# Requests following a run at once (SSE and NDJSON streams, requests waiting for
+# their run): past this, 503 with Retry-After. `nbflow api --max-streams`.
+API_MAX_STREAMS = 1_000
+# The API's pool for short commands, opened at start and never grown: with one
+# connection of its own per run that clients follow, the process holds
+# API_REDIS_CONNECTIONS + followed runs, however many clients come and go.
+API_REDIS_CONNECTIONS = 10
+API_REDIS_WAIT_S = 10.0  # a command waits this long for a free pooled connection, then 503
+API_HEADER_TIMEOUT_S = 10.0  # a client must send a request's headers within this
+API_CLIENT_NAME = "nbflow-api"  # its connections show in CLIENT LIST as nbflow-api:<pid>
 
 
 # --- embedded runtime: files under NBFLOW_HOME and their time-outs -----------

@@ -13,17 +13,22 @@
     ├── ArgumentsTooLarge       a run's arguments are over MAX_ARGS_BYTES (also a ValueError)
     ├── InputTimeout            nf.wait_for_input's timeout_s passed first (also a TimeoutError)
     ├── InputRejected           a value sent to a waiting run does not fit (also a ValueError)
-    └── NondeterminismError     a replay made other calls than the attempt it replays
+    ├── NondeterminismError     a replay made other calls than the attempt it replays
+    ├── StructuredOutputError   an LLM reply did not parse as the format asked for (ValueError)
+    └── ToolArgumentsError      a tool call's arguments are not what its schema allows (ValueError)
 
-    AttemptFenced (a BaseException, like KeyboardInterrupt: user code's ``except
-    Exception`` cannot swallow it) unwinds a run's code on a worker whose attempt
-    lost the run to a newer one; it never reaches a user outside the worker.
+    AttemptFenced and Suspend (BaseExceptions, like KeyboardInterrupt: user code's
+    ``except Exception`` cannot swallow them) unwind a run's code on a worker: the
+    attempt lost its run to a newer one, or reached a wait. Neither reaches a user
+    outside the worker.
 
 Errors raised by a user's own component are never wrapped: after retries run
 out, the component re-raises the user's exception with its traceback intact.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class NbflowError(Exception):
@@ -100,3 +105,38 @@ class NondeterminismError(NbflowError):
 
 class AttemptFenced(BaseException):
     """This attempt no longer holds its run: stop at once, write nothing more."""
+
+
+class Suspend(BaseException):
+    """Ends this attempt at a wait: not an error, the run waits, holding no worker."""
+
+    def __init__(self, wait: dict[str, Any], step: str, wake_at_s: float | None) -> None:
+        super().__init__(f"waiting: {wait['kind']}")
+        self.wait = wait
+        self.step = step
+        self.wake_at_s = wake_at_s
+
+
+class StructuredOutputError(NbflowError, ValueError):
+    """A reply asked for in a format (``response_format=Model``) that does not parse as it.
+
+    ``raw`` is the reply's text, as the model sent it; ``reply`` the unparsed SDK
+    object when it could be read (its ``usage`` says what the call cost).
+    """
+
+    def __init__(self, message: str, *, raw: str, reply: Any = None):
+        super().__init__(message)
+        self.raw = raw
+        self.reply: Any = reply
+
+
+class ToolArgumentsError(NbflowError, ValueError):
+    """A tool call whose arguments are not JSON, or not what the tool's parameters allow.
+
+    ``raw`` is the arguments text as the model sent it.
+    """
+
+    def __init__(self, message: str, *, tool: str, raw: str):
+        super().__init__(message)
+        self.tool = tool
+        self.raw = raw

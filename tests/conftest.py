@@ -110,12 +110,14 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, *, interval_s: fl
 class ThreadServer:
     """An ASGI app under uvicorn on a thread of this process, on a free loopback port."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **options: Any) -> None:
         import uvicorn
 
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, log_level="warning", ws="none", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            app, log_level="warning", ws="none", timeout_graceful_shutdown=1, **options
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True

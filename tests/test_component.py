@@ -116,8 +116,8 @@ def test_decorating_a_non_callable_raises_type_error_naming_it():
 
 
 def test_unknown_kind_is_a_config_error():
-    with pytest.raises(nf.ConfigError, match="unknown kind 'tool'"):
-        nf.Component(lambda: None, kind="tool")
+    with pytest.raises(nf.ConfigError, match="unknown kind 'agent'"):
+        nf.Component(lambda: None, kind="agent")
 
 
 def test_bad_retry_and_cache_arguments_are_config_errors():

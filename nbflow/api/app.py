@@ -14,9 +14,13 @@ from typing import TYPE_CHECKING
 from anyio import to_thread
 from fastapi import FastAPI
 
+from .. import constants as c
 from .._version import __version__
-from . import auth, errors, ui
-from .limits import BodyLimit
+from . import docs, errors, openapi, ui
+from .auth import TokenAuth
+from .body import RequestBody
+from .guard import LoopbackOnly
+from .limits import Streams
 from .routes import router
 from .server import configured_token
 from .service import Service
@@ -26,12 +30,13 @@ if TYPE_CHECKING:
     from .._workflow import Workflow
     from ..runtime.client import Runtime
 
-MAX_BODY_BYTES = 1_000_000
 DESCRIPTION = """\
 Every nbflow workflow over HTTP: run one and wait (`POST /workflows/{name}`), start one
 (`POST /workflows/{name}/start`), or stream its events (`Accept: text/event-stream`).
 Runs are followed at `GET /runs/{id}/events`, resumable with `Last-Event-ID`.
-Errors are JSON `{"error": {"type", "message"}}`.
+Errors are JSON `{"error": {"type", "message"}}`; a method a path does not have is 405.
+Request bodies are JSON (`Content-Type: application/json`), numbers finite, and inputs
+strict: `"2"` or `true` is not an `int`.
 """
 
 
@@ -40,14 +45,19 @@ def create_app(
     *,
     app_module: str | None = None,
     token: str | None = None,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    max_body_bytes: int = c.API_MAX_BODY_BYTES,
+    max_streams: int = c.API_MAX_STREAMS,
     keep_alive_s: float = KEEP_ALIVE_S,
+    show_paths: bool = False,
 ) -> FastAPI:
     """The API over ``runtime`` (default: the connected one, see ``nbflow.connect``).
 
     ``app_module`` names a module whose workflows are served by name (its workers
     run ``nbflow worker --app`` with the same module); deployed workflows are
-    served too. ``token`` (default ``NBFLOW_API_TOKEN``) turns bearer auth on.
+    served too. ``token`` (default ``NBFLOW_API_TOKEN``) turns bearer auth on;
+    without one, only loopback Host names and same-origin pages are served.
+    ``max_streams`` bounds the requests that follow a run at once (503 past it).
+    ``show_paths`` lets error messages keep the file-system paths they name.
     """
     registry = _registry(app_module)
 
@@ -55,23 +65,37 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         connected = runtime if runtime is not None else await to_thread.run_sync(_connected)
         app.state.service = Service.open(connected, registry)
+        await app.state.service.warm()
         try:
             yield
         finally:
             await app.state.service.close()
 
     required = configured_token(token)
-    app = FastAPI(title="nbflow", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="nbflow",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served from the package by docs.py, not from a CDN
+        redoc_url=None,
+    )
     app.state.keep_alive_s = keep_alive_s
-    # Set when the server begins to shut down (see server.py): waiting requests answer at once.
+    app.state.streams = Streams(max_streams)
+    # Set when the server begins to shut down (see server.py): waiting requests answer at
+    # once, and event streams end (their clients resume elsewhere with Last-Event-ID).
     app.state.draining = asyncio.Event()
-    if required:
-        app.include_router(router, dependencies=[auth.require(required)], responses=auth.RESPONSES)
-    else:
-        app.include_router(router)
-    errors.install(app)
+    app.include_router(router)
+    errors.install(app, show_paths=show_paths)
+    docs.install(app)
     ui.install(app)
-    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
+    openapi.install(app, token=required is not None)
+    # The last added runs first: auth (or the loopback guard), then the body rules.
+    app.add_middleware(RequestBody, max_body_bytes=max_body_bytes)
+    if required:
+        app.add_middleware(TokenAuth, token=required)
+    else:
+        app.add_middleware(LoopbackOnly)
     return app
 
 

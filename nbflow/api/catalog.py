@@ -90,7 +90,9 @@ class Catalog:
         try:
             if blob is None:
                 raise PayloadRejected(f"code {digest} is missing from the runtime")
-            wf = await to_thread.run_sync(codeship.unpack, blob, self.secret)
+            wf = await to_thread.run_sync(
+                codeship.unpack, blob, self.secret, codeship.code_for(name, digest)
+            )
             if not isinstance(wf, Workflow):
                 raise PayloadRejected(f"code {digest} is not a workflow")
         except Exception as error:  # unsigned, another Python, or imports this process lacks

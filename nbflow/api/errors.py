@@ -1,12 +1,15 @@
 """Every error the API answers is JSON ``{"error": {"type", "message"}}``.
 
 Handlers here turn FastAPI's own errors (unknown route, bad body) and ours into
-that one shape, so clients parse one thing whatever went wrong.
+that one shape, so clients parse one thing whatever went wrong. Messages do not
+show this machine's file-system paths (a Redis socket, a module's file): each
+is cut to its last part, unless the app was made with ``show_paths=True``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,11 +26,16 @@ log = logging.getLogger("nbflow.api")
 HTTP_TYPES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
+    415: "unsupported_media_type",
     422: "invalid_input",
 }
+# An absolute path of two parts or more, not inside a URL's authority or a word
+# (redis://host:6379/0 keeps its /0); a unix:// URL's path is a file's path.
+_PATH = re.compile(r"(?:(?<=unix://)|(?<![\w:/.~-]))/[^/\s'\"(),;]+(?:/[^/\s'\"(),;]+)+")
 
 
 class ApiError(Exception):
@@ -76,10 +84,23 @@ def invalid_input(fields: list[dict[str, str]]) -> ApiError:
     return ApiError(422, "invalid_input", message, fields=fields)
 
 
+def without_paths(message: str) -> str:
+    """``message`` with each absolute path cut to its last part: ``…/valkey.sock``."""
+    return _PATH.sub(lambda m: "…/" + m[0].rsplit("/", 1)[1], message)
+
+
+def _public(request: Request, message: str) -> str:
+    return message if request.app.state.show_paths else without_paths(message)
+
+
 async def _api_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ApiError)
     return error_response(
-        error.status, error.type, error.message, headers=error.headers, **error.extra
+        error.status,
+        error.type,
+        _public(request, error.message),
+        headers=error.headers,
+        **error.extra,
     )
 
 
@@ -88,7 +109,7 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return error_response(
         error.status_code,
         HTTP_TYPES.get(error.status_code, "http_error"),
-        str(error.detail),
+        _public(request, str(error.detail)),
         headers=error.headers,
     )
 
@@ -112,12 +133,13 @@ def _without_request_part(error: Any) -> Any:
 
 
 async def _run_not_found(request: Request, error: Exception) -> JSONResponse:
-    return error_response(404, "run_not_found", str(error))
+    return error_response(404, "run_not_found", _public(request, str(error)))
 
 
 async def _unavailable(request: Request, error: Exception) -> JSONResponse:
     log.warning("%s %s: runtime unavailable: %s", request.method, request.url.path, error)
-    return error_response(503, "runtime_unavailable", f"the runtime cannot be reached: {error}")
+    message = _public(request, f"the runtime cannot be reached: {error}")
+    return error_response(503, "runtime_unavailable", message)
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -127,7 +149,8 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, *, show_paths: bool = False) -> None:
+    app.state.show_paths = show_paths
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,60 +1,71 @@
-"""Refuse request bodies over a size limit with 413, before any route sees them.
+"""How many requests may follow runs at once in one API process: past the limit, 503.
 
-The body is read here (up to the limit) and handed on whole, so a chunked
-upload without ``Content-Length`` is held to the same limit.
+An event stream (SSE or NDJSON) and a request waiting for its run each hold a
+socket and a place in the run's feed for as long as the run goes on; without
+a limit, clients could hold them until the process runs out of file handles.
+A request takes its slot before it starts a run, so a refused one starts none.
 """
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import Callable
+from types import TracebackType
 
-from .errors import error_response
+from .. import constants as c
+from .errors import ApiError
 
-
-class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._refuse(scope, receive, send)
-            return
-        first = await self._read(receive)
-        if first is None:
-            await self._refuse(scope, receive, send)
-            return
-        await self.app(scope, _replay(first, receive), send)
-
-    async def _read(self, receive: Receive) -> Message | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return message  # the client left; let the app see it
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return None
-            if not message.get("more_body", False):
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413, "body_too_large", f"request body is over {self.max_body_bytes} bytes"
-        )
-        await response(scope, receive, send)
+RETRY_AFTER_S = 5
 
 
-def _replay(first: Message, receive: Receive) -> Receive:
-    pending = [first]
+class Streams:
+    def __init__(self, limit: int = c.API_MAX_STREAMS) -> None:
+        if limit < 1:
+            raise ValueError(f"max_streams must be at least 1, not {limit}")
+        self.limit = limit
+        self.open = 0
 
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
+    def slot(self) -> Slot:
+        """A slot, or ApiError 503 when every one is taken."""
+        if self.open >= self.limit:
+            raise ApiError(
+                503,
+                "too_many_streams",
+                f"this server follows {self.limit} runs for clients at once already "
+                f"(max_streams); retry in {RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        self.open += 1
+        return Slot(self)
 
-    return replay
+
+class Slot:
+    """Given back when its ``with`` block ends, unless handed over to a streamed response."""
+
+    def __init__(self, streams: Streams) -> None:
+        self._streams: Streams | None = streams
+
+    def give_back(self) -> None:
+        if self._streams is not None:
+            self._streams.open -= 1
+            self._streams = None
+
+    def hand_over(self) -> Callable[[], None]:
+        """The slot's release, for a response that holds it until its stream ends."""
+        holder = Slot(self._streams) if self._streams is not None else None
+        self._streams = None
+        return holder.give_back if holder is not None else _nothing
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.give_back()
+
+
+def _nothing() -> None:
+    pass

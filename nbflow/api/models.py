@@ -16,9 +16,10 @@ class RunRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"input": {"topic": "otters"}}]}
     )
 
-    input: dict[str, Any] = Field(
-        default_factory=dict,
-        description="The workflow's arguments by name; GET /workflows has each one's JSON Schema.",
+    input: dict[str, Any] | None = Field(
+        None,
+        description="The workflow's arguments by name (none: null, {} or left out); "
+        "GET /workflows has each one's JSON Schema.",
     )
 
 

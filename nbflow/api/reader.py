@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from functools import cached_property
 
 import redis
@@ -33,19 +33,19 @@ WINDOW_EVENTS = 10_000  # events a feed keeps for clients that join late or fall
 RETRY_S = 0.5  # after a failed read, before the feed reads again
 
 StreamId = tuple[int, int]
-_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
-_MAX_PART = 2**64 - 1
+# 19 digits a part at most: always within Redis's 64-bit parts (a millisecond
+# clock needs 13), and a rule the OpenAPI document can state exactly.
+STREAM_ID_PATTERN = "^[0-9]{1,19}(-[0-9]{1,19})?$"
+_ID = re.compile(STREAM_ID_PATTERN)
 
 
 def parse_id(text: str) -> StreamId:
-    """A stream id as ``(ms, seq)``; ValueError for anything Redis would not take as one."""
+    """A stream id as ``(ms, seq)``; ValueError for anything not written so."""
     match = _ID.fullmatch(text)
     if match is None:
         raise ValueError(f"not a stream id: {text!r} (expected '<ms>-<seq>' or '0')")
-    ms, seq = int(match[1]), int(match[2] or 0)
-    if ms > _MAX_PART or seq > _MAX_PART:
-        raise ValueError(f"stream id out of range: {text!r}")
-    return ms, seq
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class Item:
@@ -157,15 +157,27 @@ async def run_over(client: AsyncRedis, run_id: str, last: str) -> bool:
 
 
 class Hub:
-    """Every feed of one API process; a feed lives while it has subscribers."""
+    """Every feed of one API process; a feed lives while it has subscribers.
+
+    Each feed's blocked read holds a connection for as long as the feed lives:
+    one from ``reader()`` (closed with the feed), else from ``client``'s pool.
+    """
 
     def __init__(
-        self, client: AsyncRedis, *, block_ms: int = BLOCK_MS, window_events: int = WINDOW_EVENTS
+        self,
+        client: AsyncRedis,
+        *,
+        reader: Callable[[], AsyncRedis] | None = None,
+        block_ms: int = BLOCK_MS,
+        window_events: int = WINDOW_EVENTS,
     ) -> None:
         self.redis = client
+        self.reader = reader
         self.block_ms = block_ms
         self.window_events = window_events
         self.feeds: dict[str, Feed] = {}
+        self._pumps: set[asyncio.Task[None]] = set()  # left feeds' pumps too, until they end
+        self._closing: set[asyncio.Future[None]] = set()  # readers being closed
 
     async def follow(
         self, run_id: str, after: str = "0", *, idle_s: float | None = None
@@ -206,9 +218,24 @@ class Hub:
         feed = self.feeds.get(run_id)
         if feed is None:
             feed = self.feeds[run_id] = Feed(run_id, origin, window_events=self.window_events)
-            feed.task = asyncio.create_task(feed.pump(self.redis, self.block_ms))
+            feed.task = asyncio.create_task(self._pump(feed))
+            self._pumps.add(feed.task)
+            feed.task.add_done_callback(self._pumps.discard)
         feed.subscribers += 1
         return feed
+
+    async def _pump(self, feed: Feed) -> None:
+        reader = self.reader() if self.reader is not None else self.redis
+        try:
+            await feed.pump(reader, self.block_ms)
+        finally:
+            if reader is not self.redis:
+                # Shielded: a pump is cancelled when its last client leaves, and maybe
+                # again at shutdown; a close cut short would leave the socket open.
+                closing = asyncio.ensure_future(reader.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+                await asyncio.shield(closing)
 
     def _leave(self, feed: Feed) -> None:
         feed.subscribers -= 1
@@ -220,12 +247,14 @@ class Hub:
             del self.feeds[feed.run_id]
 
     async def close(self) -> None:
-        tasks = [feed.task for feed in self.feeds.values() if feed.task is not None]
+        """Stop every pump, and wait until each has closed its connection."""
+        tasks = list(self._pumps)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await asyncio.gather(*self._closing, return_exceptions=True)
         self.feeds.clear()
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from . import sse
 from .errors import ApiError
+from .limits import Streams
 from .models import (
     Cancelled,
     ErrorBody,
@@ -24,7 +25,7 @@ from .models import (
     WorkflowInfo,
     WorkflowList,
 )
-from .reader import parse_id, wait_until_ended
+from .reader import STREAM_ID_PATTERN, parse_id, wait_until_ended
 from .service import Service
 
 router = APIRouter()
@@ -32,20 +33,33 @@ router = APIRouter()
 ERRORS = {
     400: "malformed Last-Event-ID or ?after=",
     404: "unknown workflow or run",
-    413: "request body over the limit",
-    422: "invalid input; `error.fields` names each bad field",
+}
+# One event of the stream (``: keep-alive`` comments are not events).
+SSE_EVENT = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": STREAM_ID_PATTERN, "description": "stream id"},
+        "event": {"type": "string", "description": "the event's type"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "the event as JSON: its type, ts and id, and its own fields",
+        },
+    },
 }
 STREAMS = {
     sse.SSE: {
-        "schema": {"type": "string"},
+        "schema": SSE_EVENT,
         "example": 'id: 1718000000000-0\nevent: run.queued\ndata: {"type":"run.queued",...}\n\n',
     },
     sse.NDJSON: {
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "description": "one event as JSON a line"},
         "example": '{"type":"run.queued","ts":1718000000.0,"id":"1718000000000-0",...}\n',
     },
 }
 RunBody = Annotated[RunRequest | None, Body()]
+StreamId = {"pattern": STREAM_ID_PATTERN}
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -55,6 +69,16 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 def service(request: Request) -> Service:
     svc: Service = request.app.state.service
     return svc
+
+
+def streams(request: Request) -> Streams:
+    limit: Streams = request.app.state.streams
+    return limit
+
+
+@router.get("/healthz", tags=["server"], summary="Whether this API process is up (needs no token)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
 
 
 @router.get(
@@ -86,7 +110,7 @@ async def list_workflows(request: Request) -> WorkflowList:
             "model": RunStarted,
             "description": "still running (after `timeout_s`, or a shutdown)",
         },
-        **errors(404, 413, 422),
+        **errors(404),
     },
 )
 async def run_workflow(
@@ -99,15 +123,29 @@ async def run_workflow(
     ] = None,
 ) -> Response | RunResult:
     svc = service(request)
-    run_id = await svc.start(name, (body or RunRequest()).input)
-    media = sse.negotiate(accept)
-    if media is not None:
-        batches = svc.hub.follow(run_id, idle_s=request.app.state.keep_alive_s)
-        return sse.stream(batches, media, headers={"X-Nbflow-Run-Id": run_id})
-    if not await _ended(request, svc, run_id, timeout_s):
+    with streams(request).slot() as slot:  # taken first: a refused request starts no run
+        run_id = await svc.start(name, _input(body))
+        media = sse.negotiate(accept)
+        if media is not None:
+            batches = svc.hub.follow(run_id, idle_s=request.app.state.keep_alive_s)
+            headers = {"X-Nbflow-Run-Id": run_id}
+            return sse.stream(
+                batches, media, headers=headers, release=slot.hand_over(), stop=_draining(request)
+            )
+        ended = await _ended(request, svc, run_id, timeout_s)
+    if not ended:
         started = {"run_id": run_id, "status": await svc.status(run_id)}
         return JSONResponse(RunStarted.model_validate(started).model_dump(), status_code=202)
     return await svc.result(run_id)
+
+
+def _input(body: RunRequest | None) -> dict[str, Any]:
+    return (body.input if body is not None else None) or {}
+
+
+def _draining(request: Request) -> asyncio.Event:
+    draining: asyncio.Event = request.app.state.draining
+    return draining
 
 
 async def _ended(request: Request, svc: Service, run_id: str, timeout_s: float | None) -> bool:
@@ -142,10 +180,10 @@ async def _client_gone(request: Request) -> None:
     status_code=202,
     tags=["workflows"],
     summary="Start a workflow and return at once",
-    responses=errors(404, 413, 422),
+    responses=errors(404),
 )
 async def start_workflow(request: Request, name: str, body: RunBody = None) -> RunStarted:
-    run_id = await service(request).start(name, (body or RunRequest()).input)
+    run_id = await service(request).start(name, _input(body))
     return RunStarted(run_id=run_id, status="queued")
 
 
@@ -199,20 +237,32 @@ async def run_events(
     request: Request,
     run_id: str,
     after: Annotated[
-        str | None, Query(description="stream id to resume after; 0 replays all")
+        str | None,
+        Query(description="stream id to resume after; 0 replays all", json_schema_extra=StreamId),
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="stream id to resume after (wins over ?after=)",
+            json_schema_extra=StreamId,
+        ),
+    ] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    position = last_event_id or after or "0"
+    given = [p for p in (last_event_id, after) if p is not None]
     try:
-        parse_id(position)
+        for text in given:  # each must be well formed, though Last-Event-ID wins
+            parse_id(text)
     except ValueError as error:
         raise ApiError(400, "bad_event_id", str(error)) from None
+    position = given[0] if given else "0"
     svc = service(request)
     await svc.exists(run_id)
-    batches = svc.hub.follow(run_id, position, idle_s=request.app.state.keep_alive_s)
-    return sse.stream(batches, sse.negotiate(accept) or sse.SSE)
+    with streams(request).slot() as slot:
+        batches = svc.hub.follow(run_id, position, idle_s=request.app.state.keep_alive_s)
+        media = sse.negotiate(accept) or sse.SSE
+        return sse.stream(batches, media, release=slot.hand_over(), stop=_draining(request))
 
 
 @router.post(

@@ -1,6 +1,7 @@
 """A workflow's input as a pydantic model, derived once from its signature and type hints.
 
-Parameters without a hint accept any JSON value. Model fields get neutral names
+Parameters without a hint accept any JSON value; hinted ones take only JSON
+values of their type (no coercion: ``"2"`` is not an ``int``). Model fields get neutral names
 (``p0``, ``p1``, ...) with the parameter as alias, so that a parameter called
 ``json`` or ``model_config`` cannot clash with pydantic's own attributes.
 """
@@ -31,9 +32,14 @@ class InputModel:
         return self.model.model_json_schema()
 
     def validate(self, data: Any) -> Kwargs:
-        """The keyword arguments to start the run with; 422 naming every bad field."""
+        """The keyword arguments to start the run with; 422 naming every bad field.
+
+        Strict, as JSON: a JSON value of the wrong type is refused, not converted
+        (``"2"`` and ``true`` are not an ``int``; ``2`` is a ``float``, and an ISO
+        string a ``datetime``, since JSON has no other way to say them).
+        """
         try:
-            parsed = self.model.model_validate(data)
+            parsed = self.model.model_validate_json(json.dumps(data), strict=True)
         except ValidationError as error:
             raise invalid_input(field_errors(error.errors(), prefix=("input",))) from None
         given = parsed.model_fields_set & self.aliases.keys()

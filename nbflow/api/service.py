@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+import redis.asyncio as aredis
 from anyio import to_thread
 
 from .. import constants as c
@@ -22,8 +28,10 @@ from .errors import ApiError
 from .models import Cancelled, InputAccepted, RunDetail, RunResult, RunSummary
 from .reader import Hub
 
-# Each followed run holds one connection in a blocked read; redis-py's default pool is 100.
-MAX_CONNECTIONS = 10_000
+log = logging.getLogger("nbflow.api")
+
+# Redis Cluster: one pool per node, shared by short commands and blocked reads alike.
+CLUSTER_MAX_CONNECTIONS = 10_000
 LIST_PAGE = 200
 LIST_SCAN_MAX = 10_000  # runs a filtered listing looks through at most
 
@@ -38,7 +46,18 @@ class Service:
     @classmethod
     def open(cls, runtime: Runtime, app: dict[str, Workflow]) -> Service:
         client = api_client(runtime.url, cluster=runtime.cluster)
-        return cls(runtime, client, Hub(client), Catalog(client, runtime.secret, app))
+        hub = Hub(client, reader=reader_factory(runtime.url, cluster=runtime.cluster))
+        return cls(runtime, client, hub, Catalog(client, runtime.secret, app))
+
+    async def warm(self) -> None:
+        """Open the short-command pool whole, so that it never grows afterwards (its
+        connections reconnect in place); a runtime that is down is only logged."""
+        if self.runtime.cluster:
+            return
+        try:
+            await asyncio.gather(*(self.redis.ping() for _ in range(c.API_REDIS_CONNECTIONS)))
+        except redis.RedisError as error:
+            log.warning("the runtime cannot be reached yet: %s", error)
 
     async def close(self) -> None:
         await self.hub.close()
@@ -139,7 +158,37 @@ def _check_value(value: Any, schema: dict[str, Any], name: str) -> None:
 
 
 def api_client(url: str, *, cluster: bool) -> AsyncRedis:
-    return async_client(url, cluster=cluster, max_connections=MAX_CONNECTIONS)
+    """Short commands share a pool of API_REDIS_CONNECTIONS at most (a command waits
+    up to API_REDIS_WAIT_S for one): a burst of clients cannot grow it."""
+    if cluster:
+        return async_client(url, cluster=True, max_connections=CLUSTER_MAX_CONNECTIONS)
+    parsed = async_client(url, cluster=False).connection_pool  # the URL read as nbflow reads it
+    pool = aredis.BlockingConnectionPool(
+        connection_class=parsed.connection_class,
+        max_connections=c.API_REDIS_CONNECTIONS,
+        timeout=c.API_REDIS_WAIT_S,
+        **{**parsed.connection_kwargs, "client_name": client_name()},
+    )
+    return aredis.Redis.from_pool(pool)
+
+
+def reader_factory(url: str, *, cluster: bool) -> Callable[[], AsyncRedis] | None:
+    """A connection of its own for each followed run's blocked read, closed when no
+    client follows the run any more (None: Cluster reads go through the shared pools)."""
+    if cluster:
+        return None
+    return functools.partial(
+        async_client,
+        url,
+        cluster=False,
+        single_connection_client=True,
+        client_name=client_name(),
+    )
+
+
+def client_name() -> str:
+    """How this process's connections show in CLIENT LIST: ``nbflow-api:<pid>``."""
+    return f"{c.API_CLIENT_NAME}:{os.getpid()}"
 
 
 def _matches(meta: dict[str, Any], wanted: dict[str, str]) -> bool:

@@ -8,10 +8,13 @@ line) so that proxies do not close them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .reader import Item
 
@@ -40,19 +43,66 @@ def negotiate(accept: str | None) -> str | None:
     return None
 
 
-async def encode(batches: AsyncGenerator[list[Item], None], media: str) -> AsyncIterator[bytes]:
+async def encode(
+    batches: AsyncGenerator[list[Item], None], media: str, stop: asyncio.Event
+) -> AsyncIterator[bytes]:
+    """The stream's bytes, until the run's terminal event or until ``stop`` is set (the
+    server is shutting down: the client resumes elsewhere with Last-Event-ID)."""
     frame: Callable[[Item], str] = sse_frame if media == SSE else ndjson_line
     keep_alive = SSE_KEEP_ALIVE if media == SSE else NDJSON_KEEP_ALIVE
     async with contextlib.aclosing(batches):
-        async for batch in batches:
+        while not stop.is_set():
+            batch = await _next_or_stop(batches, stop)
+            if batch is None:
+                return
             yield "".join(frame(item) for item in batch).encode() if batch else keep_alive
 
 
+async def _next_or_stop(
+    batches: AsyncGenerator[list[Item], None], stop: asyncio.Event
+) -> list[Item] | None:
+    following = asyncio.ensure_future(anext(batches, None))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+    return following.result() if not following.cancelled() else None
+
+
+class Stream(StreamingResponse):
+    """A streamed response that gives its slot back (see limits.py) when it ends, however."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, release: Callable[[], None], **options: Any
+    ) -> None:
+        super().__init__(content, **options)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 def stream(
-    batches: AsyncGenerator[list[Item], None], media: str, *, headers: dict[str, str] | None = None
-) -> StreamingResponse:
-    return StreamingResponse(
-        encode(batches, media), media_type=media, headers={**HEADERS, **(headers or {})}
+    batches: AsyncGenerator[list[Item], None],
+    media: str,
+    *,
+    release: Callable[[], None],
+    stop: asyncio.Event,
+    headers: dict[str, str] | None = None,
+) -> Stream:
+    return Stream(
+        encode(batches, media, stop),
+        release=release,
+        media_type=media,
+        headers={**HEADERS, **(headers or {})},
     )
 
 

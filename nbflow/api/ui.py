@@ -11,6 +11,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from .errors import error_response
+
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
 PAGE = """<!doctype html>
 <html lang="en">
@@ -33,8 +35,9 @@ PAGE = """<!doctype html>
 </html>
 """
 MISSING = (
-    "The nbflow viewer is not built. Install nbflow with pip (it builds the viewer), "
-    "or run `npm run build` in extension/."
+    "The nbflow viewer is not installed. It is built with nbflow's JupyterLab extension, "
+    "which needs Node.js and npm where nbflow is installed, or comes prebuilt in a wheel "
+    "(see the README's Install); in a source tree, run `npm run build` in extension/."
 )
 
 
@@ -67,7 +70,7 @@ async def slash() -> Response:
 async def asset(name: str) -> Response:
     where = assets_dir()
     if name not in ASSETS or where is None:
-        return Response(status_code=404)
+        return error_response(404, "not_found", f"no asset {name!r}")
     return FileResponse(
         where / name, media_type=ASSETS[name], headers={"Cache-Control": "no-cache"}
     )

@@ -68,7 +68,7 @@ def output(meta: dict[str, Any], blob: bytes | None, secret: bytes) -> Any:
         return None
     if blob is not None:
         try:
-            value = codeship.unpack(blob, secret)
+            value = codeship.unpack(blob, secret, codeship.result_for(str(meta.get("run_id"))))
             json.dumps(value, allow_nan=False)
         except Exception as problem:  # not JSON, or not loadable in this process
             log.debug("run %s: showing the output preview (%s)", meta.get("run_id"), problem)

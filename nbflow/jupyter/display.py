@@ -157,6 +157,13 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def number(value: Any, digits: int = 0) -> str:
+    """A number as text; anything else (a log can hold any JSON) escaped as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.{digits}f}"
+    return esc(value)
+
+
 def render_html(data: dict[str, Any], *, traceback: str | None = None) -> str:
     snap = data["snapshot"]
     parts = [
@@ -182,8 +189,9 @@ def _header_html(data: dict[str, Any]) -> str:
         f'<span class="nbf-badge nbf-{esc(status)}">{esc(status)}</span>'
         f'<span class="nbf-name">{esc(data["workflow"])}</span>'
         f'<span class="nbf-id">run {esc(data["run_id"])} · {esc(data["mode"])}</span>'
-        f'<span class="nbf-usage">{usage.get("total_tokens", 0)} tokens · '
-        f"{usage.get('llm_calls', 0)} LLM calls · ${usage.get('cost_usd', 0.0):.4f}</span>"
+        f'<span class="nbf-usage">{number(usage.get("total_tokens", 0))} tokens · '
+        f"{number(usage.get('llm_calls', 0))} LLM calls · "
+        f"${number(usage.get('cost_usd', 0.0), 4)}</span>"
         f'<span class="nbf-snap">snapshot {esc(time.strftime("%H:%M:%S"))}</span>'
         "</div>"
     )
@@ -205,8 +213,8 @@ def _spans_html(spans: list[dict[str, Any]]) -> str:
     depth: dict[str | None, int] = {}
     rows = []
     for span in spans:
-        level = depth.get(span["parent_id"], -1) + 1
-        depth[span["span_id"]] = level
+        level = depth.get(_id(span["parent_id"]), -1) + 1
+        depth[_id(span["span_id"])] = level
         rows.append(_span_row_html(span, level))
     head = (
         "<tr><th>span</th><th>kind</th><th>status</th><th>ms</th><th>tries</th><th>tokens</th></tr>"
@@ -215,14 +223,19 @@ def _spans_html(spans: list[dict[str, Any]]) -> str:
     return f'<div class="nbf-table-box">{table}</div>'
 
 
+def _id(value: Any) -> str | None:
+    return value if isinstance(value, str) else None  # a log may hold anything here
+
+
 def _span_row_html(span: dict[str, Any], level: int) -> str:
-    ms = "…" if span["duration_ms"] is None else f"{span['duration_ms']:.0f}"
+    ms = "…" if span["duration_ms"] is None else number(span["duration_ms"])
     cached = ' <span class="nbf-cached">cached</span>' if span["cached"] else ""
+    tokens = number(span["tokens"]) if span["tokens"] else ""
     return (
         f'<tr class="nbf-{esc(span["status"])}">'
         f'<td style="padding-left:{4 + 14 * level}px">{esc(span["name"])}{cached}</td>'
         f"<td>{esc(span['kind'])}</td><td>{esc(span['status'])}</td><td>{ms}</td>"
-        f"<td>{span['attempts']}</td><td>{span['tokens'] or ''}</td></tr>"
+        f"<td>{number(span['attempts'])}</td><td>{tokens}</td></tr>"
     )
 
 
@@ -271,8 +284,9 @@ def _wait_html(wait: dict[str, Any] | None, run_id: str) -> str:
     return (
         f'<div class="nbf-wait"><div class="nbf-ask-prompt">{esc(prompt)}</div>'
         f'<div class="nbf-ask-meta">{esc(describe_wait(wait))}</div>'
-        f'<div class="nbf-ask-how">answer with <code>run.send_input({esc(repr(name))}, '
-        f"value)</code> or <code>nbflow send {esc(run_id)} {esc(name)} JSON</code></div></div>"
+        f'<div class="nbf-ask-how">answer with <span class="nbf-code">run.send_input('
+        f'{esc(repr(name))}, value)</span> or <span class="nbf-code">nbflow send '
+        f"{esc(run_id)} {esc(name)} JSON</span></div></div>"
     )
 
 
@@ -285,10 +299,10 @@ def _children_html(children: list[dict[str, Any]]) -> str:
 
 
 def _child_row_html(child: dict[str, Any]) -> str:
-    tokens = f"{child['total_tokens']:,}" if child["total_tokens"] else ""
-    cost = f"${child['cost_usd']:.4f}" if child["cost_usd"] else ""
+    tokens = number(child["total_tokens"]) if child["total_tokens"] else ""
+    cost = f"${number(child['cost_usd'], 4)}" if child["cost_usd"] else ""
     return (
         f'<tr class="nbf-{esc(child["status"])}"><td>{esc(child["workflow"] or "")}</td>'
-        f"<td><code>{esc(child['child_id'])}</code></td><td>{esc(child['status'])}</td>"
+        f"<td>{esc(child['child_id'])}</td><td>{esc(child['status'])}</td>"
         f"<td>{tokens}</td><td>{cost}</td></tr>"
     )

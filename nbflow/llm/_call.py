@@ -14,7 +14,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from nbflow._preview import preview, truncate
 from nbflow.constants import REDACTED
+from nbflow.errors import StructuredOutputError
 from nbflow.llm._attrs import (
     INPUT_TOKENS,
     OUTPUT_TOKENS,
@@ -42,20 +44,29 @@ from nbflow.llm.ratelimit import Admission, RateLimit, admit, admit_async, estim
 from nbflow.llm.retry import Retry, retryable
 
 WAIT_MS = "nbflow.ratelimit.wait_ms"
+RAW_OUTPUT = "nbflow.output.raw"  # a reply that did not parse, as the model sent it
+_RAW_IN_MESSAGE_CHARS = 500
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A traced SDK method: ``operation`` names its spans, ``path`` finds it on a client."""
+    """A traced SDK method: ``operation`` names its spans, ``path`` finds it on a client.
+
+    A ``parses`` method (``parse``) is called through ``with_raw_response`` so that
+    a reply that does not parse can still be read, recorded and reported.
+    """
 
     operation: str  # "chat" | "responses" | "embeddings"
     path: tuple[str, ...]
     method: str
+    parses: bool = False
 
     def bind(self, sdk: Any) -> Callable[..., Any]:
         resource = sdk
         for name in self.path:
             resource = getattr(resource, name)
+        if self.parses:
+            resource = resource.with_raw_response
         method: Callable[..., Any] = getattr(resource, self.method)
         return method
 
@@ -185,6 +196,38 @@ class Call:
         self.retries = 0
         return 0.0
 
+    # --- parsing ----------------------------------------------------------------------------
+    def parsed(self, result: Any) -> Any:
+        """The SDK's parse of a raw reply; one that does not parse fails with its text kept."""
+        if not self.endpoint.parses:
+            return result
+        import openai
+
+        try:
+            return result.parse()
+        except (
+            ValueError,
+            openai.LengthFinishReasonError,
+            openai.ContentFilterFinishReasonError,
+        ) as error:
+            raise self._unparsable(result, error) from error
+
+    def _unparsable(self, raw: Any, error: BaseException) -> StructuredOutputError:
+        reply = unparsed_reply(self.operation, raw)
+        text = raw.http_response.text if reply is None else reply_text(self.operation, reply)
+        if reply is not None:
+            self._record(response_attrs(self.operation, reply), None)  # its tokens were paid for
+        shown = self.settings.record_content
+        self.span.attrs[RAW_OUTPUT] = preview(text) if shown else REDACTED
+        fmt = self.request.get("response_format") or self.request.get("text_format")
+        message = (
+            f"{self.operation} {self.model}: the reply is not a valid "
+            f"{getattr(fmt, '__name__', 'reply')}: {_why(error)}"
+        )
+        if shown:
+            message += f"\nraw reply: {truncate(text, _RAW_IN_MESSAGE_CHARS)!r}"
+        return StructuredOutputError(message, raw=text, reply=reply)
+
     # --- finishing ------------------------------------------------------------------------
     def succeeded(self, response: Any) -> Future[None] | None:
         self._record(response_attrs(self.operation, response), None)
@@ -245,6 +288,35 @@ class Call:
             self.admission.settle(attrs[INPUT_TOKENS] + attrs.get(OUTPUT_TOKENS, 0))
 
 
+def unparsed_reply(operation: str, raw: Any) -> Any:
+    """The SDK object of a raw reply, without the parse that failed; None if it is not one."""
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
+
+    model = ChatCompletion if operation == "chat" else Response
+    try:
+        return model.model_validate(raw.http_response.json())
+    except ValueError:
+        return None
+
+
+def reply_text(operation: str, reply: Any) -> str:
+    if operation == "responses":
+        return str(reply.output_text)
+    message = reply.choices[0].message if reply.choices else None
+    return str(getattr(message, "content", None) or getattr(message, "refusal", None) or "")
+
+
+def _why(error: BaseException) -> str:
+    import openai
+
+    if isinstance(error, openai.LengthFinishReasonError):
+        return "it was cut at the output token cap (finish reason 'length') before it was whole"
+    if isinstance(error, openai.ContentFilterFinishReasonError):
+        return "the provider's content filter stopped it"
+    return truncate(" ".join(str(error).split()), _RAW_IN_MESSAGE_CHARS)
+
+
 def replayed(value: Any, *, asynchronous: bool) -> Any:
     if isinstance(value, RecordedStream):
         chunks = value.chunks()
@@ -260,7 +332,7 @@ def call_sync(settings: Settings, endpoint: Endpoint, request: dict[str, Any]) -
         method, arguments = call.prepare()
         try:
             call.admit()
-            result = method(**arguments)
+            result = call.parsed(method(**arguments))
         except BaseException as error:
             delay = call.after_error(error)
             if delay is None:
@@ -283,7 +355,7 @@ async def call_async(settings: Settings, endpoint: Endpoint, request: dict[str, 
         method, arguments = call.prepare()
         try:
             await call.admit_async()
-            result = await method(**arguments)
+            result = call.parsed(await method(**arguments))
         except BaseException as error:
             delay = call.after_error(error)
             if delay is None:

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nbflow.errors import ConfigError
-from nbflow.llm._offline_text import EMBEDDING_DIMS, Completion, complete, count_tokens, embed
+from nbflow.llm._offline_text import EMBEDDING_DIMS, Completion, count_tokens, embed
+from nbflow.llm._offline_tools import ReplyOptions, answer
 from nbflow.llm._offline_wire import ResponseBuilder, chat_chunks, chat_object, sse
 from nbflow.llm.offline import Fault, FaultQueue, Stats
 
@@ -132,21 +133,81 @@ def _text_of(content: object) -> str:
     return ""
 
 
-def _chat_turns(body: Json) -> list[tuple[str, str]]:
+class _Conversation:
+    """A request's turns as (role, text), and the tool results after its last user turn.
+
+    A tool result names its tool through the call it answers, as upstream does.
+    """
+
+    def __init__(self) -> None:
+        self.turns: list[tuple[str, str]] = []
+        self._results: list[tuple[int, str, str]] = []  # (turn index, tool, output)
+        self._tool_names: dict[str, str] = {}
+
+    def say(self, role: str, text: str) -> None:
+        self.turns.append((role, text))
+
+    def called(self, call_id: object, name: str, arguments: object) -> str:
+        self._tool_names[str(call_id)] = name
+        return f"{name}({arguments if isinstance(arguments, str) else ''})"
+
+    def answered(self, call_id: object, output: str) -> None:
+        self._results.append((len(self.turns), self._tool_names.get(str(call_id), "tool"), output))
+        self.say("tool", output)
+
+    @property
+    def results(self) -> list[tuple[str, str]]:
+        last_user = max((i for i, (role, _) in enumerate(self.turns) if role == "user"), default=-1)
+        return [(name, output) for i, name, output in self._results if i > last_user]
+
+
+def _chat_conversation(body: Json) -> _Conversation:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _invalid("'messages' must be a non-empty list.")
-    return [(str(m.get("role", "user")), _text_of(m)) for m in messages if isinstance(m, dict)]
+    talk = _Conversation()
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        role = str(m.get("role", "user"))
+        if role == "tool":
+            talk.answered(m.get("tool_call_id"), _text_of(m))
+            continue
+        text = _text_of(m)
+        for call in m.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                name = str(function.get("name", ""))
+                said = talk.called(call.get("id"), name, function.get("arguments"))
+                text = f"{text} {said}" if text else said
+        talk.say(role, text)
+    return talk
 
 
-def _response_turns(body: Json) -> list[tuple[str, str]]:
-    turns = [("system", _text_of(body["instructions"]))] if body.get("instructions") else []
+def _response_conversation(body: Json) -> _Conversation:
+    talk = _Conversation()
+    if body.get("instructions"):
+        talk.say("system", _text_of(body["instructions"]))
     items = body.get("input")
     if isinstance(items, str):
-        return [*turns, ("user", items)]
+        talk.say("user", items)
+        return talk
     if not isinstance(items, list) or not items:
         raise _invalid("'input' must be a string or a non-empty list.")
-    return turns + [(str(i.get("role", "user")), _text_of(i)) for i in items if isinstance(i, dict)]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "function_call":
+            said = talk.called(
+                item.get("call_id"), str(item.get("name", "")), item.get("arguments")
+            )
+            talk.say("assistant", said)
+        elif kind == "function_call_output":
+            talk.answered(item.get("call_id"), _text_of(item.get("output")))
+        else:
+            talk.say(str(item.get("role", "user")), _text_of(item))
+    return talk
 
 
 def _embedding_texts(value: object) -> list[str]:
@@ -245,10 +306,18 @@ class OfflineModel:
     async def _chat(self, request: Request) -> Response:
         call = await self._admit(request, "chat.completions")
         cap = _output_cap(call.body, "max_completion_tokens", "max_tokens")
-        c = complete(_model_name(call.body), _chat_turns(call.body), max_tokens=cap)
+        talk = _chat_conversation(call.body)
+        options = ReplyOptions.for_chat(call.body)
+        c = answer(
+            _model_name(call.body),
+            talk.turns,
+            max_tokens=cap,
+            options=options,
+            results=talk.results,
+        )
         if call.stream:
-            options = call.body.get("stream_options")
-            usage = isinstance(options, dict) and options.get("include_usage") is True
+            stream_options = call.body.get("stream_options")
+            usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
             chunks = chat_chunks(c, include_usage=usage)
             return self._stream(chunks, call, named=False)
         await self._pace(c)
@@ -257,7 +326,15 @@ class OfflineModel:
     async def _responses(self, request: Request) -> Response:
         call = await self._admit(request, "responses")
         cap = _output_cap(call.body, "max_output_tokens")
-        c = complete(_model_name(call.body), _response_turns(call.body), max_tokens=cap)
+        talk = _response_conversation(call.body)
+        options = ReplyOptions.for_responses(call.body)
+        c = answer(
+            _model_name(call.body),
+            talk.turns,
+            max_tokens=cap,
+            options=options,
+            results=talk.results,
+        )
         builder = ResponseBuilder(c, call.body)
         if call.stream:
             events = ({**e, "sequence_number": i} for i, e in enumerate(builder.events()))

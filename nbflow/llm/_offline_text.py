@@ -4,7 +4,8 @@ Replies are sentences built from the request's own words, chosen by a SHA-256
 chain so they are the same on every machine and Python version; token counts
 are exact for the offline tokenizer (`count_tokens`: a word or a punctuation
 mark is one token), and embeddings are hashed bags of words, so tests can
-predict every number.
+predict every number. Tool calls and structured replies are built on top of
+these in `_offline_tools`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-class _Picker:
+class Picker:
     """Choices from a SHA-256 chain: stable across Python versions, unlike ``random.Random``."""
 
     def __init__(self, seed: str) -> None:
@@ -68,25 +69,63 @@ class _Picker:
         return words[self.below(len(words))]
 
 
+def content_words(text: str) -> list[str]:
+    """Words of four letters or more that are not request filler, in order, as written."""
+    words = re.findall(r"[^\W\d_]{4,}", text)
+    return list(dict.fromkeys(w for w in words if w.lower() not in _FILLER))
+
+
 def _topic_words(text: str) -> tuple[str, ...]:
-    words = (w.lower() for w in re.findall(r"[^\W\d_]{4,}", text))
-    topic = dict.fromkeys(w for w in words if w not in _FILLER)
+    topic = dict.fromkeys(w.lower() for w in content_words(text))
     return tuple(topic)[:6] or _VOCAB[:3]
 
 
-def _sentence(picker: _Picker, first: str, pool: tuple[str, ...]) -> str:
-    a, b, c = first, picker.choice(pool), picker.choice(pool)
-    return picker.choice(_TEMPLATES).format(a=a, A=a.capitalize(), b=b, c=c)
+def last_user_text(turns: list[tuple[str, str]]) -> str:
+    return next((text for role, text in reversed(turns) if role == "user"), "")
+
+
+class Sentences:
+    """Sentences about the last user message, as many as asked for, from one seed."""
+
+    def __init__(self, picker: Picker, turns: list[tuple[str, str]]) -> None:
+        self.picker = picker
+        self.topic = _topic_words(last_user_text(turns))
+        self.pool = self.topic + _VOCAB
+
+    def first(self) -> str:
+        return self._sentence(self.topic[0])
+
+    def next(self) -> str:
+        return self._sentence(self.picker.choice(self.pool))
+
+    def _sentence(self, first: str) -> str:
+        picker, pool = self.picker, self.pool
+        a, b, c = first, picker.choice(pool), picker.choice(pool)
+        return picker.choice(_TEMPLATES).format(a=a, A=a.capitalize(), b=b, c=c)
 
 
 def reply_text(model: str, turns: list[tuple[str, str]]) -> str:
-    picker = _Picker(json.dumps([model, turns]))
-    last_user = next((text for role, text in reversed(turns) if role == "user"), "")
-    topic = _topic_words(last_user)
-    pool = topic + _VOCAB
-    sentences = [_sentence(picker, topic[0], pool)]
-    sentences += [_sentence(picker, picker.choice(pool), pool) for _ in range(1 + picker.below(4))]
-    return " ".join(sentences)
+    picker = Picker(json.dumps([model, turns]))
+    sentences = Sentences(picker, turns)
+    said = [sentences.first()]
+    said += [sentences.next() for _ in range(1 + picker.below(4))]
+    return " ".join(said)
+
+
+def pieces_of(text: str) -> tuple[str, ...]:
+    """``text`` cut into tokens that join back into it (leading spaces ride with a token)."""
+    return tuple(_PIECE.findall(text))
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+    @property
+    def tokens(self) -> int:
+        return count_tokens(self.name) + count_tokens(self.arguments)
 
 
 @dataclass(frozen=True)
@@ -95,6 +134,7 @@ class Completion:
     pieces: tuple[str, ...]  # one token each, streamed one per chunk
     prompt_tokens: int
     truncated: bool
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def text(self) -> str:
@@ -102,24 +142,44 @@ class Completion:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.pieces)
+        return len(self.pieces) + sum(call.tokens for call in self.tool_calls)
 
     @property
     def finish_reason(self) -> str:
-        return "length" if self.truncated else "stop"
+        if self.truncated:
+            return "length"
+        return "tool_calls" if self.tool_calls else "stop"
 
 
-def complete(model: str, turns: list[tuple[str, str]], *, max_tokens: int | None) -> Completion:
-    pieces = tuple(_PIECE.findall(reply_text(model, turns)))
-    truncated = max_tokens is not None and len(pieces) > max_tokens
+def prompt_tokens(turns: list[tuple[str, str]], *, extra: str = "") -> int:
     # Like upstream chat prompts: a few tokens of framing per message and to prime the reply.
-    prompt_tokens = sum(count_tokens(text) + _TOKENS_PER_MESSAGE for _, text in turns)
+    framed = sum(count_tokens(text) + _TOKENS_PER_MESSAGE for _, text in turns)
+    return framed + _TOKENS_PER_MESSAGE + count_tokens(extra)
+
+
+def completion_of(
+    model: str,
+    text: str,
+    prompt: int,
+    *,
+    max_tokens: int | None,
+    tool_calls: tuple[ToolCall, ...] = (),
+) -> Completion:
+    """The completion that says ``text`` (cut at ``max_tokens``) and makes ``tool_calls``."""
+    pieces = pieces_of(text)
+    truncated = max_tokens is not None and len(pieces) > max_tokens
     return Completion(
         model=model,
         pieces=pieces[:max_tokens] if truncated else pieces,
-        prompt_tokens=prompt_tokens + _TOKENS_PER_MESSAGE,
+        prompt_tokens=prompt,
         truncated=truncated,
+        tool_calls=tool_calls,
     )
+
+
+def complete(model: str, turns: list[tuple[str, str]], *, max_tokens: int | None) -> Completion:
+    text = reply_text(model, turns)
+    return completion_of(model, text, prompt_tokens(turns), max_tokens=max_tokens)
 
 
 def embed(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:

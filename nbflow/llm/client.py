@@ -3,9 +3,11 @@
     client = nf.openai.OpenAI()            # the SDK's own arguments, plus nbflow's
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=[...])
 
-``chat.completions.create`` / ``parse``, ``responses.create`` and
+``chat.completions.create`` / ``parse``, ``responses.create`` / ``parse`` and
 ``embeddings.create`` are traced, retried, rate limited and can fall back to
-other providers; every other attribute is the SDK client's own, untouched.
+other providers; every other attribute is the SDK client's own, untouched. A
+``parse`` whose reply does not parse raises ``nf.StructuredOutputError`` with the
+reply's text (``.raw``), which its span keeps too (``nbflow.output.raw``).
 nbflow's options (keyword-only, all optional):
 
 - ``record_content=True``: prompts and replies go into spans; False keeps them out.
@@ -44,9 +46,12 @@ if TYPE_CHECKING:
 TRACED: dict[tuple[str, ...], dict[str, Endpoint]] = {
     ("chat", "completions"): {
         "create": Endpoint("chat", ("chat", "completions"), "create"),
-        "parse": Endpoint("chat", ("chat", "completions"), "parse"),
+        "parse": Endpoint("chat", ("chat", "completions"), "parse", parses=True),
     },
-    ("responses",): {"create": Endpoint("responses", ("responses",), "create")},
+    ("responses",): {
+        "create": Endpoint("responses", ("responses",), "create"),
+        "parse": Endpoint("responses", ("responses",), "parse", parses=True),
+    },
     ("embeddings",): {"create": Endpoint("embeddings", ("embeddings",), "create")},
 }
 NBFLOW_OPTIONS = ("record_content", "retry", "rate_limit", "fallbacks", "provider_name")

@@ -6,13 +6,16 @@
 
 Replies are a pure function of the model name and the messages, token counts are
 exact for the offline tokenizer (`count_tokens`), and embeddings are hashed bags of
-words, so tests can predict every number. Faults are queued from Python
-(`OfflineServer.inject`), from another process (``POST /_nbflow/faults`` with
-``{"kind", "count", "retry_after_s", "delay_s", "after_chunks"}``) or for one
-request (header ``x-nbflow-fault: 429``, with ``x-nbflow-fault-retry-after``,
-``-delay`` or ``-after-chunks``). ``GET /_nbflow/stats`` counts requests per
-endpoint and faults served. Run it in the foreground with
-``python -m nbflow.llm.offline --port 8777``.
+words, so tests can predict every number. It calls the tools a request offers when
+the question names them (arguments valid for each tool's schema), answers once the
+results are in, and replies with JSON in JSON mode or an instance of a
+``json_schema`` response format; see `_offline_tools` for the exact rules.
+Faults are queued from Python (`OfflineServer.inject`), from another process
+(``POST /_nbflow/faults`` with ``{"kind", "count", "retry_after_s", "delay_s",
+"after_chunks"}``) or for one request (header ``x-nbflow-fault: 429``, with
+``x-nbflow-fault-retry-after``, ``-delay`` or ``-after-chunks``).
+``GET /_nbflow/stats`` counts requests per endpoint and faults served. Run it in
+the foreground with ``python -m nbflow.llm.offline --port 8777``.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Catalog:
                 raise PayloadRejected(
                     f"code {digest} for workflow {name!r} is missing from the runtime"
                 )
-            wf = codeship.unpack(blob, self._secret)
+            wf = codeship.unpack(blob, self._secret, codeship.code_for(name, digest))
             if not isinstance(wf, Workflow):
                 raise PayloadRejected(f"code {digest} is not a workflow")
             self._code[digest] = wf

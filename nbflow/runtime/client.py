@@ -136,7 +136,7 @@ class Runtime:
         where = wf.module_reference()
         digest = self._by_name.get(where) if where else None
         if digest is None:
-            blob = codeship.pack(wf, self.secret)
+            blob = codeship.pack(wf, self.secret, codeship.code_for(wf.name))
             digest = codeship.digest(blob)
             if digest not in self._shipped:
                 self.redis.set(c.CODE_KEY.format(digest=digest), blob, ex=c.RETENTION_S)
@@ -171,15 +171,17 @@ class Runtime:
             "created_at": repr(time.time()),
             "code": code,
             "input": dumps(shown),
-            "args": self._pack_args(name, args, kwargs),
+            "args": self._pack_args(name, run_id, args, kwargs),
             **{k: str(v) for k, v in {**default_origin(), **origin}.items() if v is not None},
         }
         return run_id, meta, ev.make(ev.RUN_QUEUED, workflow=name, input=shown)
 
-    def _pack_args(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def _pack_args(
+        self, name: str, run_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bytes:
         """The run's arguments, signed; refused with a clear error when they cannot go."""
         try:
-            blob = codeship.pack((args, kwargs), self.secret)
+            blob = codeship.pack((args, kwargs), self.secret, codeship.args_for(run_id))
         except (RecursionError, pickle.PicklingError) as error:
             if not _too_deep_error(error):
                 raise
@@ -244,6 +246,13 @@ class Runtime:
         pipe.execute()
 
     # --- reading -----------------------------------------------------------
+    def result_of(self, run_id: str) -> Any:
+        """The recorded return value of a run that succeeded (a child, read by its parent)."""
+        blob = self.redis.hget(c.run_meta(run_id), "result")
+        if blob is None:
+            raise RunNotFound(f"run {run_id} kept no result (expired, or never had one)")
+        return codeship.unpack(blob, self.secret, codeship.result_for(run_id))
+
     def attach(self, run_id: str) -> Run:
         if not self.redis.exists(c.run_meta(run_id)):
             raise RunNotFound(f"no run {run_id!r} on {self.url}")

@@ -4,6 +4,12 @@ Unpickling runs code, so nothing is unpickled unless its HMAC-SHA256 signature,
 made with the runtime's shared secret, checks out. The Python minor version is
 part of the signed header: bytecode from another version is refused with a
 clear reason rather than crashing a worker.
+
+Each blob is also signed with what it is for (a ``Binding``): its role (code,
+arguments, result, step, cache entry) and what it belongs to (the workflow's
+name, the run, the run's step, the cache key). A signed blob copied to another
+place (one run's arguments given to another run, arguments where code belongs)
+is refused, as a forged one is.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import functools
 import hashlib
 import hmac
 import json
+import json.encoder
 import os
 import pickle
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,8 @@ from .._component import Component
 from ..constants import ENV_SECRET
 from ..errors import PayloadRejected
 
-MAGIC = b"NBF1"
+MAGIC = b"NBF2"
+UNBOUND_MAGIC = b"NBF1"  # before blobs were bound to what they are for
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -38,13 +47,55 @@ def load_secret(home: Path | None = None) -> bytes:
     return bytes(secret(home))
 
 
-def pack(obj: Any, secret: bytes) -> bytes:
+@dataclass(frozen=True)
+class Binding:
+    """What a blob is for: its ``role``, and the ``owner`` it belongs to.
+
+    ``digest`` (code only) is checked on unpacking: the code stored under a
+    digest must be the code that digest names.
+    """
+
+    role: str
+    owner: str
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        if "\0" in self.role or "\0" in self.owner:
+            raise ValueError(f"a payload's role or owner cannot hold NUL: {self}")
+
+    def __str__(self) -> str:
+        return f"{self.role} of {self.owner!r}"
+
+
+def code_for(workflow: str, digest: str = "") -> Binding:
+    return Binding("code", workflow, digest)
+
+
+def args_for(run_id: str) -> Binding:
+    return Binding("args", run_id)
+
+
+def result_for(run_id: str) -> Binding:
+    return Binding("result", run_id)
+
+
+def step_for(run_id: str, step: str) -> Binding:
+    return Binding("step", f"{run_id}/{step}")
+
+
+def cache_for(key: str) -> Binding:
+    return Binding("cache", key)
+
+
+def pack(obj: Any, secret: bytes, binding: Binding) -> bytes:
     payload = (
         pickle.dumps(obj, protocol=PROTOCOL)
         if _plain(obj) or _by_reference(obj)
         else cloudpickle.dumps(obj, PROTOCOL)
     )
-    header = f'{{"py":"{PYTHON}","sig":"{_sign(secret, PYTHON, payload)}"}}'.encode()
+    sig = _sign(secret, PYTHON, binding.role, binding.owner, payload)
+    role, owner = _quote(binding.role), _quote(binding.owner)
+    header = f'{{"py":"{PYTHON}","role":{role},"for":{owner},"sig":"{sig}"}}'.encode()
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
 
 
@@ -53,12 +104,13 @@ def pickle_depth_check(obj: Any) -> None:
     cloudpickle.dumps(obj, PROTOCOL)
 
 
-def unpack(blob: bytes, secret: bytes) -> Any:
-    payload = verify(blob, secret)
+def unpack(blob: bytes, secret: bytes, binding: Binding) -> Any:
+    payload = verify(blob, secret, binding)
     return pickle.loads(payload)
 
 
 PROTOCOL = 5
+_quote = json.encoder.encode_basestring_ascii  # a str as a JSON string, in C
 _SCALARS = frozenset({str, bytes, int, float, bool, complex, type(None)})
 _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
@@ -89,22 +141,21 @@ def _by_reference(value: Any) -> bool:
     return isinstance(value, Component) and value.module_reference() is not None
 
 
-def verify(blob: bytes, secret: bytes) -> bytes:
-    """The payload of a signed blob; PayloadRejected says why it is refused."""
-    if not isinstance(blob, bytes) or not blob.startswith(MAGIC) or len(blob) < 8:
-        raise PayloadRejected("payload is not a signed nbflow payload")
-    size = int.from_bytes(blob[4:8], "big")
-    try:
-        header = json.loads(blob[8 : 8 + size])
-        py, sig = str(header["py"]), str(header["sig"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise PayloadRejected("payload header is malformed") from error
-    payload = blob[8 + size :]
-    if not hmac.compare_digest(sig, _sign(secret, py, payload)):
+def verify(blob: bytes, secret: bytes, binding: Binding) -> bytes:
+    """The payload of a blob signed for ``binding``; PayloadRejected says why it is refused."""
+    py, role, owner, sig, payload = _parts(blob)
+    if not hmac.compare_digest(sig, _sign(secret, py, role, owner, payload)):
         raise PayloadRejected(
             "payload signature does not match this runtime's secret "
             "(tampered, or signed with another NBFLOW_SECRET)"
         )
+    if (role, owner) != (binding.role, binding.owner):
+        found = Binding(role, owner)
+        raise PayloadRejected(
+            f"payload is the {found}, not the {binding}: refused (copied from where it was written)"
+        )
+    if binding.digest and digest(blob) != binding.digest:
+        raise PayloadRejected(f"code stored under {binding.digest} is not the code of that digest")
     if py != PYTHON:
         raise PayloadRejected(
             f"payload was pickled by Python {py}; this worker runs Python {PYTHON}"
@@ -112,13 +163,34 @@ def verify(blob: bytes, secret: bytes) -> bytes:
     return payload
 
 
+def _parts(blob: bytes) -> tuple[str, str, str, str, bytes]:
+    if isinstance(blob, bytes) and blob.startswith(UNBOUND_MAGIC):
+        raise PayloadRejected(
+            "payload was written by an earlier nbflow that did not bind payloads to their run "
+            "or workflow: deploy or submit it again"
+        )
+    if not isinstance(blob, bytes) or not blob.startswith(MAGIC) or len(blob) < 8:
+        raise PayloadRejected("payload is not a signed nbflow payload")
+    size = int.from_bytes(blob[4:8], "big")
+    try:
+        header = json.loads(blob[8 : 8 + size])
+        py, role, owner, sig = (str(header[k]) for k in ("py", "role", "for", "sig"))
+    except (ValueError, KeyError, TypeError) as error:
+        raise PayloadRejected("payload header is malformed") from error
+    if "\0" in py + role + owner:  # never written so (see _sign)
+        raise PayloadRejected("payload header is malformed")
+    return py, role, owner, sig, blob[8 + size :]
+
+
 def digest(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def _sign(secret: bytes, py: str, payload: bytes) -> str:
+def _sign(secret: bytes, py: str, role: str, owner: str, payload: bytes) -> str:
+    # Fields end at NUL, which none may hold (Binding refuses it, verify too): one
+    # signed string reads as one set of fields only.
     mac = _keyed(secret).copy()
-    mac.update(py.encode() + b"\0" + payload)
+    mac.update(f"{py}\0{role}\0{owner}\0".encode() + payload)
     return mac.hexdigest()
 
 

@@ -1,8 +1,10 @@
 """``nbflow doctor``: check a server against the invariants runs rely on, and repair.
 
 Every run that has not ended must be in exactly one place that will move it on:
-``queued`` with a work message, or ``running`` with an entry in the lease index
-(the sweepers look there; an expired lease sends the run back to the queue).
+``queued`` with a work message, ``running`` with an entry in the lease index
+(the sweepers look there; an expired lease sends the run back to the queue), or
+``waiting`` with a wake-up (a timer or children: an entry in the wake-ups index;
+input from a person: the person, who may wait as long as they like).
 Ended runs expire: their keys carry a time-to-live. Workers that are gone leave
 the consumer group, and no run's log grows past its cap.
 
@@ -13,6 +15,7 @@ lease entry for the sweepers), so it is safe while workers run.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -64,9 +67,19 @@ class Doctor:
         run_ids = [r.decode() for r in self._r.zrange(c.RUNS_INDEX, 0, -1)]
         queued_messages = self._runs_with_work_messages()
         leased = {r.decode() for r in self._r.zrange(c.LEASES, 0, -1)}
+        timed = {r.decode() for r in self._r.zrange(c.WAKEUPS, 0, -1)}
         findings: list[Finding] = []
         for run_id, meta in zip(run_ids, self._metas(run_ids), strict=True):
             status = meta.get(b"status", b"").decode()
+            if status == "waiting" and run_id not in timed and _needs_wakeup(meta):
+                findings.append(
+                    Finding(
+                        "stranded",
+                        run_id,
+                        "waiting on a timer or children, with no wake-up",
+                        "index a wake-up due now",
+                    )
+                )
             if status == "queued" and run_id not in queued_messages:
                 findings.append(
                     Finding(
@@ -186,6 +199,8 @@ class Doctor:
         r, subject = self._r, finding.subject
         if finding.kind == "stranded" and "queued" in finding.detail:
             r.xadd(c.WORK_STREAM, {"run": subject})
+        elif finding.kind == "stranded" and "waiting" in finding.detail:
+            r.zadd(c.WAKEUPS, {subject: 0}, nx=True)
         elif finding.kind == "stranded":
             r.zadd(c.LEASES, {subject: 0}, nx=True)
         elif finding.kind == "stale_lease":
@@ -199,3 +214,12 @@ class Doctor:
         else:
             return False
         return True
+
+
+def _needs_wakeup(meta: dict[bytes, bytes]) -> bool:
+    """A wait that something other than a person ends: a timer, an input's timeout, children."""
+    raw = meta.get(b"wait")
+    if raw is None:
+        return True  # waiting on nothing known: only a wake-up can sort it out
+    wait = json.loads(raw)
+    return wait.get("kind") != "input" or wait.get("until") is not None

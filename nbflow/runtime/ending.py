@@ -37,7 +37,7 @@ def ending(
         shown = preview(value, redact=redact)
         fields["output"] = dumps(shown)
         try:
-            fields["result"] = codeship.pack(value, secret)
+            fields["result"] = codeship.pack(value, secret, codeship.result_for(run_id))
         except Exception as pickling:
             problem = (
                 f"its return value cannot be pickled ({_describe(pickling)}); "

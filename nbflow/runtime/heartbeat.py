@@ -53,9 +53,7 @@ class Heartbeat:
         held = [a for a in list(worker.active.values()) if not a.handback]
         lease_ms = worker.options.lease_ms
         now_ms = int(time.time() * 1000)
-        calls = [
-            ([c.run_lease(a.run_id), c.run_meta(a.run_id)], [a.token, lease_ms]) for a in held
-        ]
+        calls = [([c.run_lease(a.run_id), c.run_meta(a.run_id)], [a.token, lease_ms]) for a in held]
         pipe = redis.pipeline(transaction=False)
         if worker.cluster:  # cluster pipelines refuse scripts
             renewed = [redis.eval(scripts.RENEW, 2, *keys, *args) for keys, args in calls]

@@ -5,7 +5,8 @@ starts each worker in its own process group, restarts one that dies (at most onc
 ``POOL_RESTART_INTERVAL_S`` per slot, so a crash loop does not spin), keeps
 ``<home>/pool.json`` current, and on SIGTERM passes the signal on, waits for the workers to
 drain, kills what is left and exits 0. A pool of another nbflow version (one that outlived an
-upgrade) is drained and replaced by the first process that needs it.
+upgrade) is drained and replaced by the first process that needs it; so are the workers of a
+supervisor that died (killed, or out of memory), which go on running without it.
 """
 
 from __future__ import annotations
@@ -172,18 +173,19 @@ def _wait_for_supervisor(root: Path, pid: int) -> None:
 
 
 def _retire(root: Path, state: Mapping[str, Any], *, timeout_s: float | None) -> None:
+    budget_s = timeout_s if timeout_s is not None else _drain_budget_s(state)
+    deadline = time.monotonic() + budget_s
     if _supervisor_running(state):
         pid = int(state["supervisor"])
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        budget = timeout_s if timeout_s is not None else _drain_budget_s(state)
-        if not wait_for_exit(pid, budget):
+        if not wait_for_exit(pid, budget_s):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             wait_for_exit(pid, 1.0)
-    # A supervisor that was killed could not take its workers down: do it here, from the
-    # newest record of them.
-    _kill_leftover_workers(read_json(root / constants.POOL_STATE_FILE) or state)
+    # A supervisor that died (or was killed) could not take its workers down: drain them
+    # here, from the newest record of them, within what is left of the budget.
+    _drain_leftover_workers(read_json(root / constants.POOL_STATE_FILE) or state, deadline)
     (root / constants.POOL_STATE_FILE).unlink(missing_ok=True)
 
 
@@ -192,14 +194,35 @@ def _drain_budget_s(state: Mapping[str, Any]) -> float:
     return float(kill_after_s) + constants.POOL_KILL_MARGIN_S
 
 
-def _kill_leftover_workers(state: Mapping[str, Any]) -> None:
+def _drain_leftover_workers(state: Mapping[str, Any], deadline: float) -> None:
+    """SIGTERM the workers a dead supervisor left: their runs finish or are handed back
+    as in any drain; what is still alive at ``deadline`` is killed."""
+    left = _leftover_workers(state)
+    remaining_s = deadline - time.monotonic()
+    if left and remaining_s > 0:
+        log.warning(
+            "the worker pool's supervisor is gone but %d of its workers still run: draining "
+            "them (up to %.0f s) before a new pool starts",
+            len(left),
+            remaining_s,
+        )
+        _signal_groups(left, signal.SIGTERM)
+        for pid in left:
+            wait_for_exit(pid, max(0.0, deadline - time.monotonic()))
+    _signal_groups(_leftover_workers(state), signal.SIGKILL)
+
+
+def _leftover_workers(state: Mapping[str, Any]) -> list[int]:
     # Matching the recorded command line keeps a recycled pid of some other process safe.
     command = " ".join(state.get("cmd", []))
-    for worker in state.get("workers", []):
-        pid = worker["pid"]
-        if command and process_running(pid, command):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+    pids = [int(worker["pid"]) for worker in state.get("workers", [])]
+    return [pid for pid in pids if command and process_running(pid, command)]
+
+
+def _signal_groups(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)
 
 
 # --- the supervisor -----------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +108,11 @@ class Run:
                 child.cancel()
         return result
 
+    def state(self, name: str) -> Any:
+        """The latest value the run published as ``name`` (``nf.publish``); None if none."""
+        raw = self._r.hget(c.run_steps(self.id), c.STATE_PREFIX + name)
+        return None if raw is None else json.loads(raw)
+
     def children(self) -> list[Run]:
         """The runs this run started (``wf.submit`` inside it), in the order it started them."""
         started = self._r.xrange(c.run_log(self.id))
@@ -125,7 +131,7 @@ class Run:
         step, answer = input_outcome(decode_meta(raw), raw, self.id, name, value)
         received = ev.make(ev.INPUT_RECEIVED, name=name, value=preview(value))
         resumed = ev.make(ev.RUN_RESUMED, by="input", name=name)
-        blob = codeship.pack(answer, self.runtime.secret)
+        blob = codeship.pack(answer, self.runtime.secret, codeship.step_for(self.id, step))
         cluster = self.runtime.cluster
         keys, args = resume_args(self.id, step, [received, resumed], {step: blob}, cluster=cluster)
         if not int(self.runtime.resume_script(keys=keys, args=args)):
@@ -195,7 +201,7 @@ class Run:
         if status == "succeeded":
             blob = self._patiently(self._r.hget, c.run_meta(self.id), "result")
             if blob is not None:
-                return codeship.unpack(blob, self.runtime.secret)
+                return codeship.unpack(blob, self.runtime.secret, codeship.result_for(self.id))
         meta = self._patiently(self.meta)
         if status == "succeeded":
             problem = meta.get("result_error") or "its return value was not kept"

@@ -244,7 +244,8 @@ return 1
 # KEYS: lease, meta, log, steps[, lease index, wake-ups]
 # ARGV: token, wait_json, wait_step, event_json, run_id, wake_ms or '', n, m,
 #       then n event triples, then m metadata updates
-# -> 1, or 0 if the attempt no longer holds the run (nothing written)
+# -> 1, 0 if the attempt no longer holds the run (nothing written), -1 if the run was
+#    asked to cancel (its events written, but it does not wait: it ends cancelled)
 SUSPEND = (
     _APPEND_EVENTS
     + """
@@ -252,6 +253,7 @@ if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
 local events_end = 8 + 3 * tonumber(ARGV[7])
 append_events(KEYS[3], KEYS[4], 9, events_end)
 update_meta(KEYS[2], events_end + 1, events_end + 3 * tonumber(ARGV[8]))
+if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return -1 end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], 'fence')
 redis.call('HSET', KEYS[2], 'status', 'waiting', 'wait', ARGV[2], 'wait_step', ARGV[3])

@@ -10,13 +10,14 @@ a second wake-up of the same wait changes nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
 
 from .. import _events as ev
 from .. import constants as c
-from .._waits import CHILD_POLL_MS, Answered, ChildEnded, TimedOut, child_step
+from .._waits import CHILD_POLL_MS, Answered, ChildEnded, ChildSucceeded, TimedOut, child_step
 from ..errors import InputRejected
 from . import codeship, scripts
 from .protocol import decode_meta, encode_event
@@ -68,26 +69,28 @@ class Waker:
             if later is not None:
                 await self._redis.zadd(c.WAKEUPS, {run_id: later})
             return False
-        events, steps = outcome
+        events, values = outcome
+        steps = {key: self._pack(value, run_id, key) for key, value in values.items()}
         return await self.resume(run_id, step, events, steps)
 
     async def _outcome(
         self, wait: dict[str, Any], step: str
-    ) -> tuple[list[ev.Event], dict[str, bytes]] | None:
+    ) -> tuple[list[ev.Event], dict[str, Any]] | None:
+        """The events that end the wait, and the values its steps record; None: not yet."""
         kind, now = wait["kind"], time.time()
         if kind == "sleep" and now >= wait["until"]:
-            return [ev.make(ev.RUN_RESUMED, by="timer")], {step: self._pack(None)}
+            return [ev.make(ev.RUN_RESUMED, by="timer")], {step: None}
         if kind == "input" and wait.get("until") is not None and now >= wait["until"]:
             timed_out = TimedOut(wait["name"], float(wait.get("timeout_s") or 0))
             resumed = ev.make(ev.RUN_RESUMED, by="input_timeout", name=wait["name"])
-            return [resumed], {step: self._pack(timed_out)}
+            return [resumed], {step: timed_out}
         if kind == "children":
             return await self._children(wait["runs"], step)
         return None
 
     async def _children(
         self, run_ids: list[str], step: str
-    ) -> tuple[list[ev.Event], dict[str, bytes]] | None:
+    ) -> tuple[list[ev.Event], dict[str, Any]] | None:
         pipe = self._redis.pipeline(transaction=False)
         for run_id in run_ids:
             pipe.hgetall(c.run_meta(run_id))
@@ -95,7 +98,7 @@ class Waker:
         if not all(_ended(m) for m in metas):
             return None
         events: list[ev.Event] = []
-        steps: dict[str, bytes] = {}
+        steps: dict[str, Any] = {}
         for i, (run_id, raw) in enumerate(zip(run_ids, metas, strict=True)):
             meta = decode_meta(raw)
             steps[child_step(step, i)] = self._child_outcome(run_id, meta, raw)
@@ -106,11 +109,15 @@ class Waker:
         events.append(ev.make(ev.RUN_RESUMED, by="children"))
         return events, steps
 
-    def _child_outcome(self, run_id: str, meta: dict[str, Any], raw: dict[bytes, bytes]) -> bytes:
+    def _child_outcome(
+        self, run_id: str, meta: dict[str, Any], raw: dict[bytes, bytes]
+    ) -> ChildSucceeded | ChildEnded:
         status = str(meta.get("status"))
         if status == "succeeded" and raw.get(b"result"):
-            return raw[b"result"]  # the child's own signed result, as it recorded it
-        ended = ChildEnded(
+            # The parent reads the value from the child (this process may not even be
+            # able to load it): only that it succeeded is recorded here.
+            return ChildSucceeded(run_id)
+        return ChildEnded(
             run_id,
             str(meta.get("workflow", "")),
             "failed" if status == "succeeded" else status,  # succeeded, result not kept
@@ -118,7 +125,6 @@ class Waker:
             str(meta.get("error_type", "")),
             str(meta.get("traceback", "")),
         )
-        return self._pack(ended)
 
     async def resume(
         self, run_id: str, step: str, events: list[ev.Event], steps: dict[str, bytes]
@@ -131,8 +137,8 @@ class Waker:
             await self._redis.zrem(c.WAKEUPS, run_id)
         return True
 
-    def _pack(self, value: Any) -> bytes:
-        return codeship.pack(value, self._secret)
+    def _pack(self, value: Any, run_id: str, step: str) -> bytes:
+        return codeship.pack(value, self._secret, codeship.step_for(run_id, step))
 
 
 def _ended(raw: dict[bytes, bytes]) -> bool:
@@ -166,9 +172,17 @@ def input_outcome(
 def validate(value: Any, schema: dict[str, Any], name: str) -> None:
     import jsonschema
 
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = _validator(json.dumps(schema, sort_keys=True))
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         field = f"{name}/{where}" if where else name
         raise InputRejected(f"input {field!r}: {error.message}")
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(text: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(text)
+    return jsonschema.validators.validator_for(schema)(schema)

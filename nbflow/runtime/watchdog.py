@@ -20,7 +20,8 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .worker import Active, Worker
+    from .attempt import Active
+    from .worker import Worker
 
 log = logging.getLogger("nbflow.worker")
 INTERVAL_S = 1.0

@@ -24,23 +24,23 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _context as ctx
 from .. import _events as ev
 from .. import constants as c
-from .._waits import Suspend
 from .._workflow import Workflow
-from ..errors import AttemptFenced, PayloadRejected, RunCancelled
+from ..errors import AttemptFenced, PayloadRejected, RunCancelled, Suspend
 from . import codeship
+from .attempt import Active
 from .catalog import Catalog, UnknownWorkflow, load_app
 from .claims import CLAIM_BLOCK_MS, Claim, Claimer
 from .client import Runtime
 from .connection import async_client, is_cluster, sync_client
-from .ending import ending
+from .execution import call_async, call_sync, unloadable
 from .heartbeat import Heartbeat
-from .protocol import dumps, encode_event
+from .options import WorkerOptions
+from .outcomes import Outcomes
 from .runsloop import RunsLoop
 from .runthreads import RunThreads
 from .sweeper import Sweeper
@@ -48,61 +48,10 @@ from .wakeups import Waker
 from .watchdog import Watchdog
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
 
+__all__ = ["Worker", "WorkerOptions", "run_in_thread"]
+
 log = logging.getLogger("nbflow.worker")
 DRAIN_POLL_S = 0.01  # how often a draining worker looks for its last runs to end
-
-
-@dataclass
-class Active:
-    """One attempt this worker is executing."""
-
-    run_id: str
-    token: str  # the attempt's fencing token, "<attempt>/<worker>"
-    context: ctx.RunContext
-    task: asyncio.Task[Any] | None = None  # the run's ending, on the worker's loop
-    inner: asyncio.Task[Any] | None = None  # an async workflow's task, on the runs loop
-    handback: bool = False
-    is_async: bool = False
-    cancel_asked_at: float | None = None  # monotonic: when a cancel first reached it
-    parent_id: str = ""  # the run that started this one, told when it ends
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def fenced(self) -> bool:
-        return self.context.fenced
-
-
-@dataclass
-class WorkerOptions:
-    """How a worker serves runs.
-
-    :param concurrency: runs at once (one thread each; async runs share one loop).
-    :param lease_ms: a run whose worker is silent this long is restarted elsewhere.
-    :param heartbeat_ms: how often leases are renewed (well under ``lease_ms``).
-    :param sweep_interval_ms: how often this worker looks for runs that lost theirs.
-    :param drain_timeout_s: on SIGTERM, how long runs get to end before they are handed back.
-    :param max_restarts: a run whose worker died this many times fails (``worker_lost``).
-    :param retention_s: finished runs' keys expire after this.
-    :param max_log_events: one run's log is capped here, with a marker.
-    :param max_event_bytes: one event is at most this large; larger fields are cut.
-    :param stuck_grace_s: a cancelled run whose code has not stopped after this long (or
-        a timed-out step still running this long after its run ended) makes the worker
-        restart itself when ``restart_when_stuck``; otherwise the thread is abandoned.
-    :param restart_when_stuck: set by ``nbflow worker``, whose process can restart.
-    """
-
-    concurrency: int = c.WORKER_CONCURRENCY
-    lease_ms: int = c.LEASE_MS
-    heartbeat_ms: int = c.HEARTBEAT_MS
-    sweep_interval_ms: int = c.SWEEP_INTERVAL_MS
-    drain_timeout_s: float = c.DRAIN_TIMEOUT_S
-    max_restarts: int = c.MAX_RESTARTS
-    retention_s: int = c.RETENTION_S
-    max_log_events: int = c.MAX_LOG_EVENTS
-    max_event_bytes: int = c.MAX_EVENT_BYTES
-    stuck_grace_s: float = c.STUCK_GRACE_S
-    loop_blocked_s: float = c.LOOP_BLOCKED_S
-    restart_when_stuck: bool = False
 
 
 class Worker:
@@ -152,6 +101,15 @@ class Worker:
             self.redis, self.loop, cluster=self.cluster, on_fenced=self._fenced
         )
         self.waker = Waker(self.redis, self.secret, cluster=self.cluster)
+        self.outcomes = Outcomes(
+            writer=self.writer,
+            waker=self.waker,
+            redis=self.redis,
+            secret=self.secret,
+            worker_id=self.id,
+            cluster=self.cluster,
+            retention_s=self.options.retention_s,
+        )
         # Runs submit their children through a client of the runtime's own.
         self.client = Runtime(self.url, secret=self.secret, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
@@ -309,6 +267,7 @@ class Worker:
             self.options.max_event_bytes,
             count=1,  # the claim already logged run.started
             progress=json.loads(progress) if progress else {},
+            careful=int(claim.meta.get(b"restarts", b"0")) > 0,
         )
 
     # --- executing ----------------------------------------------------------------
@@ -322,17 +281,21 @@ class Worker:
             return
         try:
             wf = self.catalog.workflow(claim.meta, self.id)
-            args, kwargs = codeship.unpack(claim.meta.get(b"args", b""), self.secret)
+            args, kwargs = codeship.unpack(
+                claim.meta.get(b"args", b""), self.secret, codeship.args_for(claim.run_id)
+            )
         except Exception as error:  # the run cannot start here: it fails, saying why
             self._refuse(active, error)
             return
-        active.context.memo = StepMemo(claim.steps, self.secret) if claim.steps else None
+        active.context.memo = (
+            StepMemo(claim.steps, self.secret, claim.run_id) if claim.steps else None
+        )
         if wf.is_async:
             active.is_async = True
             self.runs_loop.start(self._run_async(active, wf, args, kwargs))
             return
         try:
-            value = _call_sync(active.context, wf, args, kwargs)
+            value = call_sync(active.context, wf, args, kwargs)
         except BaseException as error:
             self.writer.call_soon(self._end, active, None, error)
         else:
@@ -347,7 +310,7 @@ class Worker:
             reason = "payload_rejected"
         else:  # unpickling it raised: most often, code from a module this worker cannot import
             reason = "payload_unloadable"
-            error = _unloadable(error)
+            error = unloadable(error)
         # The run records why; whoever runs this worker hears it too (a secret, an --app
         # or an installed module that differs from the clients' is its configuration to fix).
         log.warning("run %s refused (%s): %s", active.run_id, reason, error)
@@ -360,7 +323,7 @@ class Worker:
             self.writer.call_soon(self._end, active, None, RunCancelled("cancelled"))
             return
         try:
-            value = await _call_async(active.context, wf, args, kwargs)
+            value = await call_async(active.context, wf, args, kwargs)
         except BaseException as error:  # its outcome, CancelledError included
             self.writer.call_soon(self._end, active, None, error)
         else:
@@ -381,19 +344,16 @@ class Worker:
         """Record how a run ended, and free its slot."""
         try:
             if active.fenced or isinstance(error, AttemptFenced):
-                log.warning(
-                    "run %s: attempt %s lost the run; another attempt has it",
-                    active.run_id,
-                    active.token,
-                )
+                log.warning("run %s: attempt %s lost the run; another has it", *active.names)
             elif isinstance(error, Suspend):
-                await self._suspend(active, error)
+                await self.outcomes.suspend(active, error)
             elif error is None:
-                await self._finish(active, "succeeded", value=value, redact=redact)
+                await self.outcomes.finish(active, "succeeded", value=value, redact=redact)
             elif isinstance(error, (RunCancelled, asyncio.CancelledError)):
-                await self._stopped(active, error)
+                if not active.handback:  # (handed back: _drain queued it again)
+                    await self.outcomes.finish(active, "cancelled", error=error, reason="cancelled")
             else:
-                await self._finish(active, "failed", error=error, reason=reason)
+                await self.outcomes.finish(active, "failed", error=error, reason=reason)
         except Exception:
             log.exception("run %s: internal error", active.run_id)
         finally:
@@ -413,69 +373,6 @@ class Worker:
         alive = [t for t in active.context.abandoned if t.is_alive()]
         if alive:
             self.abandoned.append((time.monotonic(), active.run_id, alive))
-
-    async def _stopped(self, active: Active, error: BaseException) -> None:
-        if active.handback:
-            return  # _drain already put it back on the queue
-        await self._finish(active, "cancelled", error=error, reason="cancelled")
-
-    async def _finish(
-        self,
-        active: Active,
-        status: str,
-        *,
-        value: Any = None,
-        error: BaseException | None = None,
-        reason: str | None = None,
-        redact: tuple[str, ...] = (),
-    ) -> None:
-        sink = active.context.sink
-        event, fields = ending(
-            active.run_id,
-            status,
-            value=value,
-            error=error,
-            reason=reason,
-            redact=redact,
-            progress=sink.progress if isinstance(sink, RedisSink) else {},
-            secret=self.secret,
-        )
-        args = [status, encode_event(event), self.options.retention_s, active.run_id]
-        for key, val in fields.items():
-            args.extend((key, val))
-        if not await self.writer.call(active.run_id, active.token, "finish", args):
-            log.warning("run %s: attempt %s lost the run before its end", *_names(active))
-        elif active.parent_id:  # a parent waiting on its children looks at them now
-            try:
-                await self.waker.wake(active.parent_id)
-            except Exception as error:  # the sweepers look again soon
-                log.info("run %s: could not wake its parent: %s", active.run_id, error)
-
-    async def _suspend(self, active: Active, wait: Suspend) -> None:
-        """End the attempt at a wait: the run waits, holding no worker."""
-        wake_ms = "" if wait.wake_at_s is None else int(wait.wake_at_s * 1000)
-        event = encode_event(ev.make(ev.RUN_WAITING, wait=wait.wait))
-        args = [dumps(wait.wait), wait.step, event, active.run_id, wake_ms]
-        if not await self.writer.call(active.run_id, active.token, "suspend", args):
-            log.warning("run %s: attempt %s lost the run at its wait", *_names(active))
-            return
-        if self.cluster:  # the indexes live on other slots
-            await self.redis.zrem(c.LEASES, active.run_id)
-            if wake_ms != "":
-                await self.redis.zadd(c.WAKEUPS, {active.run_id: wake_ms})
-        if wait.wait["kind"] == "children":  # they may all have ended already
-            await self.waker.wake(active.run_id)
-
-    async def hand_back(self, active: Active, reason: str) -> bool:
-        """Put a run this attempt holds back on the queue, for another attempt to resume."""
-        event = encode_event(ev.make(ev.RUN_RESTARTED, reason=reason, worker=self.id))
-        args = [event, active.run_id]
-        if not await self.writer.call(active.run_id, active.token, "requeue", args):
-            return False
-        if self.cluster:  # on a standalone server the script did both
-            await self.redis.xadd(c.WORK_STREAM, {"run": active.run_id})
-            await self.redis.zrem(c.LEASES, active.run_id)
-        return True
 
     # --- an attempt that lost its run ---------------------------------------------
     def _fenced(self, run_id: str, token: str) -> None:
@@ -521,7 +418,9 @@ class Worker:
         log.error("run %s: %s", active.run_id, why)
         active.task = asyncio.current_task()
         try:
-            await self._finish(active, "cancelled", error=RunCancelled(why), reason="cancelled")
+            await self.outcomes.finish(
+                active, "cancelled", error=RunCancelled(why), reason="cancelled"
+            )
         finally:
             self._forget(active)
         self.restart_for(why)
@@ -549,27 +448,11 @@ class Worker:
         for active in list(self.active.values()):
             if not active.handback:
                 active.handback = True
-                await self.hand_back(active, "worker_draining")
+                await self.outcomes.hand_back(active, "worker_draining")
             active.context.fence()  # whatever it still says is not written
             self._cancel_task(active)
             self.active.pop(active.run_id, None)
         await self.writer.flush()
-
-
-def _call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
-    token = ctx.enter(ctx.Frame(context, None, ""))
-    try:
-        return wf._call_sync(tuple(args), dict(kwargs))
-    finally:
-        ctx.leave(token)
-
-
-async def _call_async(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
-    token = ctx.enter(ctx.Frame(context, None, ""))
-    try:
-        return await wf._call_async(tuple(args), dict(kwargs))
-    finally:
-        ctx.leave(token)
 
 
 def run_in_thread(worker: Worker) -> threading.Thread:
@@ -588,23 +471,3 @@ def run_in_thread(worker: Worker) -> threading.Thread:
     thread.start()
     started.wait(10)
     return thread
-
-
-def _names(active: Active) -> tuple[str, str]:
-    return active.run_id, active.token
-
-
-def _unloadable(error: Exception) -> PayloadRejected:
-    problem = f"{type(error).__name__}: {error}"
-    hint = ""
-    if isinstance(error, ImportError):
-        hint = (
-            ": code from a module travels by name and the worker imports it, so install the "
-            "module where the workers run (pip install -e .), or start them with --app or "
-            "PYTHONPATH, or ship it with each run: cloudpickle.register_pickle_by_value(module)"
-        )
-    refused = PayloadRejected(
-        f"this worker cannot load the run's code or arguments ({problem}){hint}"
-    )
-    refused.__cause__ = error
-    return refused

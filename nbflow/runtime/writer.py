@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ log = logging.getLogger("nbflow.worker")
 MAX_BATCH = 2_000
 WRITE_RETRY_INITIAL_S = 0.05  # an unreachable server: the first retry of a batch
 WRITE_RETRY_MAX_S = 2.0
+CAREFUL_WRITE_S = 5.0  # how long a careful step start waits for its event to be written
 USAGE = {
     "gen_ai.usage.input_tokens": "input_tokens",
     "gen_ai.usage.output_tokens": "output_tokens",
@@ -314,6 +316,9 @@ class RedisSink:
     max_event_bytes: int = c.MAX_EVENT_BYTES
     count: int = 0
     progress: dict[str, str] = field(default_factory=dict)
+    # A run whose worker died under it already: each step's start is written before the
+    # step runs, so that if it takes this worker down too, the log names the step.
+    careful: bool = False
 
     def __post_init__(self) -> None:
         # Every event says which attempt wrote it: a log shows at a glance that no
@@ -338,7 +343,16 @@ class RedisSink:
             updates = ["s", "progress", dumps(self.progress)]
         elif etype == ev.SPAN_STARTED:
             updates = ["s", "step", event.get("name", "")]
+            if self.careful:
+                self._write_now(self._append(event, "", "", updates, Future()))
+                return
         self.writer.put(self._append(event, position, str(index) if position else "", updates))
+
+    def _write_now(self, item: _Item) -> None:
+        assert isinstance(item.done, Future)
+        self.writer.put(item)
+        with contextlib.suppress(TimeoutError):  # a slow server: the step goes on anyway
+            item.done.result(timeout=CAREFUL_WRITE_S)
 
     def _append(
         self,
@@ -368,7 +382,7 @@ class RedisSink:
         if self.fenced:
             raise AttemptFenced(f"run {self.run_id}: attempt {self.token} was fenced")
         try:
-            blob = codeship.pack(value, self.secret)
+            blob = codeship.pack(value, self.secret, codeship.step_for(self.run_id, step))
         except Exception as error:  # an unpicklable result still finishes the step
             log.warning(
                 "step %s result cannot be recorded (%s); it will re-run after a restart",
@@ -395,9 +409,10 @@ class RedisSink:
 class StepMemo:
     """A run's recorded step results and replay positions, read once per attempt."""
 
-    def __init__(self, blobs: dict[bytes, bytes], secret: bytes) -> None:
+    def __init__(self, blobs: dict[bytes, bytes], secret: bytes, run_id: str) -> None:
         self._blobs = {k.decode(): v for k, v in blobs.items()}
         self._secret = secret
+        self._run_id = run_id
 
     def __len__(self) -> int:
         return len(self._blobs)
@@ -416,7 +431,7 @@ class StepMemo:
         blob = self._blobs.get(step)
         if blob is None:
             return False, None
-        return True, codeship.unpack(blob, self._secret)
+        return True, codeship.unpack(blob, self._secret, codeship.step_for(self._run_id, step))
 
 
 class RedisCache:
@@ -430,9 +445,9 @@ class RedisCache:
         blob = self._redis.get(c.CACHE_KEY.format(key=key))
         if blob is None:
             return False, None
-        return True, codeship.unpack(blob, self._secret)
+        return True, codeship.unpack(blob, self._secret, codeship.cache_for(key))
 
     def set(self, key: str, value: Any, ttl_s: float | None) -> None:
-        blob = codeship.pack(value, self._secret)
+        blob = codeship.pack(value, self._secret, codeship.cache_for(key))
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
         self._redis.set(c.CACHE_KEY.format(key=key), blob, px=px)

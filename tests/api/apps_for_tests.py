@@ -77,6 +77,12 @@ def typed(
 
 
 @nf.workflow
+def anything(**given: Any) -> dict[str, Any]:
+    """Takes any input object: the fuzzer's cases run (tests/api/test_openapi.py)."""
+    return given
+
+
+@nf.workflow
 def untyped(a, b=2):  # type: ignore[no-untyped-def]
     return [a, b]
 

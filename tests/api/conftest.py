@@ -32,9 +32,12 @@ def serve(runtime: Runtime, served_apps: dict[str, FastAPI]) -> Iterator[Callabl
     """Start the API on a thread of this process; its base URL. All are stopped at the end."""
     servers: list[ThreadServer] = []
 
-    def start(*, app_module: str | None = APP, **options: Any) -> str:
+    def start(
+        *, app_module: str | None = APP, server: dict[str, Any] | None = None, **options: Any
+    ) -> str:
+        """``options`` go to create_app, ``server`` to uvicorn.Config."""
         app = create_app(runtime, app_module=app_module, **options)
-        servers.append(ThreadServer(app))
+        servers.append(ThreadServer(app, **(server or {})))
         served_apps[servers[-1].url] = app
         return servers[-1].url
 

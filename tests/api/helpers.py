@@ -119,7 +119,7 @@ def _wait_until_up(api: ApiProcess) -> None:
         if api.proc.poll() is not None:
             raise RuntimeError(f"nbflow api exited ({api.proc.returncode}):\n{api.log.read_text()}")
         try:
-            if httpx.get(f"{api.url}/openapi.json", timeout=1).status_code == 200:
+            if httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass

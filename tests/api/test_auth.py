@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from nbflow.api.server import refusal
 
@@ -75,26 +77,93 @@ def test_without_a_token_no_header_is_needed(serve: Callable[..., str]) -> None:
         assert client.get("/workflows").status_code == 200
 
 
-def test_docs_describe_every_route_and_stay_open(serve: Callable[..., str]) -> None:
+def _concrete(path: str, run_id: str) -> str:
+    """A route's path with each parameter filled in with something it serves."""
+    fills = {"{run_id}": run_id, "{name}": "greet"}
+    if path.startswith(("/ui/", "/docs/")):
+        fills["{name}"] = "viewer.js" if path.startswith("/ui/") else "swagger-ui.css"
+    for param, value in fills.items():
+        path = path.replace(param, value)
+    return path
+
+
+def _leaves(routes: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, set[str]]]:
+    """Every route of an app as (path, methods), through included routers and mounts."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _leaves(inner.routes, prefix + route.include_context.prefix)
+        elif getattr(route, "routes", None):
+            yield from _leaves(route.routes, prefix + route.path)
+        else:
+            yield prefix + route.path, set(getattr(route, "methods", None) or {"GET"})
+
+
+def test_every_route_of_the_app_but_healthz_needs_the_token(
+    serve: Callable[..., str], served_apps: dict[str, FastAPI]
+) -> None:
+    base_url = serve(token="s3cret")
+    routes = list(_leaves(served_apps[base_url].routes))
+    assert len(routes) >= 14  # the API's, /docs, /openapi.json and /ui: all of them, below
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        started = client.post(
+            "/workflows/greet/start",
+            json={"input": {"name": "x"}},
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        run_id = started.json()["run_id"]
+        for path, methods in routes:
+            for method in sorted(methods):
+                reply = client.request(method, _concrete(path, run_id))
+                if path == "/healthz":
+                    assert reply.status_code == 200 and reply.json() == {"status": "ok"}
+                    continue
+                assert reply.status_code == 401, (method, path, reply.text)
+                assert method == "HEAD" or reply.json()["error"]["type"] == "unauthorized"
+
+
+def test_pages_take_the_token_once_and_then_a_cookie_that_opens_no_api_route(
+    serve: Callable[..., str],
+) -> None:
+    base_url = serve(token="s3cret")
+    with httpx.Client(base_url=base_url, timeout=10) as browser:
+        assert browser.get("/docs", params={"token": "wrong"}).status_code == 401
+        welcome = browser.get("/docs", params={"token": "s3cret"})
+        assert welcome.status_code == 303 and welcome.headers["location"] == "/docs"
+        cookie = welcome.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "s3cret" not in cookie
+        docs = browser.get("/docs")
+        assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+        assert browser.get("/openapi.json").json()["info"]["title"] == "nbflow"
+        assert browser.get("/docs/swagger-ui.css").status_code == 200
+        for method, path in ROUTES:  # the cookie stands for the token on pages only
+            reply = browser.request(method, path.format(run_id="0123456789abcdef", name="ok"))
+            assert reply.status_code == 401, (method, path)
+        to_ui = browser.get("/ui", params={"token": "s3cret", "x": "1"})
+        assert to_ui.headers["location"] == "/ui?x=1#token=s3cret"  # for the viewer's API calls
+
+
+def test_the_document_says_which_routes_need_the_token(serve: Callable[..., str]) -> None:
     with httpx.Client(base_url=serve(token="s3cret"), timeout=10) as client:
-        docs = client.get("/docs")
-        assert docs.status_code == 200 and "swagger" in docs.text.lower()
-        spec = client.get("/openapi.json").json()
+        spec = client.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
     described = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
-    expected = {(m, p.replace("greet", "{name}")) for m, p in ROUTES}
+    expected = {(m, p.replace("greet", "{name}")) for m, p in ROUTES} | {("GET", "/healthz")}
     assert described == expected
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     for path, ops in spec["paths"].items():
         for op in ops.values():
             assert op["summary"], path
-            assert op["security"] == [{"HTTPBearer": []}]
-            assert "401" in op["responses"]
+            needs = path != "/healthz"
+            assert op["security"] == ([{"HTTPBearer": []}] if needs else [])
+            assert ("401" in op["responses"]) == needs
+            assert "403" not in op["responses"]  # the loopback guard is off with a token
     streams = spec["paths"]["/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]
-    assert {"text/event-stream", "application/x-ndjson"} <= set(streams)
+    assert {"text/event-stream", "application/x-ndjson"} == set(streams)
     sync = spec["paths"]["/workflows/{name}"]["post"]["responses"]
     assert {"application/json", "text/event-stream", "application/x-ndjson"} <= set(
         sync["200"]["content"]
     )
-    assert {"202", "404", "413", "422"} <= set(sync)
+    assert {"202", "401", "404", "413", "415", "422", "503"} <= set(sync)
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
 from nbflow import constants as c
+from nbflow.api import create_app
+from nbflow.runtime.client import Runtime
+
+from ..conftest import TEST_SECRET, ThreadServer
 
 
 @pytest.fixture
@@ -117,3 +122,26 @@ def test_unknown_routes_and_methods_answer_json(client: httpx.Client) -> None:
     _error(client.get("/nowhere"), 404, "not_found")
     _error(client.delete("/runs"), 405, "method_not_allowed")
     _error(client.get("/runs", params={"limit": 0}), 422, "invalid_input")
+
+
+@pytest.mark.parametrize("show_paths", [False, True])
+def test_errors_do_not_show_server_paths_unless_asked(tmp_path: Path, show_paths: bool) -> None:
+    socket_path = tmp_path / "deep" / "inside" / "nothing-here.sock"
+    down = Runtime(f"unix://{socket_path}", secret=TEST_SECRET, cluster=False)
+    server = ThreadServer(create_app(down, show_paths=show_paths))
+    try:
+        reply = httpx.get(f"{server.url}/runs", timeout=30)
+    finally:
+        server.stop()
+        down.close()
+    message = _error(reply, 503, "runtime_unavailable")
+    assert "nothing-here.sock" in message
+    assert (str(tmp_path) in message) == show_paths, message
+
+
+def test_the_unreadable_body_error_of_before_is_gone(client: httpx.Client) -> None:
+    # FastAPI answered 400 "There was an error parsing the body" for bytes not UTF-8.
+    reply = client.post(
+        "/workflows/greet", content=b"\xff\xfe", headers={"content-type": "application/json"}
+    )
+    assert _error(reply, 422, "invalid_input").startswith("body: not valid JSON: not UTF-8")

@@ -84,13 +84,13 @@ def test_a_run_that_expired_ends_its_stream(redis_url: str, r: object) -> None:
     assert len(asyncio.run(scenario())) == 1
 
 
-@pytest.mark.parametrize("text", ["0", "0-0", "1718000000000-3", "18446744073709551615-1"])
+@pytest.mark.parametrize("text", ["0", "0-0", "1718000000000-3", "9999999999999999999-1"])
 def test_stream_ids_that_parse(text: str) -> None:
     parse_id(text)
 
 
 @pytest.mark.parametrize(
-    "text", ["", "x", "1-", "-1", "1-2-3", " 1", "1_0", "\u0661", "18446744073709551616"]
+    "text", ["", "x", "1-", "-1", "1-2-3", " 1", "1_0", "\u0661", "1\n", "10000000000000000000"]
 )
 def test_stream_ids_that_do_not(text: str) -> None:
     with pytest.raises(ValueError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -64,7 +64,32 @@ def test_var_keyword_accepts_extra_names_and_var_positional_is_skipped() -> None
     def fn(a: int, *rest: int, **more: Any) -> None: ...
 
     model = input_model("fn", fn)
-    assert model.validate({"a": "1", "other": [1]}) == {"a": 1, "other": [1]}
+    assert model.validate({"a": 1, "other": [1]}) == {"a": 1, "other": [1]}
+
+
+@pytest.mark.parametrize("given", ["2", True, 2.0, 2.5, None])
+def test_an_int_takes_only_a_json_integer(given: Any) -> None:
+    def fn(n: int) -> None: ...
+
+    with pytest.raises(ApiError) as bad:
+        input_model("fn", fn).validate({"n": given})
+    assert _fields(bad.value) == ["input.n"]
+
+
+def test_strict_still_reads_what_json_can_only_say_one_way() -> None:
+    def fn(
+        ratio: float, when: dt.datetime, pair: tuple[int, str], mode: Literal["a", "b"]
+    ) -> None: ...
+
+    kwargs = input_model("fn", fn).validate(
+        {"ratio": 2, "when": "2024-05-01T12:00:00Z", "pair": [1, "x"], "mode": "b"}
+    )
+    assert kwargs == {
+        "ratio": 2.0,
+        "when": dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC),
+        "pair": (1, "x"),
+        "mode": "b",
+    }
 
 
 def test_unknown_names_and_undescribable_types_fall_back_to_any() -> None:

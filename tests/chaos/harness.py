@@ -252,7 +252,7 @@ def check_run(
     problems = []
     if status != "succeeded":
         problems.append(f"ended {status}: {meta.get('error', b'').decode()}")
-    elif codeship.unpack(meta["result"], SECRET) != expected(n):
+    elif codeship.unpack(meta["result"], SECRET, codeship.result_for(run_id)) != expected(n):
         problems.append("wrong result")
     problems += _fencing(events)
     problems += _once(events, n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -90,3 +91,71 @@ def test_runtime_run_bundle_reads_the_log(runtime: Any, worker: Callable[..., An
     assert data["mode"] == "runtime" and data["status"] == "succeeded"
     assert data["workflow"] == "wide" and len(data["snapshot"]["spans"]) == 4
     assert data["last_event_id"] == list(run.events(follow=False))[-1]["id"]
+
+
+HOSTILE = '<script>alert("x")</script> & \' " <img src=x onerror=alert(1)>'
+SNAPSHOT_TAGS = {"style", "div", "span", "table", "tr", "th", "td", "pre", "b"}
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: set[str] = set()
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs |= {name for name, _value in attrs}
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def _parsed(markup: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(markup)
+    parser.close()
+    return parser
+
+
+def _hostile_span(span_id: Any, parent_id: Any) -> dict[str, Any]:
+    return {key: HOSTILE for key in SPAN_KEYS} | {"span_id": span_id, "parent_id": parent_id}
+
+
+def test_snapshot_html_escapes_hostile_values_in_every_field() -> None:
+    snapshot = {
+        "status": HOSTILE,
+        "progress": {HOSTILE: HOSTILE},
+        "spans": [_hostile_span(HOSTILE, None), _hostile_span(["x"], {"y": 1})],
+        "usage": {"total_tokens": HOSTILE, "llm_calls": HOSTILE, "cost_usd": HOSTILE},
+        "output_tail": HOSTILE,
+        "error": HOSTILE,
+        "wait": {"kind": "input", "name": HOSTILE, "prompt": HOSTILE, "until": HOSTILE},
+        "children": [{k: HOSTILE for k in ("child_id", "workflow", "status", "total_tokens")}
+                     | {"cost_usd": HOSTILE}],
+    }  # fmt: skip
+    assert set(snapshot) == SNAPSHOT_KEYS
+    data = {
+        "version": 1, "run_id": HOSTILE, "workflow": HOSTILE, "status": HOSTILE,
+        "mode": HOSTILE, "last_event_id": HOSTILE, "snapshot": snapshot,
+    }  # fmt: skip
+    parsed = _parsed(dsp.render_html(data, traceback=HOSTILE))
+    assert set(parsed.tags) <= SNAPSHOT_TAGS  # no <script>, no <img>: nothing injected
+    assert parsed.attrs <= {"class", "style", "data-nbflow-run"}
+    # Every hostile value is still shown, as text: 20 fields hold it (attributes aside).
+    assert parsed.text.count(HOSTILE) >= 20
+
+
+def test_a_hostile_attempts_value_in_the_log_is_shown_as_text() -> None:
+    events: list[ev.Event] = [
+        {"id": "1-0", "type": ev.RUN_STARTED, "ts": 1.0, "workflow": "w"},
+        {"id": "2-0", "type": ev.SPAN_STARTED, "ts": 2.0, "span_id": "s", "parent_id": None,
+         "name": "n", "kind": "component"},
+        {"id": "3-0", "type": ev.SPAN_FINISHED, "ts": 3.0, "span_id": "s", "status": "ok",
+         "attempts": "<img src=x onerror=alert(1)>"},
+    ]  # fmt: skip
+    data = dsp.run_data(fold(events, "r"), mode="runtime")
+    parsed = _parsed(dsp.render_html(data))
+    assert "img" not in parsed.tags
+    assert "<img src=x onerror=alert(1)>" in parsed.text

@@ -71,6 +71,7 @@ def printed(book: Any) -> str:
         "blog_post_agent",
         "ingest_site",
         "traces_as_dataframes",
+        "tool_agent",
         "human_approval",
         "child_runs",
     ],
@@ -90,6 +91,14 @@ def test_notebook_runs_top_to_bottom(name: str, embedded_home: Path, tmp_path: P
     if name == "ingest_site":
         ingest = [r for r in runs if r["workflow"] == "ingest"]
         assert ingest[-1]["snapshot"]["usage"]["llm_calls"] == 100
+    if name == "tool_agent":
+        agent = [r for r in runs if r["workflow"] == "travel_agent"][-1]  # the finished view
+        assert agent["snapshot"]["usage"]["llm_calls"] == 3  # tools asked for, answer, brief
+        shown = "".join(
+            "".join(out.get("text", "")) for cell in book.cells for out in cell.get("outputs", [])
+        )
+        # The tools ran on arguments the model took from the question; the answer cites them.
+        assert "get_weather returned" in shown and '"USD":270.0' in shown
     if name == "human_approval":
         text = printed(book)
         assert "refused: input 'approve': 'yes please' is not of type 'boolean'" in text

@@ -70,8 +70,8 @@ def test_a_parents_snapshot_lists_each_child_with_status_tokens_and_cost() -> No
     assert data["snapshot"]["children"] == case["expected"]["children"]
     page = dsp.render_html(data)
     assert page.count('<tr class="nbf-succeeded"><td>research</td>') == 1
-    assert "<td><code>c1</code></td><td>succeeded</td><td>1,200</td><td>$0.0031</td>" in page
-    assert '<tr class="nbf-failed"><td>research</td><td><code>c2</code></td>' in page
+    assert "<td>c1</td><td>succeeded</td><td>1200</td><td>$0.0031</td>" in page
+    assert '<tr class="nbf-failed"><td>research</td><td>c2</td>' in page
     assert "  child runs: 3 (3 ended)" in dsp.render_plain(data).splitlines()
 
 
@@ -124,14 +124,8 @@ def test_an_in_process_run_takes_no_input_from_the_widget() -> None:
     assert reply["error"] == "an in-process run takes no input"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug (nbflow/_step.py Step.failed): the Suspend that ends an attempt at a "
-    "wait finishes the workflow's span as an error ('Suspend: waiting: input', with a "
-    "traceback), so every view shows a waiting run's root span failed until it resumes; "
-    "Suspend should leave the span open, as AttemptFenced does",
-)
 def test_a_waiting_runs_workflow_span_is_not_recorded_as_failed(waiting: Run) -> None:
+    # Views draw what the log says: a wait must not finish the workflow's span as an error.
     finished = [e for e in waiting.events(follow=False) if e["type"] == "span.finished"]
     assert all(e["status"] == "ok" for e in finished), [e.get("error") for e in finished]
 

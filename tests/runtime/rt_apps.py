@@ -78,3 +78,13 @@ def approval(url: str, tag: str) -> str:
     approved = nf.wait_for_input("approve", prompt="Publish?", schema={"type": "boolean"})
     slow_step(url, tag, 1, 0.0)
     return "published" if approved else "dropped"
+
+
+@nf.workflow
+def leaf(url: str, tag: str, i: int, sleep_s: float) -> int:
+    return slow_step(url, tag, i, sleep_s)
+
+
+@nf.workflow
+def fan_parent(url: str, tag: str, n: int, sleep_s: float) -> list[int]:
+    return nf.gather(*[leaf.submit(url, tag, i, sleep_s) for i in range(n)])

@@ -80,3 +80,25 @@ def test_doctor_finds_nothing_on_a_server_where_runs_have_run(runtime, worker, r
     worker()
     assert [bump.submit(i).result(timeout_s=10) for i in range(3)] == [1, 2, 3]
     wait_until(lambda: _doctor(redis_url).returncode == 0, timeout_s=10)
+
+
+@nf.workflow
+def dozes() -> str:
+    nf.sleep(0.2)
+    return "awake"
+
+
+def test_doctor_finds_a_waiting_run_that_nothing_would_wake_and_repair_wakes_it(
+    runtime, worker, redis_url, r
+) -> None:
+    w = worker()
+    run = dozes.submit()
+    wait_until(lambda: run.status() == "waiting", timeout_s=10)
+    w.stop()
+    wait_until(lambda: not w.active and w.loop.is_closed(), timeout_s=10)
+    r.zrem(c.WAKEUPS, run.id)  # its timer is lost
+    found = _doctor(redis_url)
+    assert found.returncode == 1 and "no wake-up" in found.stdout
+    assert _doctor(redis_url, "--repair").returncode == 0
+    worker()
+    assert run.result(timeout_s=10) == "awake"

@@ -25,6 +25,7 @@ from redis.crc import key_slot
 from nbflow import constants
 from nbflow.errors import RuntimeUnavailable
 from nbflow.runtime import detached, embedded, pool
+from nbflow.runtime.client import Runtime
 from tests.redis_servers import close_cluster_client, slot_ranges, start_cluster
 
 from ..conftest import wait_until
@@ -283,6 +284,31 @@ def test_new_pool_removes_workers_left_by_a_killed_supervisor(home: Path) -> Non
 
     assert pool.ensure_pool(UNUSED_URL, home, workers=1, worker_cmd=SLEEPER) != supervisor
     assert detached.wait_for_exit(orphan, 5)
+
+
+def test_workers_left_by_a_killed_supervisor_are_drained_and_finish_their_runs(
+    home: Path, runtime: Runtime, redis_url: str, r: redis.Redis
+) -> None:
+    from tests.runtime import rt_apps
+
+    supervisor = pool.ensure_pool(redis_url, home, workers=1)  # real `nbflow worker`s
+    [orphan] = worker_pids(home).values()
+    run = rt_apps.blocking.submit(redis_url, "orphaned", sleep_s=2.0)
+    wait_until(lambda: r.get("started:orphaned"), timeout_s=30)
+    os.kill(supervisor, signal.SIGKILL)
+    assert detached.wait_for_exit(supervisor, 5)
+    assert detached.process_running(orphan)
+
+    replacement = pool.ensure_pool(redis_url, home, workers=1)
+
+    assert replacement != supervisor
+    assert not detached.process_running(orphan)
+    # Finished by the drained worker in its one attempt, not killed and restarted later.
+    assert run.status() == "succeeded"
+    assert run.meta().get("restarts", 0) == 0
+    assert r.get("started:orphaned") == b"1" and r.get("finished:orphaned") == b"1"
+    worker_log = (home / constants.POOL_LOG_DIR / "worker-0.log").read_text()
+    assert "draining" in worker_log
 
 
 # --- cluster helper -------------------------------------------------------------

@@ -271,12 +271,13 @@ def test_arguments_at_the_limit_are_taken_and_one_byte_more_is_refused(
     from nbflow.runtime import codeship
 
     monkeypatch.setattr(c, "MAX_ARGS_BYTES", 10_000)
-    overhead = len(codeship.pack(((b"",), {}), TEST_SECRET))
+    bound = codeship.args_for("0" * 16)  # run ids are 16 hex digits: the header's size is fixed
+    overhead = len(codeship.pack(((b"",), {}), TEST_SECRET, bound))
     # The pickle's length prefix grows with the payload: find the size that lands exactly.
     size = 10_000 - overhead
-    while len(codeship.pack(((b"x" * size,), {}), TEST_SECRET)) > 10_000:
+    while len(codeship.pack(((b"x" * size,), {}), TEST_SECRET, bound)) > 10_000:
         size -= 1
-    assert len(codeship.pack(((b"x" * size,), {}), TEST_SECRET)) == 10_000
+    assert len(codeship.pack(((b"x" * size,), {}), TEST_SECRET, bound)) == 10_000
     taken = loud.submit(b"x" * size)
     assert r.exists(c.run_meta(taken.id))
     with pytest.raises(nf.ArgumentsTooLarge, match="MAX_ARGS_BYTES"):

@@ -297,33 +297,40 @@ def test_signed_values_round_trip_plain_data_and_notebook_defined_types() -> Non
         pass
 
     plain = {"a": [1, 2.5, None, True], "b": ("x", b"y", frozenset({3})), 4: {5: "z"}}
-    assert codeship.unpack(codeship.pack(plain, TEST_SECRET), TEST_SECRET) == plain
-    tagged = codeship.unpack(codeship.pack([Tagged(k=1)], TEST_SECRET), TEST_SECRET)
+    assert _round_trip(plain) == plain
+    tagged = _round_trip([Tagged(k=1)])
     assert type(tagged[0]).__name__ == "Tagged" and tagged[0] == {"k": 1}
     looped: list[Any] = [1]
     looped.extend([looped] * 50)  # shared and recursive: met twice, so cloudpickle's job
-    back = codeship.unpack(codeship.pack(looped, TEST_SECRET), TEST_SECRET)
+    back = _round_trip(looped)
     assert back[0] == 1 and back[1] is back and back[50] is back
     with pytest.raises(nf.PayloadRejected):
-        codeship.unpack(codeship.pack(plain, TEST_SECRET), b"another secret")
+        codeship.unpack(codeship.pack(plain, TEST_SECRET, HERE), b"another secret", HERE)
+
+
+HERE = codeship.result_for("0123456789abcdef")
+
+
+def _round_trip(value: Any) -> Any:
+    return codeship.unpack(codeship.pack(value, TEST_SECRET, HERE), TEST_SECRET, HERE)
 
 
 def test_a_workflow_its_module_defines_ships_by_name_and_copies_ship_by_value(
     monkeypatch,
 ) -> None:
-    blob = codeship.pack(pipeline, TEST_SECRET)
+    blob = codeship.pack(pipeline, TEST_SECRET, HERE)
     assert __name__.encode() in blob and b"double" not in blob  # a name, not the code
-    assert codeship.unpack(blob, TEST_SECRET) is pipeline
+    assert codeship.unpack(blob, TEST_SECRET, HERE) is pipeline
     tuned = pipeline.with_retry(2)
-    back = codeship.unpack(codeship.pack(tuned, TEST_SECRET), TEST_SECRET)
+    back = _round_trip(tuned)
     assert back is not tuned and back.retry.attempts == 2
     # The module's name rebound to a copy: a worker importing the module would
     # not see that copy, so it still travels by value.
     monkeypatch.setattr(sys.modules[__name__], "pipeline", tuned)
-    assert codeship.unpack(codeship.pack(tuned, TEST_SECRET), TEST_SECRET) is not tuned
+    assert _round_trip(tuned) is not tuned
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        by_value = codeship.unpack(codeship.pack(double, TEST_SECRET), TEST_SECRET)
+        by_value = _round_trip(double)
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert by_value is not double and by_value.fn(3) == 6
@@ -454,12 +461,11 @@ def test_code_from_another_python_version_is_refused_with_a_clear_reason(
     runtime, worker, r
 ) -> None:
     worker()
-    blob = codeship.pack(pipeline, TEST_SECRET)
+    blob = codeship.pack(pipeline, TEST_SECRET, codeship.code_for("pipeline"))
     header_len = int.from_bytes(blob[4:8], "big")
     payload = blob[8 + header_len :]
-    header = json.dumps(
-        {"py": "3.99", "sig": codeship._sign(TEST_SECRET, "3.99", payload)}
-    ).encode()
+    sig = codeship._sign(TEST_SECRET, "3.99", "code", "pipeline", payload)
+    header = json.dumps({"py": "3.99", "role": "code", "for": "pipeline", "sig": sig}).encode()
     forged = codeship.MAGIC + len(header).to_bytes(4, "big") + header + payload
     run = runtime.submit(pipeline, (1,), {})
     run.wait(timeout_s=10)
@@ -734,7 +740,8 @@ def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(red
     assert _evals(r) - evals_before == 3  # one script call per run, its finish included
     texts = [json.loads(f[b"e"])["text"] for _i, f in r.xrange(c.run_log("a"))[:3]]
     assert texts == ["0", "1", "2"] and r.xlen(c.run_log("a")) == 4
-    assert codeship.unpack(r.hget(c.run_steps("a"), "step-1"), TEST_SECRET) == 42
+    step = codeship.step_for("a", "step-1")
+    assert codeship.unpack(r.hget(c.run_steps("a"), "step-1"), TEST_SECRET, step) == 42
     types = [json.loads(f[b"e"])["type"] for _i, f in r.xrange(c.run_log("b"))]
     assert types == ["progress", "output", "output", "output", "run.succeeded"]
     assert r.hget(c.run_meta("b"), "status") == b"succeeded" and not r.exists(c.run_lease("b"))

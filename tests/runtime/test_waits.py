@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -252,3 +253,139 @@ def test_waiting_runs_are_listed_and_their_keys_do_not_expire(
     frame = nf.runs(status="waiting")
     assert frame.run_id.tolist() == [run.id]
     assert r.ttl(c.run_meta(run.id)) == -1
+
+
+def test_a_waiting_run_survives_restarts_of_its_worker_the_server_and_the_client(
+    runtime, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    from nbflow.runtime import embedded
+    from nbflow.runtime.client import Runtime
+
+    from ..conftest import ROOT, TEST_SECRET, spawn_worker, stop_workers
+
+    home = tmp_path / "home"
+    url = embedded.ensure_server(home)
+    rt = Runtime(url, secret=TEST_SECRET, cluster=False)
+    procs = [spawn_worker(url, "rt_apps", app_dir=ROOT / "tests" / "runtime")]
+    try:
+        run_id = rt.start("approval", {"url": url, "tag": "all"}).id
+        wait_until(lambda: rt.attach(run_id).status() == "waiting", timeout_s=15)
+        stop_workers(procs)  # kill -9 of every worker
+        rt.close()
+        embedded.stop_server(home)  # and of the server; its append-only file keeps the run
+        url = embedded.ensure_server(home)
+        # A new process (a restarted kernel) answers.
+        answer = (
+            "from nbflow.runtime.client import Runtime; "
+            f"rt = Runtime({url!r}, secret={TEST_SECRET!r}); "
+            f"rt.attach({run_id!r}).send_input('approve', True)"
+        )
+        subprocess.run([sys.executable, "-c", answer], check=True, timeout=60)
+        procs.append(spawn_worker(url, "rt_apps", app_dir=ROOT / "tests" / "runtime"))
+        rt = Runtime(url, secret=TEST_SECRET, cluster=False)
+        assert rt.attach(run_id).result(timeout_s=30) == "published"
+        assert [rt.redis.get(f"effects:all:{i}") for i in (0, 1)] == [b"1", b"1"]
+    finally:
+        stop_workers(procs)
+        rt.close()
+        embedded.stop_server(home)
+
+
+@nf.workflow
+def grows_a_plan(url: str, n: int) -> dict[str, Any]:
+    plan: dict[str, Any] = {"steps": [], "notes": ""}
+    for i in range(n):
+        plan["steps"].append(i)
+        plan["notes"] += f"note {i}; "
+        nf.publish("plan", plan)
+        if i == n // 2:
+            nf.wait_for_input("go")  # a new attempt replays the publishes before it
+    return plan
+
+
+def test_published_state_streams_once_across_attempts_and_reads_back(
+    runtime, worker, redis_url, monkeypatch
+) -> None:
+    from nbflow._state import apply
+
+    monkeypatch.setattr("nbflow._state.PUBLISH_INTERVAL_S", 0.0)  # a patch per publish
+    worker()
+    run = grows_a_plan.submit(redis_url, 6)
+    wait_until(lambda: _waiting(run), timeout_s=10)
+    assert run.state("plan") == {"steps": [0, 1, 2, 3], "notes": "note 0; note 1; note 2; note 3; "}
+    run.send_input("go", True)
+    final = run.result(timeout_s=10)
+    assert run.state("plan") == final
+    patches = [e["patch"] for e in run.events() if e["type"] == "state.patch"]
+    assert len(patches) == 6  # none repeated by the replay
+    rebuilt = None
+    for patch in patches:
+        rebuilt = apply(rebuilt, patch)
+    assert rebuilt == final == run.trace().state.published["plan"]
+
+
+def test_a_fan_out_survives_a_worker_killed_mid_way_with_every_result_in_order(
+    runtime, worker_process, redis_url, r
+) -> None:
+    first, _second = worker_process("--concurrency", "4"), worker_process("--concurrency", "4")
+    n = 60
+    parent = runtime.start("fan_parent", {"url": redis_url, "tag": "fan", "n": n, "sleep_s": 0.3})
+    wait_until(lambda: len(r.keys("effects:fan:*")) >= n // 3, timeout_s=30)
+    first.send_signal(signal.SIGKILL)
+    first.wait(5)
+    worker_process("--concurrency", "4")
+    assert parent.result(timeout_s=90) == [i * 10 for i in range(n)]
+    lost = [c for c in parent.children() if c.meta().get("restarts")]
+    assert lost, "the kill hit no child: the test did not test the fault"
+    children = parent.children()
+    assert len(children) == n == len({child.id for child in children})  # none started twice
+    assert {child.status() for child in children} == {"succeeded"}
+    assert all(int(r.get(f"effects:fan:{i}")) >= 1 for i in range(n))
+
+
+@nf.component
+def slow_effect(url: str, key: str) -> int:
+    time.sleep(0.6)
+    return _count(url, key)
+
+
+@nf.workflow
+def works_then_waits(url: str) -> str:
+    slow_effect(url, "before-wait")
+    nf.wait_for_input("go")
+    return "answered"
+
+
+def test_a_run_cancelled_on_its_way_to_a_wait_ends_cancelled_instead_of_waiting(
+    runtime, worker, redis_url, r
+) -> None:
+    worker()
+    run = works_then_waits.submit(redis_url)
+    wait_until(lambda: run.status() == "running", timeout_s=10)
+    assert run.cancel() == "requested"
+    with pytest.raises(nf.RunCancelled):
+        run.result(timeout_s=10)
+    assert "run.waiting" not in [e["type"] for e in run.events()]
+
+
+def test_suspend_refuses_to_wait_for_a_run_asked_to_cancel_and_for_a_lost_attempt(r) -> None:
+    from nbflow.runtime import scripts
+
+    run_id = "0123456789abcdef"
+    keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_log(run_id), c.run_steps(run_id)]
+    r.hset(c.run_meta(run_id), mapping={"status": "running", "fence": "1/w"})
+
+    def suspend(token: str) -> int:
+        args = [token, '{"kind":"sleep"}', "/sleep:#1", '{"type":"run.waiting"}', run_id, "", 0, 0]
+        return int(r.eval(scripts.SUSPEND, len(keys), *keys, *args))
+
+    assert suspend("2/v") == 0  # not the attempt holding the run: nothing happens
+    r.hset(c.run_meta(run_id), "cancel_requested", "1")
+    assert suspend("1/w") == -1  # the worker then ends it cancelled
+    assert r.hget(c.run_meta(run_id), "status") == b"running"
+    r.hdel(c.run_meta(run_id), "cancel_requested")
+    assert suspend("1/w") == 1
+    assert r.hget(c.run_meta(run_id), "status") == b"waiting"
