@@ -192,7 +192,7 @@ def _logs(args: argparse.Namespace) -> int:
     printer = LivePrinter(run.id)
     state = printer.feed(run.events(follow=args.follow))
     print(summary(state))
-    return 0 if state.status in ("succeeded", "running", "queued") else 1
+    return 0 if state.status in ("succeeded", "running", "queued", "waiting") else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

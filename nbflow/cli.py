@@ -326,6 +326,15 @@ def _add_runtime_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 COMMANDS.append(_add_runtime_commands)
 
 
+def _add_answer_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ._answer import add_commands
+
+    add_commands(sub)
+
+
+COMMANDS.append(_add_answer_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 

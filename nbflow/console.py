@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from typing import Any, TextIO
 
 from . import _events as ev
 from ._fold import RunState
+from ._waitinfo import describe_wait
 
 STATE_MARKS = {"pending": "·", "running": "▶", "done": "✓", "failed": "✗", "retrying": "↻"}
 
@@ -71,8 +73,31 @@ class LivePrinter:
         ):
             extra = e.get("reason") or e.get("worker") or ""
             return f"{stamp}  {kind} {extra}".rstrip()
+        waits = self._wait_line(e)
+        if waits is not None:
+            return f"{stamp}  {waits}"
         if kind in ev.TERMINAL_EVENTS:
             return f"{stamp}  {kind} {e.get('error') or e.get('result_error') or ''}".rstrip()
+        return None
+
+    def _wait_line(self, e: ev.Event) -> str | None:
+        """Waits, answers, child runs and warnings, as one line each."""
+        kind = e.get("type")
+        if kind == ev.RUN_WAITING:
+            return f"⏸ waiting for {describe_wait(e.get('wait'))}{answer_hint(self.state)}"
+        if kind == ev.RUN_RESUMED:
+            return f"▶ resumed ({e.get('by')})"
+        if kind == ev.INPUT_RECEIVED:
+            return f"← input {e.get('name')!r}: {json.dumps(e.get('value'), default=str)}"
+        if kind == ev.CHILD_STARTED:
+            return f"  ⑂ child run {e.get('child_id')} ({e.get('workflow')}) started"
+        if kind == ev.CHILD_ENDED:
+            child = self.state.children.get(e.get("child_id", ""), {})
+            return (
+                f"  ⑂ child run {e.get('child_id')} ({child.get('workflow')}) {child_marks(child)}"
+            )
+        if kind == ev.WARNING:
+            return f"⚠ {e.get('message')}"
         return None
 
     def _span_line(self, e: ev.Event) -> str:
@@ -83,6 +108,23 @@ class LivePrinter:
         if span.duration_ms is not None:
             parts.append(f"{span.duration_ms:.0f} ms")
         return " · ".join(parts + span.marks())
+
+
+def answer_hint(state: RunState) -> str:
+    """How to answer a run waiting for input, from a shell."""
+    wait = state.wait or {}
+    if wait.get("kind") != "input":
+        return ""
+    return f"; answer with: nbflow send {state.run_id} {wait.get('name')} JSON"
+
+
+def child_marks(child: dict[str, Any]) -> str:
+    marks = [str(child.get("status") or "running")]
+    if child.get("total_tokens"):
+        marks.append(f"{child['total_tokens']} tokens")
+    if child.get("cost_usd"):
+        marks.append(f"${float(child['cost_usd']):.4f}")
+    return " · ".join(marks)
 
 
 def summary(state: RunState) -> str:
@@ -96,6 +138,11 @@ def summary(state: RunState) -> str:
             f"tokens: {usage['input_tokens']} in, {usage['output_tokens']} out "
             f"({usage['llm_calls']} LLM calls, ~${usage['cost_usd']:.4f})"
         )
+    if state.status == "waiting":
+        lines.append(f"waiting for {describe_wait(state.wait)}{answer_hint(state)}")
+    if state.children:
+        ended = sum(1 for c in state.children.values() if c.get("status") != "running")
+        lines.append(f"child runs: {len(state.children)} ({ended} ended)")
     return "\n".join(lines)
 
 
@@ -117,3 +164,5 @@ def print_runs(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
             f"{row.get('status') or '':<10} "
             f"{when:<19} {took:>8} {row.get('total_tokens') or 0:>8}  {row.get('notebook') or ''}\n"
         )
+        if row.get("waiting_for"):
+            out.write(f"{'':<17} ↳ waits for {row['waiting_for']}\n")

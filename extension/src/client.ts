@@ -1,6 +1,7 @@
 // How the viewer talks to a server: the Jupyter server extension (/nbflow/api/)
 // or the REST API (/runs) — the same routes, behind a different fetch.
 import { RunEvent, TERMINAL } from './fold';
+import { Wait } from './waits';
 
 export interface RunSummary {
   run_id: string;
@@ -13,6 +14,7 @@ export interface RunSummary {
   duration_s?: number | null;
   notebook?: string | null;
   usage?: { total_tokens?: number; cost_usd?: number };
+  wait?: Wait | null; // what a waiting run waits for
 }
 
 export type Fetch = (path: string, init?: RequestInit) => Promise<Response>;
@@ -40,6 +42,16 @@ export class RunsClient {
 
   cancel(runId: string): Promise<any> {
     return this.json(`runs/${encodeURIComponent(runId)}/cancel`, { method: 'POST' });
+  }
+
+  /** Answer the run's wait for input ``name``; an ApiError carries the server's message
+   *  (the field a value fails, or why the run takes no answer). */
+  sendInput(runId: string, name: string, value: unknown): Promise<any> {
+    return this.json(`runs/${encodeURIComponent(runId)}/input/${encodeURIComponent(name)}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ value })
+    });
   }
 
   /**

@@ -1,6 +1,8 @@
 // A run's event log folded into its state, event by event: the same rules as
 // nbflow/_fold.py (RunState.apply), so the viewer and the Python views agree.
 
+import { Wait } from './waits';
+
 export type RunEvent = { type: string; ts?: number; id?: string; [key: string]: any };
 
 export const TERMINAL = new Set(['run.succeeded', 'run.failed', 'run.cancelled']);
@@ -25,6 +27,15 @@ export interface Span {
   model: string | null;
   depth: number;
   children: string[];
+}
+
+/** A run this run started (``wf.submit`` inside it), as its child.* events tell. */
+export interface Child {
+  child_id: string;
+  workflow: string | null;
+  status: string; // running until child.ended says how it ended
+  total_tokens: number;
+  cost_usd: number;
 }
 
 export interface Usage {
@@ -53,6 +64,10 @@ export class RunState {
   roots: string[] = [];
   progress = new Map<string, string>();
   output = '';
+  wait: Wait | null = null; // what a waiting run waits for
+  inputs = new Map<string, unknown>(); // answers it was sent, by name
+  children = new Map<string, Child>(); // in the order they were started
+  warnings: string[] = []; // what the worker said about the run (a blocked loop)
   lastId = '0-0';
   count = 0;
   // Bumped when spans are added, so views know to recompute the tree's row order.
@@ -249,5 +264,31 @@ const HANDLERS: Record<string, (s: RunState, e: RunEvent) => void> = {
   output: (s, e) => s.appendOutput(String(e.chunk ?? '')),
   'log.truncated': s => {
     s.truncated = true;
+  },
+  warning: (s, e) => {
+    s.warnings.push(String(e.message ?? ''));
+  },
+  'run.waiting': (s, e) => {
+    s.status = 'waiting';
+    s.wait = e.wait ?? null;
+  },
+  'run.resumed': s => {
+    s.status = 'queued';
+    s.wait = null;
+  },
+  'input.received': (s, e) => {
+    s.inputs.set(String(e.name), e.value);
+  },
+  'child.started': (s, e) => {
+    const id = String(e.child_id);
+    s.children.set(id, { child_id: id, workflow: e.workflow ?? null, status: 'running', total_tokens: 0, cost_usd: 0 });
+  },
+  'child.ended': (s, e) => {
+    const id = String(e.child_id);
+    const child = s.children.get(id) ?? { child_id: id, workflow: null, status: 'running', total_tokens: 0, cost_usd: 0 };
+    child.status = e.status ?? child.status;
+    child.total_tokens = num(e.total_tokens);
+    child.cost_usd = num(e.cost_usd);
+    s.children.set(id, child);
   }
 };

@@ -15,10 +15,10 @@ const OPEN_RUN = 'nbflow:open-run';
 class TraceWidget extends Widget {
   readonly view: TraceView;
 
-  constructor(runId: string, client: RunsClient) {
+  constructor(runId: string, client: RunsClient, openRun: (runId: string) => void) {
     super();
     this.addClass('nbflow-trace-widget');
-    this.view = new TraceView(new RunState(runId), client);
+    this.view = new TraceView(new RunState(runId), client, { openRun });
     this.node.appendChild(this.view.node);
     this.view.connect();
   }
@@ -63,7 +63,8 @@ function activate(app: JupyterFrontEnd, restorer: ILayoutRestorer | null): void 
       const runId = String(args.runId);
       let widget = open.get(runId);
       if (!widget || widget.isDisposed) {
-        widget = new MainAreaWidget({ content: new TraceWidget(runId, client) });
+        const openChild = (child: string) => void app.commands.execute(OPEN_RUN, { runId: child });
+        widget = new MainAreaWidget({ content: new TraceWidget(runId, client, openChild) });
         widget.id = `nbflow-run-${runId}`;
         widget.title.label = `run ${runId.slice(0, 8)}`;
         widget.title.closable = true;

@@ -2,9 +2,10 @@
 // with filters on status, workflow and free text. Framework-free DOM.
 import { RunSummary, RunsClient } from './client';
 import { formatDuration } from './trace';
+import { describeWait } from './waits';
 
 export const POLL_MS = 2000;
-const STATUSES = ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled'];
+const STATUSES = ['', 'queued', 'running', 'waiting', 'succeeded', 'failed', 'cancelled'];
 
 export class RunsView {
   readonly node: HTMLElement;
@@ -20,7 +21,8 @@ export class RunsView {
     this.node = document.createElement('div');
     this.node.className = 'nbflow-runs';
     this.node.innerHTML = `
-      <div class="nbflow-runs-title">nbflow runs <span class="nbflow-runs-count" data-el="count"></span></div>
+      <div class="nbflow-runs-title">nbflow runs <span class="nbflow-runs-count" data-el="count"></span>
+        <button class="nbflow-runs-waiting" data-el="waiting" type="button" title="show the runs that wait" hidden></button></div>
       <div class="nbflow-filters">
         <select data-el="status" title="status">${STATUSES.map(s => `<option value="${s}">${s || 'any status'}</option>`).join('')}</select>
         <select data-el="workflow" title="workflow"><option value="">any workflow</option></select>
@@ -34,6 +36,10 @@ export class RunsView {
     for (const name of ['status', 'workflow', 'text']) {
       this.els[name].addEventListener('input', () => this.draw());
     }
+    this.els.waiting.addEventListener('click', () => {
+      (this.els.status as HTMLSelectElement).value = 'waiting';
+      this.draw();
+    });
     this.els.list.addEventListener('click', event => {
       const row = (event.target as HTMLElement).closest<HTMLElement>('.nbflow-run-row');
       const run = this.runs.find(r => r.run_id === row?.dataset.run);
@@ -73,7 +79,7 @@ export class RunsView {
       r =>
         (!status || r.status === status) &&
         (!workflow || r.workflow === workflow) &&
-        (!text || `${r.run_id} ${r.workflow} ${r.notebook ?? ''}`.toLowerCase().includes(text))
+        (!text || `${r.run_id} ${r.workflow} ${r.notebook ?? ''} ${describeWait(r.wait)}`.toLowerCase().includes(text))
     );
   }
 
@@ -81,6 +87,9 @@ export class RunsView {
     this.drawWorkflows();
     const shown = this.filtered();
     this.els.count.textContent = `${shown.length}/${this.runs.length}`;
+    const waiting = this.runs.filter(r => r.status === 'waiting').length;
+    this.els.waiting.hidden = waiting === 0;
+    this.els.waiting.textContent = `${waiting} waiting`;
     this.els.problem.textContent = this.problem;
     this.els.list.replaceChildren(...shown.map(row));
   }
@@ -126,5 +135,11 @@ function row(run: RunSummary): HTMLElement {
   q('.nbflow-run-notebook').textContent = run.notebook ?? '';
   q('.nbflow-run-when').textContent = when;
   q('.nbflow-run-tokens').textContent = tokens ? `${tokens.toLocaleString()} tok` : '';
+  if (run.status === 'waiting' && run.wait) {
+    const waits = document.createElement('div');
+    waits.className = `nbflow-run-line nbflow-run-wait nbflow-run-wait-${run.wait.kind}`;
+    waits.textContent = `waits for ${describeWait(run.wait)}`;
+    el.appendChild(waits);
+  }
   return el;
 }

@@ -1,6 +1,7 @@
 // The notebook output a kernel leaves behind (application/vnd.nbflow.run+json):
 // enough to draw the run at once, before (or without) reconnecting to its log.
-import { RunState, Usage } from './fold';
+import { Child, RunState, Usage } from './fold';
+import { Wait } from './waits';
 
 export const MIME_TYPE = 'application/vnd.nbflow.run+json';
 
@@ -30,6 +31,8 @@ export interface RunOutput {
     usage: Partial<Usage>;
     output_tail: string;
     error: string | null;
+    wait?: Wait | null; // what a waiting run waited for when the output was left
+    children?: Child[];
   };
 }
 
@@ -40,6 +43,10 @@ export function fromSnapshot(data: RunOutput): RunState {
   state.status = snap.status ?? data.status ?? 'queued';
   state.error = snap.error ?? null;
   state.output = snap.output_tail ?? '';
+  state.wait = snap.wait ?? null;
+  for (const child of snap.children ?? []) {
+    state.children.set(child.child_id, { ...child });
+  }
   for (const [step, value] of Object.entries(snap.progress ?? {})) {
     state.progress.set(step, String(value));
   }

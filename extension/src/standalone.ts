@@ -44,7 +44,7 @@ function main(): void {
   let trace: TraceView | null = null;
   const show = (runId: string) => {
     trace?.dispose();
-    trace = new TraceView(new RunState(runId), api);
+    trace = new TraceView(new RunState(runId), api, { openRun: show });
     detail.replaceChildren(trace.node);
     trace.connect();
     history.replaceState(null, '', `#run=${runId}`);

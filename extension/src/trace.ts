@@ -6,7 +6,9 @@
 // and the span tree draws only the rows in view, so a 10,000-span run or a run
 // emitting hundreds of events a second keeps the page responsive.
 import { ApiError, RunsClient } from './client';
-import { RunEvent, RunState, Span } from './fold';
+import { Child, RunEvent, RunState, Span } from './fold';
+import { InputForm } from './form';
+import { describeWait } from './waits';
 
 export const ROW_PX = 22;
 const OVERSCAN_ROWS = 10;
@@ -14,6 +16,7 @@ const SHOWN_STEPS = 12; // progress chips: the latest ones, the others counted
 
 export interface TraceOptions {
   compact?: boolean; // a notebook output: a shorter span list
+  openRun?: (runId: string) => void; // where a click on a child run takes you
 }
 
 export class TraceView {
@@ -32,10 +35,13 @@ export class TraceView {
   private pool: HTMLElement[] = [];
   private followOutput = true;
   private ticker = 0;
+  private form: InputForm | null = null;
+  private openRun: ((runId: string) => void) | null;
 
   constructor(state: RunState, client: RunsClient | null, options: TraceOptions = {}) {
     this.state = state;
     this.client = client;
+    this.openRun = options.openRun ?? null;
     this.node = document.createElement('div');
     this.node.className = 'nbflow-trace' + (options.compact ? ' nbflow-compact' : '');
     this.build();
@@ -106,8 +112,10 @@ export class TraceView {
         <button class="nbflow-cancel" data-el="cancel" type="button">Cancel</button>
       </div>
       <div class="nbflow-steps" data-el="steps"></div>
+      <div class="nbflow-wait" data-el="wait"></div>
       <div class="nbflow-notice" data-el="notice"></div>
       <pre class="nbflow-error" data-el="error"></pre>
+      <div class="nbflow-children" data-el="children"></div>
       <div class="nbflow-span-head">
         <span class="nbflow-col-name">Span</span><span class="nbflow-col-dur">Duration</span>
         <span class="nbflow-col-tok">Tokens</span><span class="nbflow-col-time">Timeline</span>
@@ -124,6 +132,12 @@ export class TraceView {
     });
     this.els.spacer.addEventListener('click', event => this.toggle(event));
     this.els.cancel.addEventListener('click', () => this.cancel());
+    this.els.children.addEventListener('click', event => {
+      const row = (event.target as HTMLElement).closest<HTMLElement>('.nbflow-child');
+      if (row?.dataset.child && this.openRun) {
+        this.openRun(row.dataset.child);
+      }
+    });
   }
 
   private async cancel(): Promise<void> {
@@ -170,12 +184,60 @@ export class TraceView {
     setText(this.els.cost, `$${usage.cost_usd.toFixed(4)}`);
     this.els.cancel.hidden = s.done || !this.client;
     this.renderSteps();
+    this.renderWait();
     setText(this.els.notice, this.notice);
     const error = s.error ? `${s.errorType ? s.errorType + ': ' : ''}${s.error}${s.traceback ? '\n\n' + s.traceback : ''}` : '';
     setText(this.els.error, error);
     this.els.error.hidden = !error;
+    this.renderChildren();
     this.renderRows();
     this.renderOutput();
+  }
+
+  /** While the run waits: what for, and for input the form that answers it (kept while
+   *  the same wait lasts, so that what a person types is not redrawn away). */
+  private renderWait(): void {
+    const s = this.state;
+    const wait = s.status === 'waiting' ? s.wait : null;
+    const key = wait ? JSON.stringify(wait) : '';
+    const box = this.els.wait;
+    if (box.dataset.key === key) {
+      return;
+    }
+    box.dataset.key = key;
+    this.form = null;
+    box.dataset.kind = wait?.kind ?? '';
+    if (!wait) {
+      box.replaceChildren();
+      return;
+    }
+    const client = this.client;
+    if (wait.kind === 'input' && client) {
+      this.form = new InputForm(wait, (name, value) => client.sendInput(s.runId, name, value));
+      box.replaceChildren(this.form.node);
+      return;
+    }
+    box.replaceChildren(textNode('div', 'nbflow-wait-what', `waiting for ${describeWait(wait)}`));
+  }
+
+  private renderChildren(): void {
+    const children = Array.from(this.state.children.values());
+    const key = JSON.stringify(children);
+    const box = this.els.children;
+    if (box.dataset.key === key) {
+      return;
+    }
+    box.dataset.key = key;
+    if (!children.length) {
+      box.replaceChildren();
+      return;
+    }
+    const ended = children.filter(c => c.status !== 'running').length;
+    const tokens = children.reduce((sum, c) => sum + c.total_tokens, 0);
+    const cost = children.reduce((sum, c) => sum + c.cost_usd, 0);
+    const totals = tokens || cost ? ` · ${tokens.toLocaleString()} tokens · $${cost.toFixed(4)}` : '';
+    const head = textNode('div', 'nbflow-children-head', `Child runs: ${children.length} (${ended} ended)${totals}`);
+    box.replaceChildren(head, ...children.map(c => childRow(c, this.openRun !== null)));
   }
 
   private renderSteps(): void {
@@ -309,6 +371,29 @@ export function formatDuration(seconds: number | null | undefined): string {
   }
   const minutes = Math.floor(seconds / 60);
   return minutes < 60 ? `${minutes} m ${Math.round(seconds % 60)} s` : `${Math.floor(minutes / 60)} h ${minutes % 60} m`;
+}
+
+function childRow(child: Child, clickable: boolean): HTMLElement {
+  const row = document.createElement('div');
+  row.className = 'nbflow-child' + (clickable ? ' nbflow-clickable' : '');
+  row.dataset.child = child.child_id;
+  row.dataset.status = child.status;
+  row.append(
+    textNode('span', `nbflow-badge nbflow-status-${child.status}`, child.status),
+    textNode('span', 'nbflow-child-workflow', child.workflow ?? ''),
+    textNode('code', 'nbflow-child-id', child.child_id),
+    textNode('span', 'nbflow-fill', ''),
+    textNode('span', 'nbflow-metric', child.total_tokens ? `${child.total_tokens.toLocaleString()} tokens` : ''),
+    textNode('span', 'nbflow-metric', child.cost_usd ? `$${child.cost_usd.toFixed(4)}` : '')
+  );
+  return row;
+}
+
+function textNode(tag: string, className: string, text: string): HTMLElement {
+  const node = document.createElement(tag);
+  node.className = className;
+  node.textContent = text;
+  return node;
 }
 
 function setText(el: HTMLElement, text: string): void {

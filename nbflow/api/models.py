@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Status = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 Outcome = Literal["cancelled", "requested", "finished"]
 
 
@@ -71,6 +71,24 @@ class Step(BaseModel):
     state: str = Field(description="pending, running, done, failed or retrying")
 
 
+class Wait(BaseModel):
+    """What a ``waiting`` run waits for: a person's input, a timer, or its child runs."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    kind: str = Field(description="input, sleep or children")
+    name: str | None = Field(None, description="the input's name (POST /runs/{id}/input/{name})")
+    prompt: str | None = Field(None, description="what the run asks")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="JSON Schema an input's value must match"
+    )
+    until: float | None = Field(
+        None, description="epoch seconds: when the timer fires, or the input times out"
+    )
+    timeout_s: float | None = None
+    runs: list[str] | None = Field(None, description="the child runs it waits for")
+
+
 class RunSummary(BaseModel):
     run_id: str
     workflow: str
@@ -83,6 +101,7 @@ class RunSummary(BaseModel):
     attempts: int = 0
     restarts: int = 0
     usage: Usage
+    wait: Wait | None = Field(None, description="what the run waits for, while it is waiting")
 
 
 class RunDetail(RunSummary):
@@ -116,3 +135,17 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class InputBody(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"value": True}, {"value": "ship it"}]}
+    )
+
+    value: Any = Field(description="the answer: any JSON value that fits the wait's `schema`")
+
+
+class InputAccepted(BaseModel):
+    run_id: str
+    name: str
+    status: Status = Field(description="the run's status once the answer was recorded")

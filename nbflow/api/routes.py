@@ -14,6 +14,8 @@ from .limits import Streams
 from .models import (
     Cancelled,
     ErrorBody,
+    InputAccepted,
+    InputBody,
     RunDetail,
     RunList,
     RunRequest,
@@ -261,3 +263,34 @@ async def run_events(
         batches = svc.hub.follow(run_id, position, idle_s=request.app.state.keep_alive_s)
         media = sse.negotiate(accept) or sse.SSE
         return sse.stream(batches, media, release=slot.hand_over(), stop=_draining(request))
+
+
+@router.post(
+    "/runs/{run_id}/input/{name}",
+    response_model=InputAccepted,
+    status_code=202,
+    tags=["runs"],
+    summary="Answer a run that waits for input (nf.wait_for_input): the run goes on",
+    description=(
+        "The value is checked against the wait's JSON Schema (`GET /runs/{id}` shows the "
+        "run's `wait`: its name, prompt and schema) and recorded once; the run is queued "
+        "again and resumes where it waited."
+    ),
+    responses={
+        404: {"model": ErrorBody, "description": "unknown run"},
+        409: {
+            "model": ErrorBody,
+            "description": "the run does not wait for this input: another one, none, "
+            "or it was answered already",
+        },
+        422: {
+            "model": ErrorBody,
+            "description": "the value does not match the wait's schema; the message names "
+            "the field",
+        },
+    },
+)
+async def send_input(
+    request: Request, run_id: str, name: str, body: Annotated[InputBody, Body()]
+) -> InputAccepted:
+    return await service(request).send_input(run_id, name, body.value)

@@ -15,7 +15,9 @@ import redis.asyncio as aredis
 from anyio import to_thread
 
 from .. import constants as c
+from .._waitinfo import wait_of
 from .._workflow import Workflow
+from ..errors import InputRejected
 from ..runtime.client import Runtime
 from ..runtime.connection import AsyncRedis, async_client
 from ..runtime.protocol import decode_meta
@@ -23,7 +25,7 @@ from ..runtime.run import Run
 from . import views
 from .catalog import Catalog
 from .errors import ApiError
-from .models import Cancelled, RunDetail, RunResult, RunSummary
+from .models import Cancelled, InputAccepted, RunDetail, RunResult, RunSummary
 from .reader import Hub
 
 log = logging.getLogger("nbflow.api")
@@ -80,6 +82,26 @@ class Service:
         status = await self.status(run_id)
         return Cancelled.model_validate({"run_id": run_id, "outcome": outcome, "status": status})
 
+    async def send_input(self, run_id: str, name: str, value: Any) -> InputAccepted:
+        """Answer the run's wait for input ``name``: 422 for a value its schema refuses,
+        409 when the run does not wait for that input (or it was answered already)."""
+        raw = await self.redis.hgetall(c.run_meta(check_id(run_id)))
+        if not raw:
+            raise not_found(run_id)
+        wait = wait_of(decode_meta(raw))
+        if wait and wait.get("kind") == "input" and wait.get("name") == name:
+            # Checked here first so that a bad value is told apart from a conflict;
+            # send_input checks again, against the wait it records the answer for.
+            schema = wait.get("schema")
+            if schema is not None:
+                _check_value(value, schema, name)
+        try:
+            await to_thread.run_sync(Run(self.runtime, run_id).send_input, name, value)
+        except InputRejected as rejected:
+            raise ApiError(409, "input_conflict", str(rejected)) from None
+        status = await self.status(run_id)
+        return InputAccepted.model_validate({"run_id": run_id, "name": name, "status": status})
+
     # --- reads: straight from Redis ---------------------------------------------
     async def status(self, run_id: str) -> str:
         value = await self.redis.hget(c.run_meta(check_id(run_id)), "status")
@@ -121,6 +143,18 @@ class Service:
         for run_id in ids:
             pipe.hgetall(c.run_meta(run_id.decode()))
         return [decode_meta(raw) for raw in await pipe.execute() if raw]
+
+
+def _check_value(value: Any, schema: dict[str, Any], name: str) -> None:
+    from ..runtime.wakeups import validate
+
+    try:
+        validate(value, schema, name)
+    except InputRejected as rejected:
+        message = str(rejected)
+        raise ApiError(
+            422, "invalid_input", message, fields=[{"field": "value", "message": message}]
+        ) from None
 
 
 def api_client(url: str, *, cluster: bool) -> AsyncRedis:

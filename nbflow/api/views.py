@@ -8,9 +8,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from .._waitinfo import wait_of
 from ..runtime import codeship
 from ..runtime.protocol import decode_meta
-from .models import RunDetail, RunError, RunSummary, Step, Usage
+from .models import RunDetail, RunError, RunSummary, Step, Usage, Wait
 
 log = logging.getLogger("nbflow.api")
 
@@ -35,7 +36,13 @@ def summary(meta: dict[str, Any]) -> RunSummary:
         attempts=int(meta.get("attempts") or 0),
         restarts=int(meta.get("restarts") or 0),
         usage=usage,
+        wait=_wait(meta),
     )
+
+
+def _wait(meta: dict[str, Any]) -> Wait | None:
+    wait = wait_of(meta)
+    return None if wait is None else Wait.model_validate(wait)
 
 
 def detail(raw: dict[bytes, bytes], secret: bytes) -> RunDetail:

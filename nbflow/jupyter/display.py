@@ -16,11 +16,13 @@ from typing import Any
 
 from .. import _events as ev
 from .._fold import RunState, SpanState
+from .._waitinfo import describe_wait
 
 MIME = "application/vnd.nbflow.run+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 VERSION = 1
 MAX_SNAPSHOT_SPANS = 200
+MAX_SNAPSHOT_CHILDREN = 200
 OUTPUT_TAIL_CHARS = 2_000
 STATIC = Path(__file__).parent / "static"
 
@@ -62,6 +64,8 @@ def snapshot(state: RunState) -> dict[str, Any]:
         "usage": state.usage(),
         "output_tail": "".join(state.chunks)[-OUTPUT_TAIL_CHARS:],
         "error": state.error,
+        "wait": state.wait if state.status == "waiting" else None,
+        "children": children_list(state, MAX_SNAPSHOT_CHILDREN),
     }
 
 
@@ -132,6 +136,12 @@ def render_plain(data: dict[str, Any]) -> str:
             f"  tokens: {usage['total_tokens']} ({usage['llm_calls']} LLM calls, "
             f"~${usage['cost_usd']:.4f})"
         )
+    if snap.get("wait"):
+        lines.append(f"  waiting for {describe_wait(snap['wait'])}")
+    children = snap.get("children") or []
+    if children:
+        ended = sum(1 for c in children if c["status"] != "running")
+        lines.append(f"  child runs: {len(children)} ({ended} ended)")
     if snap["error"]:
         lines.append(f"  error: {snap['error']}")
     return "\n".join(lines)
@@ -161,6 +171,8 @@ def render_html(data: dict[str, Any], *, traceback: str | None = None) -> str:
         f'<div class="nbf-run nbf-static" data-nbflow-run="{esc(data["run_id"])}">',
         _header_html(data),
         _steps_html(snap["progress"]),
+        _wait_html(snap.get("wait"), data["run_id"]),
+        _children_html(snap.get("children") or []),
         _spans_html(snap["spans"]),
         _output_html(snap["output_tail"]),
         _error_html(snap["error"], traceback),
@@ -236,3 +248,61 @@ def _error_html(error: str | None, traceback: str | None) -> str:
         return ""
     detail = f"<pre>{esc(traceback)}</pre>" if traceback else ""
     return f'<div class="nbf-error"><b>{esc(error)}</b>{detail}</div>'
+
+
+# --- waits and child runs ---------------------------------------------------------
+def children_list(state: RunState, limit: int) -> list[dict[str, Any]]:
+    """The run's child runs, in the order it started them: status, tokens and cost."""
+    return [
+        {
+            "child_id": child_id,
+            "workflow": child.get("workflow"),
+            "status": str(child.get("status") or "running"),
+            "total_tokens": _count(child.get("total_tokens")),
+            "cost_usd": _amount(child.get("cost_usd")),
+        }
+        for child_id, child in list(state.children.items())[:limit]
+    ]
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _amount(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _wait_html(wait: dict[str, Any] | None, run_id: str) -> str:
+    """What the run waits for; for input, how to answer (a snapshot has no form)."""
+    if not isinstance(wait, dict):
+        return ""
+    if wait.get("kind") != "input":
+        return f'<div class="nbf-wait">waiting for {esc(describe_wait(wait))}</div>'
+    name = str(wait.get("name"))
+    prompt = wait.get("prompt") or f"The run waits for input {name!r}."
+    return (
+        f'<div class="nbf-wait"><div class="nbf-ask-prompt">{esc(prompt)}</div>'
+        f'<div class="nbf-ask-meta">{esc(describe_wait(wait))}</div>'
+        f'<div class="nbf-ask-how">answer with <span class="nbf-code">run.send_input('
+        f'{esc(repr(name))}, value)</span> or <span class="nbf-code">nbflow send '
+        f"{esc(run_id)} {esc(name)} JSON</span></div></div>"
+    )
+
+
+def _children_html(children: list[dict[str, Any]]) -> str:
+    if not children:
+        return ""
+    head = "<tr><th>child run</th><th>id</th><th>status</th><th>tokens</th><th>cost</th></tr>"
+    rows = "".join(_child_row_html(c) for c in children)
+    return f'<div class="nbf-table-box"><table class="nbf-children">{head}{rows}</table></div>'
+
+
+def _child_row_html(child: dict[str, Any]) -> str:
+    tokens = number(child["total_tokens"]) if child["total_tokens"] else ""
+    cost = f"${number(child['cost_usd'], 4)}" if child["cost_usd"] else ""
+    return (
+        f'<tr class="nbf-{esc(child["status"])}"><td>{esc(child["workflow"] or "")}</td>'
+        f"<td>{esc(child['child_id'])}</td><td>{esc(child['status'])}</td>"
+        f"<td>{tokens}</td><td>{cost}</td></tr>"
+    )

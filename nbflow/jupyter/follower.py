@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from .. import _events as ev
 from .._fold import RunState
+from .._waitinfo import describe_wait, field_kind
 from . import display as dsp
 
 TICK_S = 0.1  # at most ten updates a second
@@ -25,6 +26,7 @@ OUTPUT_RESYNC_CHARS = 200_000
 MAX_RECORDED_IDS = 1_000_000
 STATUS_CHECK_S = 2.0
 RETRY_S = 1.0
+MAX_WARNINGS = 5  # the latest ones, in a view's summary
 
 Tick = dict[str, Any]
 
@@ -221,6 +223,10 @@ class Follower:
             "error_type": s.error_type,
             "traceback": s.traceback,
             "truncated": s.truncated,
+            "wait": asking(s),
+            "children": dsp.children_list(s, dsp.MAX_SNAPSHOT_CHILDREN),
+            "child_count": len(s.children),
+            "warnings": s.warnings[-MAX_WARNINGS:],
         }
 
     def data(self) -> dict[str, Any]:
@@ -230,6 +236,15 @@ class Follower:
     def bundle(self) -> dict[str, Any]:
         with self.lock:
             return dsp.bundle(self.data(), traceback=self.state.traceback)
+
+
+def asking(state: RunState) -> dict[str, Any] | None:
+    """A waiting run's wait, with what a view shows of it: one line, and for input the
+    field its schema asks for."""
+    if state.status != "waiting" or not state.wait:
+        return None
+    wait = state.wait
+    return {**wait, "text": describe_wait(wait), "field": field_kind(wait.get("schema"))}
 
 
 def _text(value: Any) -> str | None:

@@ -16,12 +16,14 @@ from typing import Any
 from anyio import to_thread
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
+from pydantic import ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import constants as c
 from ..api import views
-from ..api.errors import ApiError
+from ..api.errors import ApiError, field_errors, invalid_input
+from ..api.models import InputBody
 from ..api.reader import parse_id
 from ..api.service import Service, check_id
 from ..api.sse import HEADERS, KEEP_ALIVE_S, SSE, SSE_KEEP_ALIVE, sse_frame
@@ -150,6 +152,26 @@ class CancelHandler(NbflowHandler):
         self.write_json({"run_id": run_id, "outcome": outcome, "status": status})
 
 
+class InputHandler(NbflowHandler):
+    """Answer a run's wait for input, as ``POST /runs/{id}/input/{name}`` of the REST API."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str, name: str) -> None:
+        svc = await self.backend.service()
+        try:
+            body = InputBody.model_validate_json(self.request.body or b"{}")
+            accepted = await svc.send_input(run_id, name, body.value)
+        except ValidationError as problem:
+            self.write_api_error(invalid_input(field_errors(problem.errors())))
+            return
+        except ApiError as error:
+            self.write_api_error(error)
+            return
+        self.set_status(202)
+        self.write_json(accepted.model_dump(mode="json"))
+
+
 class EventsHandler(NbflowHandler):
     """Server-Sent Events: ``id:`` is the stream id; resumes after Last-Event-ID or ?after=."""
 
@@ -209,5 +231,6 @@ def routes() -> list[tuple[str, type[NbflowHandler]]]:
         run: RunHandler,
         f"{run}/events": EventsHandler,
         f"{run}/cancel": CancelHandler,
+        f"{run}/input/(?P<name>[^/]+)": InputHandler,
     }
     return [(f"/{BASE}/{path}", handler) for path, handler in paths.items()]

@@ -23,6 +23,7 @@ import traitlets
 from redis.exceptions import RedisError
 
 from .._fold import RunState
+from ..errors import NbflowError
 from . import display as dsp
 from .follower import Follower, Tick
 
@@ -70,10 +71,13 @@ class RunView(anywidget.AnyWidget):
         self.on_msg(self._on_front_end)
 
     def _on_front_end(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("kind") == "sync":
+        kind = content.get("kind") if isinstance(content, dict) else None
+        if kind == "sync":
             self.drawn.set()
             with self.follower.lock:
                 self._push(self.follower.full(), reset=True)
+        elif kind == "input":
+            self.send(answer(self.follower.run, content))
 
     def _tick(self, tick: Tick) -> None:
         self._push(tick, reset=False)
@@ -88,6 +92,21 @@ class RunView(anywidget.AnyWidget):
         if tick["output"] or reset:
             self.send({"kind": "output", "text": tick["output"], "reset": reset})
         self.summary = tick["summary"]
+
+
+def answer(run: Any, content: dict[str, Any]) -> dict[str, Any]:
+    """Send the form's answer to the run; the reply the form shows (its error, if any)."""
+    reply: dict[str, Any] = {"kind": "input_result", "token": content.get("token")}
+    if not hasattr(run, "send_input"):
+        reply["error"] = "an in-process run takes no input"
+        return reply
+    try:
+        run.send_input(str(content.get("name")), content.get("value"))
+    except NbflowError as error:  # refused, an unknown run, no runtime: said as it is
+        reply["error"] = str(error)
+    except RedisError as error:
+        reply["error"] = f"the runtime cannot be reached: {error}"
+    return reply
 
 
 class LiveView:
@@ -208,7 +227,7 @@ def install_hooks(shell: Any) -> None:
         return
     _hooked.add(id(shell))
     formatter = shell.display_formatter.ipython_display_formatter
-    formatter.for_type_by_name("nbflow.runtime.client", "Run", _display_run)
+    formatter.for_type_by_name("nbflow.runtime.run", "Run", _display_run)
     formatter.for_type_by_name("nbflow._local", "LocalRun", _display_run)
     shell.events.register("pre_run_cell", _cell_started)
     shell.events.register("post_run_cell", _settle)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._waitinfo import describe_wait, wait_of
+
 if TYPE_CHECKING:
     import pandas as pd
 
 RUN_COLUMNS = [
     "run_id", "workflow", "status", "created_at", "started_at", "ended_at", "duration_s",
     "attempts", "restarts", "reason", "notebook", "kernel", "user", "input_tokens",
-    "output_tokens", "total_tokens", "cost_usd", "error",
+    "output_tokens", "total_tokens", "cost_usd", "error", "waiting_for",
 ]  # fmt: skip
 
 
@@ -23,6 +25,7 @@ def run_row(meta: dict[str, Any]) -> dict[str, Any]:
     for col in ("attempts", "restarts", "input_tokens", "output_tokens", "total_tokens"):
         row[col] = int(row[col] or 0)
     row["cost_usd"] = float(row["cost_usd"] or 0.0)
+    row["waiting_for"] = describe_wait(wait_of(meta))
     return row
 
 

@@ -91,3 +91,19 @@ def untyped(a, b=2):  # type: ignore[no-untyped-def]
 async def shout(text: str) -> str:
     nf.emit(text.upper())
     return text.upper()
+
+
+COPIES = {
+    "type": "object",
+    "properties": {"n": {"type": "integer", "minimum": 1}},
+    "required": ["n"],
+}
+
+
+@nf.workflow
+def review(draft: str) -> str:
+    """Ask a person whether to publish ``draft``, then how many copies."""
+    if not nf.wait_for_input("approve", prompt=f"Publish {draft}?", schema={"type": "boolean"}):
+        return "dropped"
+    copies = nf.wait_for_input("copies", prompt="How many copies?", schema=COPIES)
+    return f"published {copies['n']}"

@@ -13,7 +13,9 @@ from nbflow import _events as ev
 from nbflow._fold import fold
 from nbflow.jupyter import display as dsp
 
-SNAPSHOT_KEYS = {"status", "progress", "spans", "usage", "output_tail", "error"}
+SNAPSHOT_KEYS = {
+    "status", "progress", "spans", "usage", "output_tail", "error", "wait", "children",
+}  # fmt: skip
 SPAN_KEYS = {
     "span_id", "parent_id", "name", "kind", "status", "duration_ms", "attempts", "cached", "tokens",
 }  # fmt: skip
@@ -129,7 +131,10 @@ def test_snapshot_html_escapes_hostile_values_in_every_field() -> None:
         "usage": {"total_tokens": HOSTILE, "llm_calls": HOSTILE, "cost_usd": HOSTILE},
         "output_tail": HOSTILE,
         "error": HOSTILE,
-    }
+        "wait": {"kind": "input", "name": HOSTILE, "prompt": HOSTILE, "until": HOSTILE},
+        "children": [{k: HOSTILE for k in ("child_id", "workflow", "status", "total_tokens")}
+                     | {"cost_usd": HOSTILE}],
+    }  # fmt: skip
     assert set(snapshot) == SNAPSHOT_KEYS
     data = {
         "version": 1, "run_id": HOSTILE, "workflow": HOSTILE, "status": HOSTILE,

@@ -53,9 +53,28 @@ def outputs(book: Any, mime: str) -> list[Any]:
     ]
 
 
+def printed(book: Any) -> str:
+    """Everything the notebook's cells printed or showed as text."""
+    texts = []
+    for cell in book.cells:
+        for out in cell.get("outputs", []):
+            texts.append(out.get("text", ""))
+            texts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["quickstart", "blog_post_agent", "ingest_site", "traces_as_dataframes", "tool_agent"]
+    "name",
+    [
+        "quickstart",
+        "blog_post_agent",
+        "ingest_site",
+        "traces_as_dataframes",
+        "tool_agent",
+        "human_approval",
+        "child_runs",
+    ],
 )
 def test_notebook_runs_top_to_bottom(name: str, embedded_home: Path, tmp_path: Path) -> None:
     book = execute(name, embedded_home, tmp_path)
@@ -80,3 +99,18 @@ def test_notebook_runs_top_to_bottom(name: str, embedded_home: Path, tmp_path: P
         )
         # The tools ran on arguments the model took from the question; the answer cites them.
         assert "get_weather returned" in shown and '"USD":270.0' in shown
+    if name == "human_approval":
+        text = printed(book)
+        assert "refused: input 'approve': 'yes please' is not of type 'boolean'" in text
+        assert "refused: input 'copies': 0 is less than the minimum of 1" in text
+        assert "'published to newsletter, 2 copies'" in text
+        assert '"held for tomorrow\'s review"' in text
+        publish = next(r for r in runs if r["workflow"] == "publish")
+        assert publish["status"] == "succeeded" and publish["snapshot"]["wait"] is None
+    if name == "child_runs":
+        text = printed(book)
+        assert "6 children: {'succeeded'}" in text
+        kids = next(r for r in runs if r["workflow"] == "survey")["snapshot"]["children"]
+        assert len(kids) == 6
+        assert all(k["status"] == "succeeded" and k["total_tokens"] > 0 for k in kids)
+        assert "'found': ['eels', 'herons'], 'missing': ['the kraken: ValueError']" in text

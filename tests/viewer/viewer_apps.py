@@ -27,3 +27,32 @@ def paced(n: int = 5, sleep_s: float = 0.2) -> int:
 @nf.workflow
 def broken() -> None:
     raise ValueError("the model said no")
+
+
+CHANNELS = ["blog", "newsletter", "both"]
+
+
+@nf.workflow
+def approval(draft: str = "the otter post", details: bool = False) -> str:
+    """Write a draft, then wait for a person: publish it? (and, with ``details``, where,
+    how many copies and a note: one form field of each kind)."""
+    nf.progress("draft")
+    nf.emit(f"draft: {draft}\n")
+    nf.progress("review")
+    if not nf.wait_for_input("approve", prompt=f"Publish {draft}?", schema={"type": "boolean"}):
+        return "dropped"
+    answers: list[object] = []
+    if details:
+        answers.append(nf.wait_for_input("channel", prompt="Where?", schema={"enum": CHANNELS}))
+        copies = {"type": "integer", "minimum": 1, "maximum": 10}
+        answers.append(nf.wait_for_input("copies", prompt="How many copies?", schema=copies))
+        note = {"type": "string", "minLength": 1}
+        answers.append(nf.wait_for_input("note", prompt="A note for the editor", schema=note))
+    nf.progress("publish")
+    return " ".join(["published", *map(str, answers)])
+
+
+@nf.workflow
+def fan_out(n: int = 3) -> list[int]:
+    """Start ``n`` child runs of ``paced`` and gather their results in order."""
+    return nf.gather(*(paced.submit(n=i + 1, sleep_s=0.01) for i in range(n)))

@@ -69,6 +69,12 @@ function initialize({ model }) {
   const store = storeFor(model);
   /** @param {any} msg */
   const onMessage = (msg) => {
+    if (msg.kind === "input_result") {
+      const settle = pending.get(msg.token);
+      pending.delete(msg.token);
+      if (settle) settle(msg.error || null);
+      return;
+    }
     if (msg.kind === "spans") {
       if (msg.reset) store.reset();
       store.upsert(msg.spans);
@@ -87,6 +93,159 @@ function initialize({ model }) {
     model.off("msg:custom", onMessage);
     stores.delete(model.get("key"));
   };
+}
+
+// Answers sent through the kernel, waiting for its reply: token -> settle(error or null).
+/** @type {Map<string, (error: string | null) => void>} */
+const pending = new Map();
+let sent = 0;
+
+/** @param {any} model @param {string} name @param {unknown} value @returns {Promise<string | null>} */
+function sendInput(model, name, value) {
+  const token = `${Date.now()}-${++sent}`;
+  return new Promise((resolve) => {
+    pending.set(token, resolve);
+    model.send({ kind: "input", name, value, token });
+  });
+}
+
+// The value a field's text stands for, or what is wrong with it: as parseField in the
+// JupyterLab extension's waits.ts (the kernel checks it against the schema again).
+/** @param {string} kind @param {string} text @param {any} schema @returns {{ok: boolean, value?: unknown, error?: string}} */
+function parseField(kind, text, schema) {
+  if (kind === "string") return { ok: true, value: text };
+  if (kind === "enum") {
+    const options = (schema && schema.enum) || [];
+    const index = text.trim() === "" ? NaN : Number(text);
+    return Number.isInteger(index) && index >= 0 && index < options.length
+      ? { ok: true, value: options[index] }
+      : { ok: false, error: "choose one of the options" };
+  }
+  if (kind === "boolean") {
+    return text === "true" || text === "false" ? { ok: true, value: text === "true" } : { ok: false, error: "choose yes or no" };
+  }
+  if (kind === "integer" || kind === "number") {
+    const value = text.trim() === "" ? NaN : Number(text);
+    if (!isFinite(value)) return { ok: false, error: "enter a number" };
+    if (kind === "integer" && !Number.isInteger(value)) return { ok: false, error: "enter a whole number" };
+    return { ok: true, value };
+  }
+  try {
+    return { ok: true, value: JSON.parse(text) };
+  } catch (error) {
+    return { ok: false, error: `not JSON: ${error instanceof Error ? error.message : error}` };
+  }
+}
+
+/**
+ * The answer form of a wait for input: its prompt, one field (the kernel chose its kind
+ * from the schema), and what went wrong next to it.
+ * @param {any} model @param {any} wait
+ */
+function inputForm(model, wait) {
+  const form = /** @type {HTMLFormElement} */ (h("form", "nbf-ask"));
+  form.dataset.input = String(wait.name);
+  form.dataset.kind = wait.field;
+  form.noValidate = true;
+  // JupyterLab's notebook shortcuts (Enter, a, b, d d...) must not take the keys typed here.
+  form.setAttribute("data-lm-suppress-shortcuts", "");
+  const row = h("div", "nbf-ask-row");
+  const error = h("div", "nbf-ask-error");
+  error.setAttribute("role", "alert");
+  form.append(h("div", "nbf-ask-prompt", wait.prompt || `The run waits for input '${wait.name}'.`), row, error);
+  form.append(h("div", "nbf-ask-meta", wait.text || ""));
+  /** @type {HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement | null} */
+  let field = null;
+  let busy = false;
+  /** @param {string} text @param {string} state */
+  const show = (text, state) => {
+    error.textContent = text;
+    form.dataset.state = state;
+  };
+  /** @param {boolean} disabled */
+  const disable = (disabled) => {
+    for (const c of form.querySelectorAll("button, input, select, textarea")) {
+      /** @type {HTMLButtonElement} */ (c).disabled = disabled;
+    }
+  };
+  /** @param {string} text */
+  const submit = async (text) => {
+    if (busy) return;
+    const parsed = parseField(wait.field, text, wait.schema);
+    if (!parsed.ok) return show(parsed.error || "", "error");
+    busy = true;
+    disable(true);
+    show("sending…", "pending");
+    const problem = await sendInput(model, String(wait.name), parsed.value);
+    busy = false;
+    if (problem) {
+      show(problem, "error");
+      disable(false);
+    } else {
+      show("sent: the run goes on", "sent");
+    }
+  };
+  if (wait.field === "boolean") {
+    for (const [label, value] of [["Yes", "true"], ["No", "false"]]) {
+      const button = /** @type {HTMLButtonElement} */ (h("button", `nbf-ask-send nbf-ask-${value}`, label));
+      button.type = "button";
+      button.onclick = () => void submit(value);
+      row.appendChild(button);
+    }
+  } else {
+    field = makeField(wait);
+    field.className = "nbf-ask-field";
+    field.setAttribute("aria-label", String(wait.name));
+    const send = /** @type {HTMLButtonElement} */ (h("button", "nbf-ask-send", "Send"));
+    send.type = "submit";
+    row.append(field, send);
+    // Enter sends, whatever the page around does with the key (a notebook swallows the
+    // keypress that would submit the form by itself).
+    const input = field;
+    if (!(input instanceof HTMLTextAreaElement)) {
+      input.addEventListener("keydown", (event) => {
+        if (/** @type {KeyboardEvent} */ (event).key !== "Enter") return;
+        event.preventDefault();
+        void submit(input.value);
+      });
+    }
+  }
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    void submit(field ? field.value : "");
+  });
+  return form;
+}
+
+/** @param {any} wait */
+function makeField(wait) {
+  const schema = wait.schema || {};
+  if (wait.field === "enum") {
+    const select = document.createElement("select");
+    select.append(new Option("choose…", ""));
+    schema.enum.forEach((/** @type {unknown} */ v, /** @type {number} */ i) => {
+      select.append(new Option(typeof v === "string" ? v : JSON.stringify(v), String(i)));
+    });
+    return select;
+  }
+  if (wait.field === "integer" || wait.field === "number") {
+    const input = document.createElement("input");
+    input.type = "number";
+    input.step = wait.field === "integer" ? "1" : "any";
+    if (typeof schema.minimum === "number") input.min = String(schema.minimum);
+    if (typeof schema.maximum === "number") input.max = String(schema.maximum);
+    return input;
+  }
+  if (wait.field === "string") {
+    const input = document.createElement("input");
+    input.type = "text";
+    input.placeholder = "your answer";
+    return input;
+  }
+  const area = document.createElement("textarea");
+  area.rows = 3;
+  area.placeholder = "the answer as JSON";
+  return area;
 }
 
 /** @param {string} tag @param {string} [cls] @param {string} [text] */
@@ -118,6 +277,8 @@ function render({ model, el }) {
   const root = h("div", "nbf-run nbf-live");
   const head = h("div", "nbf-head");
   const steps = h("div", "nbf-steps");
+  const waitBox = h("div", "nbf-wait");
+  const kids = h("div", "nbf-kids");
   const timeline = h("div", "nbf-timeline");
   const treeInfo = h("div", "nbf-section");
   const tree = h("div", "nbf-tree");
@@ -126,7 +287,7 @@ function render({ model, el }) {
   const error = h("div", "nbf-error");
   spacer.style.position = "relative";
   tree.appendChild(spacer);
-  root.append(head, steps, timeline, treeInfo, tree, output, error);
+  root.append(head, steps, waitBox, kids, timeline, treeInfo, tree, output, error);
   el.appendChild(root);
 
   /** @type {string[]} */
@@ -158,8 +319,63 @@ function render({ model, el }) {
         return chip;
       }),
     );
+    drawWait(s);
+    drawChildren(s);
     drawTimeline(s);
     drawError(s);
+  }
+
+  // Kept while the same wait lasts: what a person types is not redrawn away.
+  /** @param {any} s */
+  function drawWait(s) {
+    const wait = s.status === "waiting" ? s.wait : null;
+    const key = wait ? JSON.stringify(wait) : "";
+    if (waitBox.dataset.key === key) return;
+    waitBox.dataset.key = key;
+    waitBox.dataset.kind = wait ? wait.kind : "";
+    if (!wait) {
+      waitBox.replaceChildren();
+    } else if (wait.kind === "input" && s.mode === "runtime") {
+      waitBox.replaceChildren(inputForm(model, wait));
+    } else {
+      waitBox.replaceChildren(h("div", "nbf-ask-meta", `waiting for ${wait.text}`));
+    }
+  }
+
+  /** @param {any} s */
+  function drawChildren(s) {
+    const children = s.children || [];
+    const key = JSON.stringify(children);
+    if (kids.dataset.key === key) return;
+    kids.dataset.key = key;
+    if (!children.length) {
+      kids.replaceChildren();
+      return;
+    }
+    const ended = children.filter((/** @type {any} */ c) => c.status !== "running").length;
+    const more = (s.child_count || children.length) - children.length;
+    const table = h("table", "nbf-children");
+    const headRow = h("tr");
+    for (const title of ["child run", "id", "status", "tokens", "cost"]) headRow.appendChild(h("th", "", title));
+    table.appendChild(headRow);
+    for (const c of children) {
+      const row = h("tr", `nbf-${c.status}`);
+      row.dataset.child = c.child_id;
+      const id = h("td");
+      id.appendChild(h("code", "", c.child_id));
+      row.append(
+        h("td", "", c.workflow || ""),
+        id,
+        h("td", "", c.status),
+        h("td", "nbf-num", c.total_tokens ? fmtInt(c.total_tokens) : ""),
+        h("td", "nbf-num", c.cost_usd ? `$${c.cost_usd.toFixed(4)}` : ""),
+      );
+      table.appendChild(row);
+    }
+    const title = `child runs: ${fmtInt(s.child_count || children.length)} (${fmtInt(ended)} ended)`;
+    const box = h("div", "nbf-table-box");
+    box.appendChild(table);
+    kids.replaceChildren(h("div", "nbf-section", title + (more > 0 ? `, ${fmtInt(more)} not shown` : "")), box);
   }
 
   /** @param {any} s */

@@ -11,7 +11,7 @@ from tornado.httpclient import HTTPClientError
 
 from nbflow.runtime.client import Runtime
 
-from ..support import sse_events
+from ..support import sse_events, wait_status
 
 Fetch = Callable[..., Any]
 
@@ -113,3 +113,41 @@ async def test_runs_reject_a_bad_limit(jp_fetch: Fetch, runtime: Runtime) -> Non
     with pytest.raises(HTTPClientError) as caught:
         await jp_fetch("nbflow", "api", "runs", params={"limit": "many"})
     assert caught.value.code == 400
+
+
+async def test_input_answers_a_waiting_run_and_refuses_what_does_not_fit(
+    jp_fetch: Fetch, runtime: Runtime, worker: Any
+) -> None:
+    worker(app="tests.viewer.viewer_apps")
+    run = runtime.start("approval", {})
+    wait_status(runtime.redis, run.id, {"waiting"})
+    listed = json.loads((await jp_fetch("nbflow", "api", "runs")).body)["runs"]
+    assert [r["wait"]["prompt"] for r in listed if r["run_id"] == run.id] == [
+        "Publish the otter post?"
+    ]
+
+    async def answer(body: str, name: str = "approve") -> Any:
+        return await jp_fetch(
+            "nbflow", "api", "runs", run.id, "input", name, method="POST", body=body
+        )
+
+    for body, code, kind in [
+        ('{"value": "yes"}', 422, "invalid_input"),
+        ("{}", 422, "invalid_input"),
+        ("not json", 422, "invalid_input"),
+    ]:
+        with pytest.raises(HTTPClientError) as caught:
+            await answer(body)
+        assert caught.value.code == code, body
+        assert caught.value.response is not None
+        assert json.loads(caught.value.response.body)["error"]["type"] == kind
+    with pytest.raises(HTTPClientError) as caught:
+        await answer('{"value": true}', name="other")
+    assert caught.value.code == 409
+    accepted = await answer('{"value": true}')
+    assert accepted.code == 202
+    assert json.loads(accepted.body)["name"] == "approve"
+    assert run.result(timeout_s=20) == "published"
+    with pytest.raises(HTTPClientError) as caught:
+        await answer('{"value": true}')
+    assert caught.value.code == 409
