@@ -145,6 +145,17 @@ class InputBody(BaseModel):
     value: Any = Field(description="the answer: any JSON value that fits the wait's `schema`")
 
 
+class StateValue(BaseModel):
+    run_id: str
+    name: str
+    published: bool = Field(description="whether the run has published this state yet")
+    value: Any = Field(
+        None,
+        description="its latest value (nf.publish); the event stream's state.patch "
+        "events rebuild the same value",
+    )
+
+
 class InputAccepted(BaseModel):
     run_id: str
     name: str

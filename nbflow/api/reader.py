@@ -265,6 +265,14 @@ def _through_terminal(items: list[Item]) -> list[Item]:
     return items
 
 
-async def wait_until_ended(hub: Hub, run_id: str) -> None:
-    async for _batch in hub.follow(run_id):
-        pass
+async def wait_until_ended(hub: Hub, run_id: str, *, or_asks: bool = False) -> None:
+    """Until the run's terminal event; with ``or_asks``, also until it waits for a person's
+    input (which no sync request would see come: that run waits for its answer, not us)."""
+    async for batch in hub.follow(run_id):
+        if or_asks and batch and _asks_for_input(batch[-1]):
+            return
+
+
+def _asks_for_input(item: Item) -> bool:
+    wait = item.event.get("wait") if item.type == ev.RUN_WAITING else None
+    return isinstance(wait, dict) and wait.get("kind") == "input"

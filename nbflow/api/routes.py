@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from ..constants import TERMINAL_STATUSES
 from . import sse
 from .errors import ApiError
 from .limits import Streams
@@ -21,6 +22,7 @@ from .models import (
     RunRequest,
     RunResult,
     RunStarted,
+    StateValue,
     Status,
     WorkflowInfo,
     WorkflowList,
@@ -99,7 +101,8 @@ async def list_workflows(request: Request) -> WorkflowList:
     summary="Run a workflow: wait for its result, or stream its events",
     description=(
         "Waits for the run and returns `{run_id, status, output}` (202 `{run_id, status}` if "
-        "`timeout_s` passes first, or if this server shuts down meanwhile). With "
+        "`timeout_s` passes first, if the run waits for a person's input (answer it at "
+        "`POST /runs/{id}/input/{name}`), or if this server shuts down meanwhile). With "
         "`Accept: text/event-stream` or `application/x-ndjson` it streams the run's events "
         "instead, from its first one to its terminal one; the `X-Nbflow-Run-Id` header names "
         "the run, for resuming at `GET /runs/{id}/events`."
@@ -108,7 +111,7 @@ async def list_workflows(request: Request) -> WorkflowList:
         200: {"content": STREAMS, "description": "the finished run, or its event stream"},
         202: {
             "model": RunStarted,
-            "description": "still running (after `timeout_s`, or a shutdown)",
+            "description": "still running (after `timeout_s`, or a shutdown), or waiting for input",
         },
         **errors(404),
     },
@@ -133,8 +136,9 @@ async def run_workflow(
                 batches, media, headers=headers, release=slot.hand_over(), stop=_draining(request)
             )
         ended = await _ended(request, svc, run_id, timeout_s)
-    if not ended:
-        started = {"run_id": run_id, "status": await svc.status(run_id)}
+    status = await svc.status(run_id)
+    if not ended or status not in TERMINAL_STATUSES:  # or it waits for a person's answer
+        started = {"run_id": run_id, "status": status}
         return JSONResponse(RunStarted.model_validate(started).model_dump(), status_code=202)
     return await svc.result(run_id)
 
@@ -151,7 +155,7 @@ def _draining(request: Request) -> asyncio.Event:
 async def _ended(request: Request, svc: Service, run_id: str, timeout_s: float | None) -> bool:
     """Wait for the run to end: False after ``timeout_s``, as soon as the client has gone,
     or when this server starts shutting down."""
-    ended = asyncio.ensure_future(wait_until_ended(svc.hub, run_id))
+    ended = asyncio.ensure_future(wait_until_ended(svc.hub, run_id, or_asks=True))
     gone = asyncio.ensure_future(_client_gone(request))
     draining = asyncio.ensure_future(request.app.state.draining.wait())
     try:
@@ -207,6 +211,17 @@ async def list_runs(
 )
 async def get_run(request: Request, run_id: str) -> RunDetail:
     return await service(request).detail(run_id)
+
+
+@router.get(
+    "/runs/{run_id}/state/{name}",
+    response_model=StateValue,
+    tags=["runs"],
+    responses=errors(404),
+    summary="A state the run publishes (nf.publish): its latest value",
+)
+async def get_state(request: Request, run_id: str, name: str) -> StateValue:
+    return await service(request).state(run_id, name)
 
 
 @router.post(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from ..runtime.run import Run
 from . import views
 from .catalog import Catalog
 from .errors import ApiError
-from .models import Cancelled, InputAccepted, RunDetail, RunResult, RunSummary
+from .models import Cancelled, InputAccepted, RunDetail, RunResult, RunSummary, StateValue
 from .reader import Hub
 
 log = logging.getLogger("nbflow.api")
@@ -81,6 +82,13 @@ class Service:
         outcome = await to_thread.run_sync(Run(self.runtime, check_id(run_id)).cancel)
         status = await self.status(run_id)
         return Cancelled.model_validate({"run_id": run_id, "outcome": outcome, "status": status})
+
+    async def state(self, run_id: str, name: str) -> StateValue:
+        """The latest value the run published as ``name``."""
+        await self.exists(run_id)
+        raw = await self.redis.hget(c.run_steps(run_id), c.STATE_PREFIX + name)
+        value = None if raw is None else json.loads(raw)
+        return StateValue(run_id=run_id, name=name, published=raw is not None, value=value)
 
     async def send_input(self, run_id: str, name: str, value: Any) -> InputAccepted:
         """Answer the run's wait for input ``name``: 422 for a value its schema refuses,

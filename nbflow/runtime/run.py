@@ -113,6 +113,12 @@ class Run:
         raw = self._r.hget(c.run_steps(self.id), c.STATE_PREFIX + name)
         return None if raw is None else json.loads(raw)
 
+    def _answered(self, name: str) -> bool:
+        """Whether the run's log holds an answer to its input ``name``."""
+        entries = self._r.xrange(c.run_log(self.id))
+        events = (decode_entry(i, f) for i, f in entries)
+        return any(e["type"] == ev.INPUT_RECEIVED and e.get("name") == name for e in events)
+
     def children(self) -> list[Run]:
         """The runs this run started (``wf.submit`` inside it), in the order it started them."""
         started = self._r.xrange(c.run_log(self.id))
@@ -128,7 +134,12 @@ class Run:
         raw = self._r.hgetall(c.run_meta(self.id))
         if not raw:
             raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
-        step, answer = input_outcome(decode_meta(raw), raw, self.id, name, value)
+        try:
+            step, answer = input_outcome(decode_meta(raw), raw, self.id, name, value)
+        except InputRejected:
+            if self._answered(name):
+                raise InputRejected(f"run {self.id}: input {name!r} was answered already") from None
+            raise
         received = ev.make(ev.INPUT_RECEIVED, name=name, value=preview(value))
         resumed = ev.make(ev.RUN_RESUMED, by="input", name=name)
         blob = codeship.pack(answer, self.runtime.secret, codeship.step_for(self.id, step))

@@ -107,3 +107,14 @@ def review(draft: str) -> str:
         return "dropped"
     copies = nf.wait_for_input("copies", prompt="How many copies?", schema=COPIES)
     return f"published {copies['n']}"
+
+
+@nf.workflow
+def planner(steps: int = 3) -> dict[str, Any]:
+    """Publish a plan as it grows."""
+    plan: dict[str, Any] = {"steps": [], "notes": ""}
+    for i in range(steps):
+        plan["steps"].append(f"step {i}")
+        plan["notes"] += f"note {i}. "
+        nf.publish("plan", plan)
+    return plan
