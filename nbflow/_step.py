@@ -13,7 +13,6 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
-from ._testing import is_testing
 from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ class Step:
             and policy.retries(error)
             and not self.frame.run.cancelled.is_set()
         ):
-            delay = 0.0 if is_testing() else policy.delay_s(attempt)
+            delay = policy.delay_s(attempt)
             self.frame.run.emit(
                 ev.make(
                     ev.SPAN_RETRY,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow._testing import is_testing
+from nbflow._policies import backoff_s
 from nbflow.errors import ConfigError
 
 DEFAULT_MAX_RETRIES = 5
@@ -52,10 +52,9 @@ class Retry:
             if asked > self.max_retry_after_s:
                 return None
             return float(asked * (1 + random.uniform(0, self.jitter / 2)))
-        if is_testing():
-            return 0.0
-        base = min(self.initial_s * 2.0 ** (retry - 1), self.max_s)
-        return base * (1 - random.uniform(0, self.jitter))
+        return backoff_s(
+            retry, initial_s=self.initial_s, max_s=self.max_s, jitter=self.jitter, downward=True
+        )
 
 
 def retryable(error: BaseException) -> bool:

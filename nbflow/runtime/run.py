@@ -13,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _events as ev
 from .. import constants as c
+from .._policies import Backoff
 from .._preview import preview
 from ..errors import (
     ConfigError,
@@ -170,7 +171,8 @@ class Run:
 
     def _patiently(self, call: Callable[..., T], *args: Any) -> T:
         """``call(*args)``, retried through a lost connection for up to RECONNECT_PATIENCE_S."""
-        given_up_at, delay = None, _RECONNECT_FIRST_S
+        given_up_at = None
+        retry = Backoff(initial_s=_RECONNECT_FIRST_S, max_s=_RECONNECT_MAX_S)
         while True:
             try:
                 return call(*args)
@@ -182,9 +184,9 @@ class Run:
                         f"lost the runtime while following run {self.id}: no answer for "
                         f"{RECONNECT_PATIENCE_S:g} s ({error})"
                     ) from error
+                delay = retry.next_delay()
                 log.info("run %s: connection lost (%s); retrying in %.1f s", self.id, error, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX_S)
 
     def result(self, timeout_s: float | None = None) -> Any:
         """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise.
