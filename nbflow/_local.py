@@ -78,9 +78,9 @@ class LocalRun:
         self.context.cancelled.set()
 
     def events(self, after: str = "0") -> Iterator[ev.Event]:
-        floor = ev.id_tuple(after)
+        floor = ev.parse_id(after)
         for event in list(self.sink.events):
-            if ev.id_tuple(event["id"]) > floor:
+            if ev.parse_id(event["id"]) > floor:
                 yield event
 
     def state(self, name: str) -> Any:

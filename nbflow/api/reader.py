@@ -14,7 +14,6 @@ import bisect
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncGenerator, Callable
 from functools import cached_property
 
@@ -22,6 +21,7 @@ import redis
 
 from .. import _events as ev
 from .. import constants as c
+from .._events import StreamId, parse_id
 from .._policies import Backoff
 from ..runtime.connection import AsyncRedis
 from ..runtime.protocol import decode_entry
@@ -33,21 +33,6 @@ BLOCK_MS = 1_000
 WINDOW_EVENTS = 10_000  # events a feed keeps for clients that join late or fall behind
 # After a failed read the feed waits this long, doubling while reads keep failing.
 RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 2.0
-
-StreamId = tuple[int, int]
-# 19 digits a part at most: always within Redis's 64-bit parts (a millisecond
-# clock needs 13), and a rule the OpenAPI document can state exactly.
-STREAM_ID_PATTERN = "^[0-9]{1,19}(-[0-9]{1,19})?$"
-_ID = re.compile(STREAM_ID_PATTERN)
-
-
-def parse_id(text: str) -> StreamId:
-    """A stream id as ``(ms, seq)``; ValueError for anything not written so."""
-    match = _ID.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a stream id: {text!r} (expected '<ms>-<seq>' or '0')")
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Item:

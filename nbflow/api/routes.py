@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from .._events import STREAM_ID_PATTERN, parse_id
 from . import sse
 from .errors import ApiError
 from .limits import Streams
@@ -23,7 +24,7 @@ from .models import (
     WorkflowInfo,
     WorkflowList,
 )
-from .reader import STREAM_ID_PATTERN, parse_id, wait_until_ended
+from .reader import wait_until_ended
 from .service import Service
 
 router = APIRouter()

@@ -16,7 +16,6 @@ from .. import constants as c
 from .._policies import Backoff
 from .._preview import preview
 from ..errors import (
-    ConfigError,
     InputRejected,
     ResultNotKept,
     RunCancelled,
@@ -232,7 +231,8 @@ class Run:
         Following, it rides out a lost connection as ``wait`` does; a one-off read
         (``follow=False``, e.g. a view's poll, which keeps its own pace) fails at once."""
         key = c.run_log(self.id)
-        last = _valid_id(after)
+        ev.parse_id(after)
+        last = after
         while True:
             if follow:
                 reply = self._patiently(self._r.xread, {key: last}, READ_BATCH, block_ms)
@@ -270,11 +270,3 @@ def _inside_a_durable_run() -> bool:
 
     frame = ctx.current()
     return frame is not None and frame.run.runtime is not None
-
-
-def _valid_id(event_id: str) -> str:
-    try:
-        ev.id_tuple(event_id)
-    except ValueError:
-        raise ConfigError(f"not a stream id: {event_id!r} (expected '<ms>-<seq>' or '0')") from None
-    return event_id
