@@ -16,9 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, SupportsIndex, overload
+from typing import Any, Generic, SupportsIndex, TypeVar, overload
 
 from . import _context as ctx
+from . import constants as c
 from ._cache import code_digest
 from ._policies import CachePolicy, RetryPolicy, Seconds, timeout
 from ._step import Step
@@ -112,12 +113,12 @@ class Component:
 
     def with_retry(
         self,
-        attempts: int = 3,
+        attempts: int = c.RETRY_ATTEMPTS,
         *,
-        backoff: str = "exponential",
-        initial_s: Seconds = 0.5,
-        max_s: Seconds = 30.0,
-        jitter: float = 0.1,
+        backoff: str = c.RETRY_BACKOFF,
+        initial_s: Seconds = c.RETRY_INITIAL_S,
+        max_s: Seconds = c.RETRY_MAX_S,
+        jitter: float = c.RETRY_JITTER,
         on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     ) -> Component:
         policy = RetryPolicy.build(
@@ -311,47 +312,63 @@ def _cache_policy(value: CacheOption) -> CachePolicy | None:
     )
 
 
-@overload
-def component(
-    fn: Callable[..., Any],
-    *,
-    name: str | None = ...,
-    retry: RetryOption = ...,
-    cache: CacheOption = ...,
-    timeout_s: Seconds | None = ...,
-    redact: Iterable[str] = ...,
-) -> Component: ...
+C = TypeVar("C", bound=Component)
 
 
-@overload
-def component(
-    fn: None = ...,
-    *,
-    name: str | None = ...,
-    retry: RetryOption = ...,
-    cache: CacheOption = ...,
-    timeout_s: Seconds | None = ...,
-    redact: Iterable[str] = ...,
-) -> Callable[[Callable[..., Any]], Component]: ...
+class Decorator(Generic[C]):
+    """``@nf.component`` and ``@nf.workflow``: used bare, or called with options first."""
+
+    def __init__(self, cls: type[C], doc: str) -> None:
+        self._cls = cls
+        self.__doc__ = doc
+        self.__name__ = self.__qualname__ = cls.kind
+        self.__module__ = "nbflow"
+
+    def __repr__(self) -> str:
+        return f"<nbflow.{self.__name__} decorator>"
+
+    @overload
+    def __call__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = ...,
+        retry: RetryOption = ...,
+        cache: CacheOption = ...,
+        timeout_s: Seconds | None = ...,
+        redact: Iterable[str] = ...,
+    ) -> C: ...
+
+    @overload
+    def __call__(
+        self,
+        fn: None = ...,
+        *,
+        name: str | None = ...,
+        retry: RetryOption = ...,
+        cache: CacheOption = ...,
+        timeout_s: Seconds | None = ...,
+        redact: Iterable[str] = ...,
+    ) -> Callable[[Callable[..., Any]], C]: ...
+
+    def __call__(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        retry: RetryOption = None,
+        cache: CacheOption = None,
+        timeout_s: Seconds | None = None,
+        redact: Iterable[str] = (),
+    ) -> C | Callable[[Callable[..., Any]], C]:
+        def make(f: Callable[..., Any]) -> C:
+            return self._cls(
+                f, name=name, retry=retry, cache=cache, timeout_s=timeout_s, redact=redact
+            )
+
+        return make if fn is None else make(fn)
 
 
-def component(
-    fn: Callable[..., Any] | None = None,
-    *,
-    name: str | None = None,
-    retry: RetryOption = None,
-    cache: CacheOption = None,
-    timeout_s: Seconds | None = None,
-    redact: Iterable[str] = (),
-) -> Component | Callable[[Callable[..., Any]], Component]:
-    """Make ``fn`` a component: ``@nf.component`` or ``@nf.component(name=..., retry=...)``."""
-    options: dict[str, Any] = {
-        "name": name,
-        "retry": retry,
-        "cache": cache,
-        "timeout_s": timeout_s,
-        "redact": redact,
-    }
-    if fn is None:
-        return lambda f: Component(f, **options)
-    return Component(fn, **options)
+component = Decorator(
+    Component, "Make ``fn`` a component: ``@nf.component`` or ``@nf.component(retry=...)``."
+)

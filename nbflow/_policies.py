@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from . import constants as c
 from ._testing import is_testing
 from .errors import ConfigError
 
@@ -30,22 +31,24 @@ def seconds(value: Seconds | None, what: str, *, allow_zero: bool = True) -> flo
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 3
-    backoff: str = "exponential"
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    jitter: float = 0.1
+    """How a component is tried again: made by ``with_retry`` or ``retry=``."""
+
+    attempts: int = c.RETRY_ATTEMPTS
+    backoff: str = c.RETRY_BACKOFF
+    initial_s: float = c.RETRY_INITIAL_S
+    max_s: float = c.RETRY_MAX_S
+    jitter: float = c.RETRY_JITTER
     on: tuple[type[BaseException], ...] = (Exception,)
 
     @classmethod
     def build(
         cls,
         *,
-        attempts: int = 3,
-        backoff: str = "exponential",
-        initial_s: Seconds = 0.5,
-        max_s: Seconds = 30.0,
-        jitter: float = 0.1,
+        attempts: int = c.RETRY_ATTEMPTS,
+        backoff: str = c.RETRY_BACKOFF,
+        initial_s: Seconds = c.RETRY_INITIAL_S,
+        max_s: Seconds = c.RETRY_MAX_S,
+        jitter: float = c.RETRY_JITTER,
         on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     ) -> RetryPolicy:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:

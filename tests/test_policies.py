@@ -225,3 +225,23 @@ def test_set_testing_is_a_switch():
         assert is_testing()
     finally:
         nf.set_testing(False)
+
+
+def test_retry_defaults_have_one_home_in_constants():
+    from nbflow import constants as c
+    from nbflow.llm import Retry
+
+    expected = RetryPolicy(
+        c.RETRY_ATTEMPTS, c.RETRY_BACKOFF, c.RETRY_INITIAL_S, c.RETRY_MAX_S, c.RETRY_JITTER
+    )
+    assert nf.component(noop).with_retry().retry == expected
+    assert nf.component(noop, retry={}).retry == expected
+    assert RetryPolicy.build() == RetryPolicy() == expected
+    llm = Retry()
+    assert (llm.max_retries, llm.initial_s, llm.max_s, llm.jitter, llm.max_retry_after_s) == (
+        c.LLM_MAX_RETRIES,
+        c.LLM_RETRY_INITIAL_S,
+        c.LLM_RETRY_MAX_S,
+        c.LLM_RETRY_JITTER,
+        c.LLM_MAX_RETRY_AFTER_S,
+    )
