@@ -152,10 +152,11 @@ class Component:
 
             return run_local(self, args, kwargs)
         if self.is_async:
-            return self._call_async(args, kwargs)
-        return self._call_sync(args, kwargs)
+            return self.run_as_step_async(args, kwargs)
+        return self.run_as_step(args, kwargs)
 
-    def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run_as_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run as a span of the current run: retried, cached, timed, replayed if recorded."""
         step = Step.open(self, args, kwargs)
         if step.done:
             return step.value
@@ -181,7 +182,8 @@ class Component:
                 pending.result()
             return value
 
-    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_as_step_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``run_as_step`` for an async function."""
         step = Step.open(self, args, kwargs)
         if step.done:
             return step.value

@@ -11,7 +11,7 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import local_cache
 from ._preview import preview
-from ._step import _describe, _format_traceback, bound_arguments
+from ._step import bound_arguments, describe_error, format_traceback
 from .errors import RunCancelled
 
 if TYPE_CHECKING:
@@ -94,8 +94,10 @@ class LocalRun:
 
         return Trace(self.id, list(self.sink.events))
 
-    # --- lifecycle, driven by run_local ----------------------------------
-    def _started(self, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # --- lifecycle, driven by whoever started the run (start_local) -------------
+    def record_started(
+        self, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.sink.emit(
             ev.make(
                 ev.RUN_STARTED,
@@ -106,14 +108,14 @@ class LocalRun:
             )
         )
 
-    def _succeeded(self, value: Any, redact: tuple[str, ...], *, shown: Any = None) -> None:
+    def record_succeeded(self, value: Any, redact: tuple[str, ...], *, shown: Any = None) -> None:
         """``shown`` replaces the value's preview in the log (e.g. content kept out)."""
         self._value, self._status = value, "succeeded"
         output = preview(value, redact=redact) if shown is None else shown
         self.sink.emit(ev.make(ev.RUN_SUCCEEDED, output=output))
         self._done.set()
 
-    def _failed(self, error: BaseException) -> None:
+    def record_failed(self, error: BaseException) -> None:
         self._error = error
         if isinstance(error, RunCancelled):
             self._status = "cancelled"
@@ -123,31 +125,37 @@ class LocalRun:
             self.sink.emit(
                 ev.make(
                     ev.RUN_FAILED,
-                    error=_describe(error),
+                    error=describe_error(error),
                     error_type=type(error).__name__,
-                    traceback=_format_traceback(error),
+                    traceback=format_traceback(error),
                 )
             )
         self._done.set()
 
 
-def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run ``comp`` as the root of a new in-process run."""
+def start_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LocalRun:
+    """A new in-process run with ``comp`` at its root, started and made ``nf.last_run()``."""
     ctx.install_thread_propagation()
     run = LocalRun(comp.name)
     set_last(run)
-    run._started(comp, args, kwargs)
+    run.record_started(comp, args, kwargs)
+    return run
+
+
+def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``comp`` as the root of a new in-process run."""
+    run = start_local(comp, args, kwargs)
     if comp.is_async:
         return _run_async(run, comp, args, kwargs)
     token = ctx.enter(ctx.Frame(run.context, None, ""))
     try:
-        value = comp._call_sync(args, kwargs)
+        value = comp.run_as_step(args, kwargs)
     except BaseException as error:
-        run._failed(error)
+        run.record_failed(error)
         raise
     finally:
         ctx.leave(token)
-    run._succeeded(value, comp.redact)
+    run.record_succeeded(value, comp.redact)
     return value
 
 
@@ -156,11 +164,11 @@ async def _run_async(
 ) -> Any:
     token = ctx.enter(ctx.Frame(run.context, None, ""))
     try:
-        value = await comp._call_async(args, kwargs)
+        value = await comp.run_as_step_async(args, kwargs)
     except BaseException as error:
-        run._failed(error)
+        run.record_failed(error)
         raise
     finally:
         ctx.leave(token)
-    run._succeeded(value, comp.redact)
+    run.record_succeeded(value, comp.redact)
     return value

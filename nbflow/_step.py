@@ -82,7 +82,7 @@ class Step:
             # the attempt ends here (it lost the run, or waits): the span is not over
             raise error
         if isinstance(error, RunCancelled | asyncio.CancelledError | KeyboardInterrupt):
-            self._finish("cancelled", attempts=attempt, error=_describe(error))
+            self._finish("cancelled", attempts=attempt, error=describe_error(error))
             return None
         policy = self.comp.retry
         if (
@@ -97,7 +97,7 @@ class Step:
                     ev.SPAN_RETRY,
                     span_id=self.frame.span_id,
                     attempt=attempt,
-                    error=_describe(error),
+                    error=describe_error(error),
                     error_type=type(error).__name__,
                     delay_s=round(delay, 4),
                 )
@@ -106,9 +106,9 @@ class Step:
         self._finish(
             "error",
             attempts=attempt,
-            error=_describe(error),
+            error=describe_error(error),
             error_type=type(error).__name__,
-            traceback=_format_traceback(error),
+            traceback=format_traceback(error),
         )
         return None
 
@@ -188,11 +188,13 @@ def _cache_key(
     return digest([comp.name, comp.code_digest, material])
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """An error as spans and run events show it: ``Type: message``, cut if long."""
     text = str(error)
     return truncate(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
-def _format_traceback(error: BaseException) -> str:
+def format_traceback(error: BaseException) -> str:
+    """An error's traceback as run events keep it: the end of it if long."""
     text = "".join(traceback.format_exception(error))
     return text if len(text) <= MAX_TRACEBACK_CHARS else "…" + text[-MAX_TRACEBACK_CHARS:]
