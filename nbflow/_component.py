@@ -34,6 +34,13 @@ _DERIVED = ("signature", "positional_names")  # rebuilt from fn on unpickling, n
 
 
 class Component:
+    """A function wrapped once: traced as a span, and retried, cached or timed as configured.
+
+    Made by ``@nf.component``. Called outside any run it runs as a one-span local
+    run; inside a run it is a child span of the current one. ``with_*`` return
+    new components; the original is unchanged.
+    """
+
     kind = "component"
     fn: Callable[..., Any]
     _copied = False  # made by with_*: never the object its module defines
@@ -121,6 +128,7 @@ class Component:
         jitter: float = c.RETRY_JITTER,
         on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     ) -> Component:
+        """A copy retried on ``on`` errors: ``attempts`` tries in all, backing off between."""
         policy = RetryPolicy.build(
             attempts=attempts,
             backoff=backoff,
@@ -138,9 +146,11 @@ class Component:
         key: Callable[..., Any] | None = None,
         ignore: tuple[str, ...] | list[str] = (),
     ) -> Component:
+        """A copy whose results are cached by arguments and code, for ``ttl_s`` or for ever."""
         return self._replace(cache=CachePolicy.build(ttl_s=ttl_s, key=key, ignore=ignore))
 
     def with_timeout(self, timeout_s: Seconds) -> Component:
+        """A copy that raises StepTimeout when a call runs past ``timeout_s``."""
         if timeout_s is None:
             raise ConfigError("with_timeout needs a number of seconds > 0")
         return self._replace(timeout_s=timeout(timeout_s))

@@ -17,17 +17,18 @@ from .errors import RunCancelled
 if TYPE_CHECKING:
     from ._component import Component
     from ._trace import Trace
+    from .runtime.run import Run
 
-_last: Any = None
+_last: LocalRun | Run | None = None
 _last_lock = threading.Lock()
 
 
-def last_run() -> Any:
+def last_run() -> LocalRun | Run | None:
     """The run most recently started from this process (in-process or submitted)."""
     return _last
 
 
-def set_last(run: Any) -> None:
+def set_last(run: LocalRun | Run) -> None:
     global _last
     with _last_lock:
         _last = run
@@ -65,9 +66,11 @@ class LocalRun:
         return watch(self)
 
     def status(self) -> str:
+        """The run's status: ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
         return self._status
 
     def result(self, timeout_s: float | None = None) -> Any:
+        """The return value once the run ends; its error re-raised if it failed."""
         if not self._done.wait(timeout_s):
             raise TimeoutError(f"run {self.id} still {self._status} after {timeout_s} s")
         if self._error is not None:
@@ -75,9 +78,11 @@ class LocalRun:
         return self._value
 
     def cancel(self) -> None:
+        """Ask the run to stop at its next component boundary."""
         self.context.cancelled.set()
 
     def events(self, after: str = "0") -> Iterator[ev.Event]:
+        """The run's events after stream id ``after``, in order."""
         floor = ev.parse_id(after)
         for event in list(self.sink.events):
             if ev.parse_id(event["id"]) > floor:
@@ -90,6 +95,7 @@ class LocalRun:
         return fold(list(self.sink.events), self.id).published.get(name)
 
     def trace(self) -> Trace:
+        """The run's trace so far: spans, events, usage and timeline."""
         from ._trace import Trace
 
         return Trace(self.id, list(self.sink.events))
@@ -98,6 +104,7 @@ class LocalRun:
     def record_started(
         self, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
+        """Log the run's start (its root component and arguments)."""
         self.sink.emit(
             ev.make(
                 ev.RUN_STARTED,
@@ -116,6 +123,7 @@ class LocalRun:
         self._done.set()
 
     def record_failed(self, error: BaseException) -> None:
+        """Log the run's end in error (or cancellation) and wake waiters."""
         self._error = error
         if isinstance(error, RunCancelled):
             self._status = "cancelled"

@@ -30,6 +30,7 @@ class Workflow(Component):
 
     @property
     def description(self) -> str:
+        """The workflow's docstring, stripped: how the REST API and catalog describe it."""
         return (self.fn.__doc__ or "").strip()
 
     def submit(self, *args: Any, **kwargs: Any) -> Run:
@@ -106,5 +107,6 @@ def emit(chunk: Any) -> None:
 
 
 def current_run_id() -> str | None:
+    """The id of the run this code runs in; None outside any run."""
     frame = ctx.current()
     return None if frame is None else frame.run.run_id

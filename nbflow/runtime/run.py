@@ -67,12 +67,14 @@ class Run:
         return self.runtime.redis
 
     def meta(self) -> dict[str, Any]:
+        """The run's metadata (status, workflow, times, ...); RunNotFound if it is gone."""
         raw = self._r.hgetall(c.run_meta(self.id))
         if not raw:
             raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
         return decode_meta(raw)
 
     def status(self) -> str:
+        """The run's status now: queued, running, waiting, succeeded, failed or cancelled."""
         value = self._r.hget(c.run_meta(self.id), "status")
         if value is None:
             raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
@@ -80,6 +82,7 @@ class Run:
 
     @property
     def workflow(self) -> str:
+        """The name of the workflow this run runs."""
         return str(self.meta().get("workflow", ""))
 
     def cancel(self) -> str:
@@ -256,6 +259,7 @@ class Run:
         return status.decode() in c.TERMINAL_STATUSES and not self._r.xread({key: last}, count=1)
 
     def trace(self) -> Trace:
+        """The run's trace from its log as it stands: spans, events, usage and timeline."""
         from .._trace import Trace
 
         return Trace(self.id, list(self.events(follow=False)))
