@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._component import Component, component
-from ._local import last_run
+from ._local import LocalRun, last_run
 from ._state import publish
 from ._testing import set_testing
 from ._tool import Tool, call_tools, call_tools_async, tool, tool_definitions
@@ -35,6 +35,7 @@ from .errors import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from . import llm as openai
     from .runtime.client import Runtime
     from .runtime.run import Run
 
@@ -68,11 +69,20 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    # ``nf.openai.OpenAI(...)``: the traced client, imported only when first used.
+    # ``nf.openai.OpenAI(...)``: the traced client, imported only when first used;
+    # the runtime's classes too, since they import redis.
     if name == "openai":
         from . import llm
 
         return llm
+    if name == "Run":
+        from .runtime.run import Run
+
+        return Run
+    if name == "Runtime":
+        from .runtime.client import Runtime
+
+        return Runtime
     raise AttributeError(f"module 'nbflow' has no attribute {name!r}")
 
 
@@ -83,13 +93,16 @@ __all__ = [
     "ConfigError",
     "InputRejected",
     "InputTimeout",
+    "LocalRun",
     "NbflowError",
     "NondeterminismError",
     "PayloadRejected",
     "ResultNotKept",
+    "Run",
     "RunCancelled",
     "RunFailed",
     "RunNotFound",
+    "Runtime",
     "RuntimeUnavailable",
     "StepTimeout",
     "StructuredOutputError",
@@ -107,6 +120,7 @@ __all__ = [
     "emit",
     "gather",
     "last_run",
+    "openai",
     "progress",
     "publish",
     "runs",

@@ -16,9 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, SupportsIndex, overload
+from typing import Any, Generic, SupportsIndex, TypeVar, overload
 
 from . import _context as ctx
+from . import constants as c
 from ._cache import code_digest
 from ._policies import CachePolicy, RetryPolicy, Seconds, timeout
 from ._step import Step
@@ -33,6 +34,13 @@ _DERIVED = ("signature", "positional_names")  # rebuilt from fn on unpickling, n
 
 
 class Component:
+    """A function wrapped once: traced as a span, and retried, cached or timed as configured.
+
+    Made by ``@nf.component``. Called outside any run it runs as a one-span local
+    run; inside a run it is a child span of the current one. ``with_*`` return
+    new components; the original is unchanged.
+    """
+
     kind = "component"
     fn: Callable[..., Any]
     _copied = False  # made by with_*: never the object its module defines
@@ -112,14 +120,15 @@ class Component:
 
     def with_retry(
         self,
-        attempts: int = 3,
+        attempts: int = c.RETRY_ATTEMPTS,
         *,
-        backoff: str = "exponential",
-        initial_s: Seconds = 0.5,
-        max_s: Seconds = 30.0,
-        jitter: float = 0.1,
+        backoff: str = c.RETRY_BACKOFF,
+        initial_s: Seconds = c.RETRY_INITIAL_S,
+        max_s: Seconds = c.RETRY_MAX_S,
+        jitter: float = c.RETRY_JITTER,
         on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     ) -> Component:
+        """A copy retried on ``on`` errors: ``attempts`` tries in all, backing off between."""
         policy = RetryPolicy.build(
             attempts=attempts,
             backoff=backoff,
@@ -137,9 +146,11 @@ class Component:
         key: Callable[..., Any] | None = None,
         ignore: tuple[str, ...] | list[str] = (),
     ) -> Component:
+        """A copy whose results are cached by arguments and code, for ``ttl_s`` or for ever."""
         return self._replace(cache=CachePolicy.build(ttl_s=ttl_s, key=key, ignore=ignore))
 
     def with_timeout(self, timeout_s: Seconds) -> Component:
+        """A copy that raises StepTimeout when a call runs past ``timeout_s``."""
         if timeout_s is None:
             raise ConfigError("with_timeout needs a number of seconds > 0")
         return self._replace(timeout_s=timeout(timeout_s))
@@ -151,10 +162,11 @@ class Component:
 
             return run_local(self, args, kwargs)
         if self.is_async:
-            return self._call_async(args, kwargs)
-        return self._call_sync(args, kwargs)
+            return self.run_as_step_async(args, kwargs)
+        return self.run_as_step(args, kwargs)
 
-    def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run_as_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run as a span of the current run: retried, cached, timed, replayed if recorded."""
         step = Step.open(self, args, kwargs)
         if step.done:
             return step.value
@@ -180,7 +192,8 @@ class Component:
                 pending.result()
             return value
 
-    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_as_step_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``run_as_step`` for an async function."""
         step = Step.open(self, args, kwargs)
         if step.done:
             return step.value
@@ -311,47 +324,63 @@ def _cache_policy(value: CacheOption) -> CachePolicy | None:
     )
 
 
-@overload
-def component(
-    fn: Callable[..., Any],
-    *,
-    name: str | None = ...,
-    retry: RetryOption = ...,
-    cache: CacheOption = ...,
-    timeout_s: Seconds | None = ...,
-    redact: Iterable[str] = ...,
-) -> Component: ...
+C = TypeVar("C", bound=Component)
 
 
-@overload
-def component(
-    fn: None = ...,
-    *,
-    name: str | None = ...,
-    retry: RetryOption = ...,
-    cache: CacheOption = ...,
-    timeout_s: Seconds | None = ...,
-    redact: Iterable[str] = ...,
-) -> Callable[[Callable[..., Any]], Component]: ...
+class Decorator(Generic[C]):
+    """``@nf.component`` and ``@nf.workflow``: used bare, or called with options first."""
+
+    def __init__(self, cls: type[C], doc: str) -> None:
+        self._cls = cls
+        self.__doc__ = doc
+        self.__name__ = self.__qualname__ = cls.kind
+        self.__module__ = "nbflow"
+
+    def __repr__(self) -> str:
+        return f"<nbflow.{self.__name__} decorator>"
+
+    @overload
+    def __call__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = ...,
+        retry: RetryOption = ...,
+        cache: CacheOption = ...,
+        timeout_s: Seconds | None = ...,
+        redact: Iterable[str] = ...,
+    ) -> C: ...
+
+    @overload
+    def __call__(
+        self,
+        fn: None = ...,
+        *,
+        name: str | None = ...,
+        retry: RetryOption = ...,
+        cache: CacheOption = ...,
+        timeout_s: Seconds | None = ...,
+        redact: Iterable[str] = ...,
+    ) -> Callable[[Callable[..., Any]], C]: ...
+
+    def __call__(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        retry: RetryOption = None,
+        cache: CacheOption = None,
+        timeout_s: Seconds | None = None,
+        redact: Iterable[str] = (),
+    ) -> C | Callable[[Callable[..., Any]], C]:
+        def make(f: Callable[..., Any]) -> C:
+            return self._cls(
+                f, name=name, retry=retry, cache=cache, timeout_s=timeout_s, redact=redact
+            )
+
+        return make if fn is None else make(fn)
 
 
-def component(
-    fn: Callable[..., Any] | None = None,
-    *,
-    name: str | None = None,
-    retry: RetryOption = None,
-    cache: CacheOption = None,
-    timeout_s: Seconds | None = None,
-    redact: Iterable[str] = (),
-) -> Component | Callable[[Callable[..., Any]], Component]:
-    """Make ``fn`` a component: ``@nf.component`` or ``@nf.component(name=..., retry=...)``."""
-    options: dict[str, Any] = {
-        "name": name,
-        "retry": retry,
-        "cache": cache,
-        "timeout_s": timeout_s,
-        "redact": redact,
-    }
-    if fn is None:
-        return lambda f: Component(f, **options)
-    return Component(fn, **options)
+component = Decorator(
+    Component, "Make ``fn`` a component: ``@nf.component`` or ``@nf.component(retry=...)``."
+)

@@ -8,10 +8,13 @@ the runtime writes them to the run's Redis stream. Views fold the log.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any, Protocol
+
+from .errors import ConfigError
 
 Event = dict[str, Any]
 
@@ -104,7 +107,19 @@ class MemorySink:
             self._listeners = (*self._listeners, listener)
 
 
-def id_tuple(event_id: str) -> tuple[int, int]:
-    """Stream ids compare as (milliseconds, sequence), never as strings."""
-    ms, _, seq = event_id.partition("-")
+# 19 digits a part at most: always within Redis's 64-bit parts (a millisecond
+# clock needs 13), and a rule the OpenAPI document can state exactly.
+STREAM_ID_PATTERN = "^[0-9]{1,19}(-[0-9]{1,19})?$"
+_STREAM_ID = re.compile(STREAM_ID_PATTERN)
+StreamId = tuple[int, int]
+
+
+def parse_id(text: str) -> StreamId:
+    """A stream id as ``(ms, seq)``, the order ids compare in (never as strings).
+
+    ConfigError (a ValueError) for anything not written ``<ms>-<seq>`` or ``<ms>``.
+    """
+    if not isinstance(text, str) or _STREAM_ID.fullmatch(text) is None:
+        raise ConfigError(f"not a stream id: {text!r} (expected '<ms>-<seq>' or '0')")
+    ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)

@@ -11,23 +11,24 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import local_cache
 from ._preview import preview
-from ._step import _describe, _format_traceback, bound_arguments
+from ._step import bound_arguments, describe_error, format_traceback
 from .errors import RunCancelled
 
 if TYPE_CHECKING:
     from ._component import Component
     from ._trace import Trace
+    from .runtime.run import Run
 
-_last: Any = None
+_last: LocalRun | Run | None = None
 _last_lock = threading.Lock()
 
 
-def last_run() -> Any:
+def last_run() -> LocalRun | Run | None:
     """The run most recently started from this process (in-process or submitted)."""
     return _last
 
 
-def set_last(run: Any) -> None:
+def set_last(run: LocalRun | Run) -> None:
     global _last
     with _last_lock:
         _last = run
@@ -65,9 +66,11 @@ class LocalRun:
         return watch(self)
 
     def status(self) -> str:
+        """The run's status: ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
         return self._status
 
     def result(self, timeout_s: float | None = None) -> Any:
+        """The return value once the run ends; its error re-raised if it failed."""
         if not self._done.wait(timeout_s):
             raise TimeoutError(f"run {self.id} still {self._status} after {timeout_s} s")
         if self._error is not None:
@@ -75,12 +78,14 @@ class LocalRun:
         return self._value
 
     def cancel(self) -> None:
+        """Ask the run to stop at its next component boundary."""
         self.context.cancelled.set()
 
     def events(self, after: str = "0") -> Iterator[ev.Event]:
-        floor = ev.id_tuple(after)
+        """The run's events after stream id ``after``, in order."""
+        floor = ev.parse_id(after)
         for event in list(self.sink.events):
-            if ev.id_tuple(event["id"]) > floor:
+            if ev.parse_id(event["id"]) > floor:
                 yield event
 
     def state(self, name: str) -> Any:
@@ -90,12 +95,16 @@ class LocalRun:
         return fold(list(self.sink.events), self.id).published.get(name)
 
     def trace(self) -> Trace:
+        """The run's trace so far: spans, events, usage and timeline."""
         from ._trace import Trace
 
         return Trace(self.id, list(self.sink.events))
 
-    # --- lifecycle, driven by run_local ----------------------------------
-    def _started(self, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # --- lifecycle, driven by whoever started the run (start_local) -------------
+    def record_started(
+        self, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Log the run's start (its root component and arguments)."""
         self.sink.emit(
             ev.make(
                 ev.RUN_STARTED,
@@ -106,14 +115,15 @@ class LocalRun:
             )
         )
 
-    def _succeeded(self, value: Any, redact: tuple[str, ...], *, shown: Any = None) -> None:
+    def record_succeeded(self, value: Any, redact: tuple[str, ...], *, shown: Any = None) -> None:
         """``shown`` replaces the value's preview in the log (e.g. content kept out)."""
         self._value, self._status = value, "succeeded"
         output = preview(value, redact=redact) if shown is None else shown
         self.sink.emit(ev.make(ev.RUN_SUCCEEDED, output=output))
         self._done.set()
 
-    def _failed(self, error: BaseException) -> None:
+    def record_failed(self, error: BaseException) -> None:
+        """Log the run's end in error (or cancellation) and wake waiters."""
         self._error = error
         if isinstance(error, RunCancelled):
             self._status = "cancelled"
@@ -123,33 +133,39 @@ class LocalRun:
             self.sink.emit(
                 ev.make(
                     ev.RUN_FAILED,
-                    error=_describe(error),
+                    error=describe_error(error),
                     error_type=type(error).__name__,
-                    traceback=_format_traceback(error),
+                    traceback=format_traceback(error),
                 )
             )
         self._done.set()
 
 
-def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run ``comp`` as the root of a new in-process run."""
+def start_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LocalRun:
+    """A new in-process run with ``comp`` at its root, started and made ``nf.last_run()``."""
     ctx.install_thread_propagation()
     run = LocalRun(comp.name)
     set_last(run)
-    run._started(comp, args, kwargs)
+    run.record_started(comp, args, kwargs)
+    return run
+
+
+def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``comp`` as the root of a new in-process run."""
+    run = start_local(comp, args, kwargs)
     if comp.is_async:
         return _run_async(run, comp, args, kwargs)
     token = ctx.enter(ctx.Frame(run.context, None, ""))
     try:
-        value = comp._call_sync(args, kwargs)
+        value = comp.run_as_step(args, kwargs)
     except BaseException as error:
         run.context.flush_published()
-        run._failed(error)
+        run.record_failed(error)
         raise
     finally:
         ctx.leave(token)
     run.context.flush_published()
-    run._succeeded(value, comp.redact)
+    run.record_succeeded(value, comp.redact)
     return value
 
 
@@ -158,13 +174,13 @@ async def _run_async(
 ) -> Any:
     token = ctx.enter(ctx.Frame(run.context, None, ""))
     try:
-        value = await comp._call_async(args, kwargs)
+        value = await comp.run_as_step_async(args, kwargs)
     except BaseException as error:
         run.context.flush_published()
-        run._failed(error)
+        run.record_failed(error)
         raise
     finally:
         ctx.leave(token)
     run.context.flush_published()
-    run._succeeded(value, comp.redact)
+    run.record_succeeded(value, comp.redact)
     return value

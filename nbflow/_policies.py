@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from . import constants as c
+from ._testing import is_testing
 from .errors import ConfigError
 
 Seconds = float | int | timedelta
@@ -29,22 +31,24 @@ def seconds(value: Seconds | None, what: str, *, allow_zero: bool = True) -> flo
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 3
-    backoff: str = "exponential"
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    jitter: float = 0.1
+    """How a component is tried again: made by ``with_retry`` or ``retry=``."""
+
+    attempts: int = c.RETRY_ATTEMPTS
+    backoff: str = c.RETRY_BACKOFF
+    initial_s: float = c.RETRY_INITIAL_S
+    max_s: float = c.RETRY_MAX_S
+    jitter: float = c.RETRY_JITTER
     on: tuple[type[BaseException], ...] = (Exception,)
 
     @classmethod
     def build(
         cls,
         *,
-        attempts: int = 3,
-        backoff: str = "exponential",
-        initial_s: Seconds = 0.5,
-        max_s: Seconds = 30.0,
-        jitter: float = 0.1,
+        attempts: int = c.RETRY_ATTEMPTS,
+        backoff: str = c.RETRY_BACKOFF,
+        initial_s: Seconds = c.RETRY_INITIAL_S,
+        max_s: Seconds = c.RETRY_MAX_S,
+        jitter: float = c.RETRY_JITTER,
         on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     ) -> RetryPolicy:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
@@ -76,29 +80,61 @@ class RetryPolicy:
 
 
 def backoff_s(
-    attempt: int, *, initial_s: float, max_s: float, jitter: float = 0.1, exponential: bool = True
+    attempt: int,
+    *,
+    initial_s: float,
+    max_s: float,
+    jitter: float = 0.1,
+    exponential: bool = True,
+    downward: bool = False,
+    honour_testing: bool = True,
 ) -> float:
-    """The delay before try ``attempt + 1`` (tries count from 1): ``initial_s`` doubling
-    per try (or fixed), capped at ``max_s``, spread by +/- ``jitter`` of itself."""
-    base = initial_s * 2 ** min(attempt - 1, 62) if exponential else initial_s
-    jittered = min(base, max_s) * (1 + random.uniform(-jitter, jitter))
-    return min(jittered, max_s)
+    """The one back-off nbflow waits by: the delay after try ``attempt`` (from 1).
+
+    ``initial_s`` doubling per try (or fixed), capped at ``max_s``, spread by
+    +/- ``jitter`` of itself (only downward with ``downward``, so that a delay
+    never grows past its curve), never past ``max_s``. Under ``nf.set_testing()``
+    it is 0, unless ``honour_testing`` is off: a loop waiting for a server to come
+    back would only spin faster.
+    """
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise ValueError(f"attempt counts from 1, got {attempt!r}")
+    if honour_testing and is_testing():
+        return 0.0
+    base = min(initial_s * 2.0 ** min(attempt - 1, 62) if exponential else initial_s, max_s)
+    spread = random.uniform(-jitter, 0.0 if downward else jitter)
+    return min(base * (1 + spread), max_s)
 
 
 class Backoff:
-    """Delays for a loop that retries until it succeeds (a lost server, a refused write)."""
+    """Delays for a loop that retries until it succeeds (a lost server, a refused write).
 
-    def __init__(self, *, initial_s: float, max_s: float, jitter: float = 0.0) -> None:
+    Such a loop is bounded by its patience, not by a count, so ``nf.set_testing()``
+    leaves its waits alone. ``reset()`` after a success starts the curve again.
+    """
+
+    def __init__(
+        self, *, initial_s: float, max_s: float, jitter: float = 0.0, exponential: bool = True
+    ) -> None:
         self._initial_s = initial_s
         self._max_s = max_s
         self._jitter = jitter
+        self._exponential = exponential
         self.attempt = 0
 
     def next_delay(self) -> float:
         self.attempt += 1
         return backoff_s(
-            self.attempt, initial_s=self._initial_s, max_s=self._max_s, jitter=self._jitter
+            self.attempt,
+            initial_s=self._initial_s,
+            max_s=self._max_s,
+            jitter=self._jitter,
+            exponential=self._exponential,
+            honour_testing=False,
         )
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 @dataclass(frozen=True)

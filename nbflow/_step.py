@@ -13,7 +13,6 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
-from ._testing import is_testing
 from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
@@ -83,7 +82,7 @@ class Step:
             # the attempt ends here (it lost the run, or waits): the span is not over
             raise error
         if isinstance(error, RunCancelled | asyncio.CancelledError | KeyboardInterrupt):
-            self._finish("cancelled", attempts=attempt, error=_describe(error))
+            self._finish("cancelled", attempts=attempt, error=describe_error(error))
             return None
         policy = self.comp.retry
         if (
@@ -92,13 +91,13 @@ class Step:
             and policy.retries(error)
             and not self.frame.run.cancelled.is_set()
         ):
-            delay = 0.0 if is_testing() else policy.delay_s(attempt)
+            delay = policy.delay_s(attempt)
             self.frame.run.emit(
                 ev.make(
                     ev.SPAN_RETRY,
                     span_id=self.frame.span_id,
                     attempt=attempt,
-                    error=_describe(error),
+                    error=describe_error(error),
                     error_type=type(error).__name__,
                     delay_s=round(delay, 4),
                 )
@@ -107,9 +106,9 @@ class Step:
         self._finish(
             "error",
             attempts=attempt,
-            error=_describe(error),
+            error=describe_error(error),
             error_type=type(error).__name__,
-            traceback=_format_traceback(error),
+            traceback=format_traceback(error),
         )
         return None
 
@@ -190,11 +189,13 @@ def _cache_key(
     return digest([comp.name, comp.code_digest, material])
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """An error as spans and run events show it: ``Type: message``, cut if long."""
     text = str(error)
     return truncate(f"{type(error).__name__}: {text}" if text else type(error).__name__)
 
 
-def _format_traceback(error: BaseException) -> str:
+def format_traceback(error: BaseException) -> str:
+    """An error's traceback as run events keep it: the end of it if long."""
     text = "".join(traceback.format_exception(error))
     return text if len(text) <= MAX_TRACEBACK_CHARS else "…" + text[-MAX_TRACEBACK_CHARS:]

@@ -153,6 +153,7 @@ class Tool(Component):
 
     @property
     def description(self) -> str:
+        """What the model is told the tool does."""
         return self.spec.description
 
     @property

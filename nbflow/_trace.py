@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 
 
 class Trace:
+    """One run's trace: its events folded into spans, as DataFrames and a timeline.
+
+    ``spans`` and ``events`` are DataFrames, ``usage`` the token and cost totals,
+    ``timeline()`` a plotly Figure.
+    """
+
     def __init__(self, run_id: str, events: list[ev.Event]) -> None:
         self.run_id = run_id
         self.raw_events = events
@@ -29,22 +35,26 @@ class Trace:
 
     @cached_property
     def spans(self) -> pd.DataFrame:
+        """One row per span: timing, status, attempts, cache hits, model and tokens."""
         from .frames import spans_frame
 
         return spans_frame(self.state)
 
     @cached_property
     def events(self) -> pd.DataFrame:
+        """One row per event of the run's log, in log order."""
         from .frames import events_frame
 
         return events_frame(self.run_id, self.raw_events)
 
     @property
     def usage(self) -> dict[str, Any]:
+        """Token and cost totals over the run's LLM calls (cache hits excluded)."""
         return self.state.usage()
 
     @property
     def status(self) -> str:
+        """The run's status as its log tells it."""
         return self.state.status
 
     @property
@@ -53,21 +63,25 @@ class Trace:
         return "".join(self.state.chunks)
 
     def timeline(self) -> go.Figure:
+        """The spans as a plotly timeline (a Gantt chart)."""
         from .frames import timeline
 
         return timeline(self.spans, title=f"run {self.run_id}")
 
     def slowest(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` slowest spans, slowest first."""
         from .frames import slowest
 
         return slowest(self.spans, n)
 
     def tokens_by_model(self) -> pd.DataFrame:
+        """Tokens and cost per model over the run's LLM calls (cache hits excluded)."""
         from .frames import tokens_by_model
 
         return tokens_by_model(self.spans)
 
     def retries_by_component(self) -> pd.DataFrame:
+        """Calls and retries per component name."""
         from .frames import retries_by_component
 
         return retries_by_component(self.spans)

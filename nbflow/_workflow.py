@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, overload
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _context as ctx
 from . import _events as ev
-from ._component import CacheOption, Component, RetryOption
-from ._policies import Seconds
+from ._component import Component, Decorator
 from ._preview import truncate
 from ._state import to_json
 from .errors import ConfigError
@@ -31,6 +30,7 @@ class Workflow(Component):
 
     @property
     def description(self) -> str:
+        """The workflow's docstring, stripped: how the REST API and catalog describe it."""
         return (self.fn.__doc__ or "").strip()
 
     def submit(self, *args: Any, **kwargs: Any) -> Run:
@@ -66,50 +66,9 @@ class Workflow(Component):
         return (runtime or get_runtime()).deploy(self)
 
 
-@overload
-def workflow(
-    fn: Callable[..., Any],
-    *,
-    name: str | None = ...,
-    retry: RetryOption = ...,
-    cache: CacheOption = ...,
-    timeout_s: Seconds | None = ...,
-    redact: Iterable[str] = ...,
-) -> Workflow: ...
-
-
-@overload
-def workflow(
-    fn: None = ...,
-    *,
-    name: str | None = ...,
-    retry: RetryOption = ...,
-    cache: CacheOption = ...,
-    timeout_s: Seconds | None = ...,
-    redact: Iterable[str] = ...,
-) -> Callable[[Callable[..., Any]], Workflow]: ...
-
-
-def workflow(
-    fn: Callable[..., Any] | None = None,
-    *,
-    name: str | None = None,
-    retry: RetryOption = None,
-    cache: CacheOption = None,
-    timeout_s: Seconds | None = None,
-    redact: Iterable[str] = (),
-) -> Workflow | Callable[[Callable[..., Any]], Workflow]:
-    """Make ``fn`` a workflow: ``@nf.workflow`` or ``@nf.workflow(name=...)``."""
-    options: dict[str, Any] = {
-        "name": name,
-        "retry": retry,
-        "cache": cache,
-        "timeout_s": timeout_s,
-        "redact": redact,
-    }
-    if fn is None:
-        return lambda f: Workflow(f, **options)
-    return Workflow(fn, **options)
+workflow = Decorator(
+    Workflow, "Make ``fn`` a workflow: ``@nf.workflow`` or ``@nf.workflow(name=...)``."
+)
 
 
 def progress(step: str, detail: Any = None, *, state: str = "running") -> None:
@@ -148,5 +107,6 @@ def emit(chunk: Any) -> None:
 
 
 def current_run_id() -> str | None:
+    """The id of the run this code runs in; None outside any run."""
     frame = ctx.current()
     return None if frame is None else frame.run.run_id

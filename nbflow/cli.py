@@ -107,8 +107,9 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _api(args: argparse.Namespace) -> int:
     from .api import server
+    from .api.auth import configured_token
 
-    problem = server.refusal(args.host, server.configured_token())
+    problem = server.refusal(args.host, configured_token())
     if problem:  # before anything starts the embedded runtime
         print(f"nbflow api: {problem}", file=sys.stderr)
         return 2

@@ -70,6 +70,19 @@ LOOP_BLOCKED_S = 5.0
 STUCK_GRACE_S = 10.0
 WORKER_RESTART_EXIT = 75  # `nbflow worker` exits with this to be restarted (EX_TEMPFAIL)
 
+# Retries of a component (``with_retry``, ``retry=``): its defaults.
+RETRY_ATTEMPTS = 3  # tries in all, the first included
+RETRY_BACKOFF = "exponential"  # or "fixed"
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 30.0
+RETRY_JITTER = 0.1  # each delay is spread by +/- this fraction of itself
+# Retries of one LLM provider (``nbflow.llm.Retry``): its defaults.
+LLM_MAX_RETRIES = 5  # more attempts after the first
+LLM_RETRY_INITIAL_S = 0.5
+LLM_RETRY_MAX_S = 30.0
+LLM_RETRY_JITTER = 0.25  # downward only: a delay never grows past its curve
+LLM_MAX_RETRY_AFTER_S = 120.0  # a server asking for a longer wait counts as down
+
 # Inputs and outputs recorded in spans are cut past this many characters.
 MAX_PREVIEW_CHARS = 2_000
 # One event in a run's log is at most this large (encoded JSON); larger fields are cut

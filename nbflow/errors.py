@@ -32,26 +32,28 @@ from typing import Any
 
 
 class NbflowError(Exception):
-    pass
+    """Root of everything nbflow raises itself."""
 
 
 class ConfigError(NbflowError, ValueError):
-    pass
+    """Bad arguments to a decorator, policy or command."""
 
 
 class CacheKeyError(NbflowError, TypeError):
-    pass
+    """An argument cannot be part of a cache key."""
 
 
 class StepTimeout(NbflowError, TimeoutError):
-    pass
+    """A component ran past its time-out."""
 
 
 class RunCancelled(NbflowError):
-    pass
+    """The run was cancelled; raised at the next component boundary."""
 
 
 class RunFailed(NbflowError):
+    """A run on the runtime ended in error; carries the remote traceback."""
+
     def __init__(
         self, message: str, *, run_id: str, error_type: str = "", remote_traceback: str = ""
     ):
@@ -68,11 +70,15 @@ class RunFailed(NbflowError):
 
 
 class RunNotFound(NbflowError, KeyError):
+    """No run with that id."""
+
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "run not found"
 
 
 class ResultNotKept(NbflowError):
+    """A run succeeded but its return value could not be pickled."""
+
     def __init__(self, message: str, *, run_id: str, output: object = None):
         super().__init__(message)
         self.run_id = run_id
@@ -80,27 +86,27 @@ class ResultNotKept(NbflowError):
 
 
 class PayloadRejected(NbflowError):
-    pass
+    """Shipped code or data failed its signature or version check."""
 
 
 class RuntimeUnavailable(NbflowError):
-    pass
+    """The Redis server or embedded runtime cannot be reached."""
 
 
 class ArgumentsTooLarge(NbflowError, ValueError):
-    pass
+    """A run's arguments are over MAX_ARGS_BYTES."""
 
 
 class InputTimeout(NbflowError, TimeoutError):
-    pass
+    """``nf.wait_for_input``'s ``timeout_s`` passed first."""
 
 
 class InputRejected(NbflowError, ValueError):
-    pass
+    """A value sent to a waiting run does not fit."""
 
 
 class NondeterminismError(NbflowError):
-    pass
+    """A replay made other calls than the attempt it replays."""
 
 
 class AttemptFenced(BaseException):

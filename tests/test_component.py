@@ -739,3 +739,18 @@ def test_a_shipped_component_keeps_its_policies_and_rebuilds_its_signature() -> 
     assert back.positional_names == comp.positional_names == ("x", "factor")
     assert str(back.signature) == str(comp.signature)
     assert back(3) == 6
+
+
+@pytest.mark.parametrize(
+    ("decorator", "cls"), [(nf.component, nf.Component), (nf.workflow, nf.Workflow)]
+)
+def test_decorators_make_their_class_bare_or_with_options(decorator, cls):
+    def double(x: int) -> int:
+        return 2 * x
+
+    bare = decorator(double)
+    named = decorator(name="twice", retry=2, timeout_s=5)(double)
+    assert type(bare) is cls and type(named) is cls
+    assert (bare.name, named.name) == ("double", "twice")
+    assert (bare.retry, named.retry.attempts, named.timeout_s) == (None, 2, 5.0)
+    assert bare(3) == named(3) == 6

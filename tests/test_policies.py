@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import nbflow as nf
-from nbflow._policies import CachePolicy, RetryPolicy, seconds, timeout
+from nbflow._policies import Backoff, CachePolicy, RetryPolicy, backoff_s, seconds, timeout
 
 
 def noop() -> None:
@@ -48,6 +48,78 @@ def test_max_s_below_initial_s_is_raised_to_initial_s():
     policy = RetryPolicy.build(initial_s=3, max_s=1, jitter=0)
     assert policy.max_s == 3
     assert policy.delay_s(1) == 3
+
+
+@pytest.fixture
+def testing_mode():
+    nf.set_testing(True)
+    yield
+    nf.set_testing(False)
+
+
+def test_engine_first_attempt_waits_initial_s():
+    assert backoff_s(1, initial_s=0.3, max_s=10, jitter=0) == 0.3
+    assert backoff_s(1, initial_s=0.3, max_s=10, jitter=0, exponential=False) == 0.3
+
+
+def test_engine_reaches_the_cap_and_stays_there_even_for_huge_attempts():
+    curve = [backoff_s(a, initial_s=1, max_s=8, jitter=0) for a in (3, 4, 5, 10**6)]
+    assert curve == [4, 8, 8, 8]
+
+
+def test_engine_jitter_stays_within_plus_minus_the_fraction():
+    delays = [backoff_s(2, initial_s=1, max_s=100, jitter=0.25) for _ in range(500)]
+    assert all(1.5 <= d <= 2.5 for d in delays)
+    assert min(delays) < 2 < max(delays)
+
+
+def test_engine_downward_jitter_never_exceeds_the_curve():
+    delays = [backoff_s(2, initial_s=1, max_s=100, jitter=0.25, downward=True) for _ in range(500)]
+    assert all(1.5 <= d <= 2 for d in delays)
+    assert len(set(delays)) > 1
+
+
+def test_engine_jitter_at_the_cap_never_exceeds_max_s():
+    assert all(backoff_s(30, initial_s=1, max_s=5, jitter=1) <= 5 for _ in range(500))
+
+
+@pytest.mark.parametrize("attempt", [0, -1, True, 1.0])
+def test_engine_attempts_count_from_one(attempt):
+    with pytest.raises(ValueError, match="attempt counts from 1"):
+        backoff_s(attempt, initial_s=1, max_s=2)
+
+
+def test_engine_is_zero_in_testing_mode_for_policies_and_llm_retries(testing_mode):
+    from nbflow.llm import Retry
+
+    assert backoff_s(3, initial_s=1, max_s=10) == 0.0
+    assert RetryPolicy.build(initial_s=2).delay_s(1) == 0.0
+    assert Retry(initial_s=2).delay_s(1, _connection_error()) == 0.0
+
+
+def test_engine_can_keep_its_waits_in_testing_mode_for_reconnect_loops(testing_mode):
+    assert backoff_s(2, initial_s=1, max_s=10, jitter=0, honour_testing=False) == 2.0
+    retry = Backoff(initial_s=0.1, max_s=0.4)
+    assert [retry.next_delay() for _ in range(4)] == [0.1, 0.2, 0.4, 0.4]
+    retry.reset()
+    assert retry.next_delay() == 0.1
+
+
+def test_llm_retry_jitters_downward_and_stops_after_max_retries():
+    from nbflow.llm import Retry
+
+    retry = Retry(max_retries=2, initial_s=1, max_s=10, jitter=0.5)
+    error = _connection_error()
+    assert all(0.5 <= retry.delay_s(1, error) <= 1 for _ in range(200))
+    assert all(1 <= retry.delay_s(2, error) <= 2 for _ in range(200))
+    assert retry.delay_s(3, error) is None
+
+
+def _connection_error() -> BaseException:
+    import httpx
+    import openai
+
+    return openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1/v1"))
 
 
 def test_time_arguments_accept_timedelta():
@@ -153,3 +225,23 @@ def test_set_testing_is_a_switch():
         assert is_testing()
     finally:
         nf.set_testing(False)
+
+
+def test_retry_defaults_have_one_home_in_constants():
+    from nbflow import constants as c
+    from nbflow.llm import Retry
+
+    expected = RetryPolicy(
+        c.RETRY_ATTEMPTS, c.RETRY_BACKOFF, c.RETRY_INITIAL_S, c.RETRY_MAX_S, c.RETRY_JITTER
+    )
+    assert nf.component(noop).with_retry().retry == expected
+    assert nf.component(noop, retry={}).retry == expected
+    assert RetryPolicy.build() == RetryPolicy() == expected
+    llm = Retry()
+    assert (llm.max_retries, llm.initial_s, llm.max_s, llm.jitter, llm.max_retry_after_s) == (
+        c.LLM_MAX_RETRIES,
+        c.LLM_RETRY_INITIAL_S,
+        c.LLM_RETRY_MAX_S,
+        c.LLM_RETRY_JITTER,
+        c.LLM_MAX_RETRY_AFTER_S,
+    )

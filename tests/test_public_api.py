@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from functools import cached_property
 from pathlib import Path
 
 import nbflow as nf
@@ -82,3 +83,22 @@ def test_import_nbflow_does_not_import_heavy_or_optional_packages():
         timeout=60,
     )
     assert json.loads(done.stdout) == []
+
+
+def _undocumented(owner: str, value: object) -> list[str]:
+    missing = [] if getattr(value, "__doc__", None) else [owner]
+    if isinstance(value, type) and value.__module__.startswith("nbflow"):
+        for name, member in vars(value).items():
+            documentable = callable(member) or isinstance(member, property | cached_property)
+            if name.startswith("_") or not documentable:
+                continue
+            if isinstance(member, staticmethod | classmethod):
+                member = member.__func__
+            if not member.__doc__:
+                missing.append(f"{owner}.{name}")
+    return missing
+
+
+def test_every_public_name_and_its_public_members_have_a_docstring():
+    missing = [hole for name in nf.__all__ for hole in _undocumented(name, getattr(nf, name))]
+    assert missing == []

@@ -12,7 +12,7 @@ import pytest
 import nbflow as nf
 from nbflow._cache import local_cache
 from nbflow._context import current
-from nbflow._events import id_tuple
+from nbflow._events import parse_id
 from nbflow.frames import STATUS_COLORS
 
 DESIGN_COLUMNS = [
@@ -171,7 +171,7 @@ def test_retries_by_component_and_slowest(mixed_trace):
 def test_events_frame_is_the_log_ordered_by_id(mixed_trace):
     events = mixed_trace.events
     assert list(events.columns) == ["run_id", "id", "type", "ts", "span_id", "data"]
-    ids = [id_tuple(i) for i in events["id"]]
+    ids = [parse_id(i) for i in events["id"]]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert events["type"].iloc[0] == "run.started"

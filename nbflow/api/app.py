@@ -17,12 +17,11 @@ from fastapi import FastAPI
 from .. import constants as c
 from .._version import __version__
 from . import docs, errors, openapi, ui
-from .auth import TokenAuth
+from .auth import TokenAuth, configured_token
 from .body import RequestBody
 from .guard import LoopbackOnly
 from .limits import Streams
 from .routes import router
-from .server import configured_token
 from .service import Service
 from .sse import KEEP_ALIVE_S
 

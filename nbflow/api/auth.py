@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import constants as c
 from .errors import error_response
 from .models import ErrorBody
 
@@ -28,6 +30,12 @@ OPEN_PATHS = frozenset({"/healthz"})
 PAGES = ("/docs", "/openapi.json", "/ui")  # and what is under them
 COOKIE = "nbflow-api-page"
 SCHEME = "HTTPBearer"
+
+
+def configured_token(token: str | None = None) -> str | None:
+    """``token``, else ``NBFLOW_API_TOKEN``; an empty one means no auth."""
+    value = token if token is not None else os.environ.get(c.ENV_API_TOKEN, "")
+    return value or None
 
 
 class TokenAuth:

@@ -14,7 +14,6 @@ import bisect
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncGenerator, Callable
 from functools import cached_property
 
@@ -22,6 +21,8 @@ import redis
 
 from .. import _events as ev
 from .. import constants as c
+from .._events import StreamId, parse_id
+from .._policies import Backoff
 from ..runtime.connection import AsyncRedis
 from ..runtime.protocol import decode_entry
 
@@ -30,22 +31,8 @@ log = logging.getLogger("nbflow.api")
 READ_BATCH = 1_000
 BLOCK_MS = 1_000
 WINDOW_EVENTS = 10_000  # events a feed keeps for clients that join late or fall behind
-RETRY_S = 0.5  # after a failed read, before the feed reads again
-
-StreamId = tuple[int, int]
-# 19 digits a part at most: always within Redis's 64-bit parts (a millisecond
-# clock needs 13), and a rule the OpenAPI document can state exactly.
-STREAM_ID_PATTERN = "^[0-9]{1,19}(-[0-9]{1,19})?$"
-_ID = re.compile(STREAM_ID_PATTERN)
-
-
-def parse_id(text: str) -> StreamId:
-    """A stream id as ``(ms, seq)``; ValueError for anything not written so."""
-    match = _ID.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a stream id: {text!r} (expected '<ms>-<seq>' or '0')")
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+# After a failed read the feed waits this long, doubling while reads keep failing.
+RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 2.0
 
 
 class Item:
@@ -111,6 +98,7 @@ class Feed:
         return True
 
     async def pump(self, client: AsyncRedis, block_ms: int) -> None:
+        retry = Backoff(initial_s=RETRY_INITIAL_S, max_s=RETRY_MAX_S)
         while not self.ended:
             try:
                 reply = await client.xread({self.key: self.last}, count=READ_BATCH, block=block_ms)
@@ -119,12 +107,13 @@ class Feed:
                     self._publish(items)
                 elif await run_over(client, self.run_id, self.last):
                     self._end()
+                retry.reset()
             except redis.RedisError as error:
                 log.warning("following run %s: %s", self.run_id, error)
-                await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(retry.next_delay())
             except Exception:  # a dead pump would leave its clients waiting for ever
                 log.exception("following run %s", self.run_id)
-                await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(retry.next_delay())
 
     def _publish(self, items: list[Item]) -> None:
         self.positions.extend(item.position for item in items)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from .._events import STREAM_ID_PATTERN, parse_id
 from ..constants import TERMINAL_STATUSES
 from . import sse
 from .errors import ApiError
@@ -27,7 +28,7 @@ from .models import (
     WorkflowInfo,
     WorkflowList,
 )
-from .reader import STREAM_ID_PATTERN, parse_id, wait_until_ended
+from .reader import wait_until_ended
 from .service import Service
 
 router = APIRouter()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
 import re
 import sys
 from typing import TYPE_CHECKING
 
 from .. import constants as c
+from .guard import is_loopback
 
 if TYPE_CHECKING:
     from ..runtime.client import Runtime
@@ -19,21 +18,6 @@ DEFAULT_PORT = 8765
 # Open event streams are cut after this on shutdown; their clients resume with Last-Event-ID.
 # Requests waiting for a run answer 202 with its id at once (the run goes on without us).
 GRACEFUL_SHUTDOWN_S = 5
-
-
-def configured_token(token: str | None = None) -> str | None:
-    """``token``, else ``NBFLOW_API_TOKEN``; an empty one means no auth."""
-    value = token if token is not None else os.environ.get(c.ENV_API_TOKEN, "")
-    return value or None
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def refusal(host: str, token: str | None) -> str | None:
@@ -57,6 +41,7 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .auth import configured_token
     from .draining import DrainingServer
     from .protocol import with_header_timeout
 

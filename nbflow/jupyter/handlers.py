@@ -21,10 +21,10 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import constants as c
+from .._events import parse_id
 from ..api import views
 from ..api.errors import ApiError, field_errors, invalid_input
 from ..api.models import InputBody
-from ..api.reader import parse_id
 from ..api.service import Service, check_id
 from ..api.sse import HEADERS, KEEP_ALIVE_S, SSE, SSE_KEEP_ALIVE, sse_frame
 from ..runtime.client import Runtime

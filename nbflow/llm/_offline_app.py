@@ -20,10 +20,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nbflow.errors import ConfigError
+from nbflow.llm._offline_faults import Fault, FaultQueue, Stats
 from nbflow.llm._offline_text import EMBEDDING_DIMS, Completion, count_tokens, embed
 from nbflow.llm._offline_tools import ReplyOptions, answer
 from nbflow.llm._offline_wire import ResponseBuilder, chat_chunks, chat_object, sse
-from nbflow.llm.offline import Fault, FaultQueue, Stats
 
 Json = dict[str, Any]
 

@@ -17,8 +17,8 @@ from typing import Any
 from nbflow import _context as ctx
 from nbflow import _events as ev
 from nbflow._component import Component
-from nbflow._local import LocalRun, set_last
-from nbflow._step import Step, _describe
+from nbflow._local import LocalRun, start_local
+from nbflow._step import Step, describe_error
 from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given
 
 
@@ -104,10 +104,7 @@ class CallSpan:
         parent = ctx.current()
         if parent is not None:
             return cls(_CallStep.open_call(comp, request, parent), None)
-        ctx.install_thread_propagation()
-        local = LocalRun(comp.name)
-        set_last(local)
-        local._started(comp, (), request)
+        local = start_local(comp, (), request)
         root = ctx.Frame(local.context, None, "")
         return cls(_CallStep.open_call(comp, request, root), local)
 
@@ -132,7 +129,7 @@ class CallSpan:
             ev.SPAN_RETRY,
             span_id=self.step.frame.span_id,
             attempt=attempt,
-            error=_describe(error),
+            error=describe_error(error),
             error_type=type(error).__name__,
             delay_s=round(delay_s, 4),
             **fields,
@@ -145,7 +142,7 @@ class CallSpan:
         event = self.step.finished_event("ok", attempts=attempt, output=output)
         pending = self.step.frame.run.sink.commit_step(event, self.step.frame.step, value)
         if self.local is not None:
-            self.local._succeeded(value, (), shown=output)
+            self.local.record_succeeded(value, (), shown=output)
         return pending
 
     def ended(self, attempt: int, output: Any) -> None:
@@ -153,10 +150,10 @@ class CallSpan:
         self.closed = True
         self.step.frame.run.emit(self.step.finished_event("ok", attempts=attempt, output=output))
         if self.local is not None:
-            self.local._succeeded(output, ())
+            self.local.record_succeeded(output, ())
 
     def failed(self, error: BaseException, attempt: int) -> None:
         self.closed = True
         self.step.failed(error, attempt)  # llm components have no retry policy: this finishes
         if self.local is not None:
-            self.local._failed(error)
+            self.local.record_failed(error)

@@ -29,9 +29,10 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import openai
+from openai import NOT_GIVEN, NotGiven
 
 from nbflow.errors import ConfigError
 from nbflow.llm._attrs import given
@@ -41,6 +42,36 @@ from nbflow.llm.ratelimit import RateLimits
 from nbflow.llm.retry import DEFAULT_MAX_RETRIES, Retry
 
 if TYPE_CHECKING:
+    from openai.resources import (
+        AsyncAudio,
+        AsyncBatches,
+        AsyncBeta,
+        AsyncChat,
+        AsyncCompletions,
+        AsyncEmbeddings,
+        AsyncFiles,
+        AsyncFineTuning,
+        AsyncImages,
+        AsyncModels,
+        AsyncModerations,
+        AsyncUploads,
+        AsyncVectorStores,
+        Audio,
+        Batches,
+        Beta,
+        Chat,
+        Completions,
+        Embeddings,
+        Files,
+        FineTuning,
+        Images,
+        Models,
+        Moderations,
+        Uploads,
+        VectorStores,
+    )
+    from openai.resources.responses import AsyncResponses, Responses
+
     from nbflow.llm.offline import OfflineServer
 
 TRACED: dict[tuple[str, ...], dict[str, Endpoint]] = {
@@ -97,6 +128,14 @@ class _Client:
     def __init__(
         self,
         *,
+        api_key: str | NotGiven | None = NOT_GIVEN,
+        organization: str | NotGiven | None = NOT_GIVEN,
+        project: str | NotGiven | None = NOT_GIVEN,
+        base_url: str | NotGiven | None = NOT_GIVEN,
+        timeout: float | openai.Timeout | NotGiven | None = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        default_headers: Mapping[str, str] | NotGiven | None = NOT_GIVEN,
+        default_query: Mapping[str, object] | NotGiven | None = NOT_GIVEN,
         record_content: bool = True,
         retry: Retry | None = None,
         rate_limit: RateLimits = None,
@@ -104,6 +143,20 @@ class _Client:
         provider_name: str | None = None,
         **options: Any,
     ) -> None:
+        """The SDK client's own keywords (those above, and any other it takes, such as
+        ``http_client``), plus nbflow's: see the module's docstring."""
+        sdk_options = {
+            "api_key": api_key,
+            "organization": organization,
+            "project": project,
+            "base_url": base_url,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "default_headers": default_headers,
+            "default_query": default_query,
+        }
+        # Only what was given reaches the SDK, so its own defaults (and env) still apply.
+        given_options = {k: v for k, v in sdk_options.items() if not isinstance(v, NotGiven)}
         nbflow_options = {
             "record_content": record_content,
             "retry": retry,
@@ -111,7 +164,7 @@ class _Client:
             "fallbacks": fallbacks,
             "provider_name": provider_name,
         }
-        self._setup(dict(options), nbflow_options)
+        self._setup({**given_options, **options}, nbflow_options)
 
     def _setup(self, options: dict[str, Any], nbflow_options: dict[str, Any]) -> None:
         self._config = {**options, **nbflow_options}
@@ -159,7 +212,7 @@ class _Client:
 
         return traced
 
-    def with_options(self, **options: Any) -> Any:
+    def with_options(self, **options: Any) -> Self:
         """A copy with some SDK or nbflow options changed, traced like this one.
 
         Like the SDK's own copy, it shares this client's connection pool.
@@ -195,7 +248,25 @@ def _rebuild(cls: type[_Client], config: dict[str, Any]) -> _Client:
 
 
 class OpenAI(_Client):
-    """``openai.OpenAI``, traced: each chat, Responses and embeddings call is an llm span."""
+    """``openai.OpenAI``, traced: each chat, Responses and embeddings call is an llm span.
+
+    Its resources have the SDK's types: the traced ones return what the SDK's do.
+    """
+
+    chat: Chat
+    responses: Responses
+    embeddings: Embeddings
+    models: Models
+    completions: Completions
+    files: Files
+    images: Images
+    audio: Audio
+    moderations: Moderations
+    fine_tuning: FineTuning
+    batches: Batches
+    uploads: Uploads
+    vector_stores: VectorStores
+    beta: Beta
 
     def close(self) -> None:
         self._sdk.close()
@@ -208,7 +279,25 @@ class OpenAI(_Client):
 
 
 class AsyncOpenAI(_Client):
-    """``openai.AsyncOpenAI``, traced: each chat, Responses and embeddings call is an llm span."""
+    """``openai.AsyncOpenAI``, traced: each chat, Responses and embeddings call is an llm span.
+
+    Its resources have the SDK's types: the traced ones return what the SDK's do.
+    """
+
+    chat: AsyncChat
+    responses: AsyncResponses
+    embeddings: AsyncEmbeddings
+    models: AsyncModels
+    completions: AsyncCompletions
+    files: AsyncFiles
+    images: AsyncImages
+    audio: AsyncAudio
+    moderations: AsyncModerations
+    fine_tuning: AsyncFineTuning
+    batches: AsyncBatches
+    uploads: AsyncUploads
+    vector_stores: AsyncVectorStores
+    beta: AsyncBeta
 
     _sdk_class = "AsyncOpenAI"
     _asynchronous = True

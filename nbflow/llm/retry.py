@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow._testing import is_testing
+from nbflow import constants as c
+from nbflow._policies import backoff_s
 from nbflow.errors import ConfigError
 
-DEFAULT_MAX_RETRIES = 5
+DEFAULT_MAX_RETRIES = c.LLM_MAX_RETRIES
 RETRIED_STATUS = frozenset({408, 409, 429})
 
 
@@ -29,11 +30,11 @@ RETRIED_STATUS = frozenset({408, 409, 429})
 class Retry:
     """Back-off for one provider; ``max_retries`` more attempts after the first."""
 
-    max_retries: int = DEFAULT_MAX_RETRIES
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    jitter: float = 0.25
-    max_retry_after_s: float = 120.0  # a server asking for a longer wait counts as down
+    max_retries: int = c.LLM_MAX_RETRIES
+    initial_s: float = c.LLM_RETRY_INITIAL_S
+    max_s: float = c.LLM_RETRY_MAX_S
+    jitter: float = c.LLM_RETRY_JITTER
+    max_retry_after_s: float = c.LLM_MAX_RETRY_AFTER_S
 
     def __post_init__(self) -> None:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
@@ -52,10 +53,9 @@ class Retry:
             if asked > self.max_retry_after_s:
                 return None
             return float(asked * (1 + random.uniform(0, self.jitter / 2)))
-        if is_testing():
-            return 0.0
-        base = min(self.initial_s * 2.0 ** (retry - 1), self.max_s)
-        return base * (1 - random.uniform(0, self.jitter))
+        return backoff_s(
+            retry, initial_s=self.initial_s, max_s=self.max_s, jitter=self.jitter, downward=True
+        )
 
 
 def retryable(error: BaseException) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nbflow import constants as c
+from nbflow._policies import backoff_s
 
 if TYPE_CHECKING:
     from nbflow.otel import OtlpExporter
@@ -166,5 +167,10 @@ class Follower:
     def _pause_s(self) -> float:
         if not self._failures:
             return self.options.interval_s
-        backoff = self.options.interval_s * 2.0 ** min(self._failures, 16)
-        return min(backoff, c.EXPORT_RETRY_MAX_S)
+        return backoff_s(
+            self._failures,
+            initial_s=2 * self.options.interval_s,
+            max_s=c.EXPORT_RETRY_MAX_S,
+            jitter=0.0,
+            honour_testing=False,
+        )

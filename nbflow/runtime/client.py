@@ -58,6 +58,7 @@ class Runtime:
         return f"<nbflow Runtime {self.url}>"
 
     def close(self) -> None:
+        """Close this runtime's connections."""
         self.redis.close()
         if self._submitter is not None:
             self._submitter.close()
@@ -146,6 +147,7 @@ class Runtime:
         return digest
 
     def deploy(self, wf: Workflow) -> str:
+        """Publish ``wf`` by name for the REST API and other clients; its code digest."""
         digest = self.ship(wf)
         self.redis.persist(c.CODE_KEY.format(digest=digest))
         self.redis.hset(c.DEPLOYED, wf.name, digest)
@@ -254,14 +256,17 @@ class Runtime:
         return codeship.unpack(blob, self.secret, codeship.result_for(run_id))
 
     def attach(self, run_id: str) -> Run:
+        """A handle on run ``run_id``; RunNotFound if this runtime has no such run."""
         if not self.redis.exists(c.run_meta(run_id)):
             raise RunNotFound(f"no run {run_id!r} on {self.url}")
         return Run(self, run_id)
 
     def run_ids(self, *, limit: int = 100) -> list[str]:
+        """The ids of the newest ``limit`` runs, newest first."""
         return [r.decode() for r in self.redis.zrevrange(c.RUNS_INDEX, 0, limit - 1)]
 
     def metas(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """The metadata of these runs, skipping those that are gone."""
         pipe = self.redis.pipeline(transaction=False)
         for run_id in run_ids:
             pipe.hgetall(c.run_meta(run_id))
@@ -275,6 +280,7 @@ class Runtime:
         status: str | None = None,
         notebook: str | None = None,
     ) -> pd.DataFrame:
+        """The newest ``limit`` runs as a DataFrame, then filtered by workflow, status, notebook."""
         from .views import runs_frame
 
         metas = self.metas(self.run_ids(limit=limit))
@@ -283,6 +289,7 @@ class Runtime:
         return runs_frame(metas)
 
     def queue_depth(self) -> int:
+        """Run requests waiting for a worker or claimed but not yet acknowledged."""
         try:
             groups = self.redis.xinfo_groups(c.WORK_STREAM)
         except Exception:
@@ -290,6 +297,7 @@ class Runtime:
         return sum(int(g.get("lag") or 0) + int(g.get("pending") or 0) for g in groups)
 
     def workers(self) -> list[dict[str, Any]]:
+        """The workers seen in the last three lease periods, with when each was last seen."""
         cutoff_ms = (time.time() * 1000) - 3 * c.LEASE_MS
         live = self.redis.zrangebyscore(c.WORKERS, cutoff_ms, "+inf", withscores=True)
         return [{"worker": w.decode(), "last_seen_ms": s} for w, s in live]

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import _events as ev
 from .._preview import preview
-from .._step import _describe, _format_traceback
+from .._step import describe_error, format_traceback
 from . import codeship
 from .protocol import dumps
 
@@ -40,7 +40,7 @@ def ending(
             fields["result"] = codeship.pack(value, secret, codeship.result_for(run_id))
         except Exception as pickling:
             problem = (
-                f"its return value cannot be pickled ({_describe(pickling)}); "
+                f"its return value cannot be pickled ({describe_error(pickling)}); "
                 "only its preview is kept"
             )
             fields["result_error"] = problem
@@ -59,8 +59,8 @@ def error_event(status: str, error: BaseException | None, reason: str | None) ->
     assert error is not None
     return ev.make(
         ev.RUN_FAILED,
-        error=_describe(error),
+        error=describe_error(error),
         error_type=type(error).__name__,
-        traceback=_format_traceback(error),
+        traceback=format_traceback(error),
         reason=reason or "error",
     )

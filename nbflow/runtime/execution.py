@@ -12,7 +12,7 @@ from ..errors import PayloadRejected
 def call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
     token = ctx.enter(ctx.Frame(context, None, ""))
     try:
-        return wf._call_sync(tuple(args), dict(kwargs))
+        return wf.run_as_step(tuple(args), dict(kwargs))
     finally:
         context.flush_published()
         ctx.leave(token)
@@ -21,7 +21,7 @@ def call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> 
 async def call_async(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
     token = ctx.enter(ctx.Frame(context, None, ""))
     try:
-        return await wf._call_async(tuple(args), dict(kwargs))
+        return await wf.run_as_step_async(tuple(args), dict(kwargs))
     finally:
         context.flush_published()
         ctx.leave(token)

@@ -13,9 +13,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import _events as ev
 from .. import constants as c
+from .._policies import Backoff
 from .._preview import preview
 from ..errors import (
-    ConfigError,
     InputRejected,
     ResultNotKept,
     RunCancelled,
@@ -67,12 +67,14 @@ class Run:
         return self.runtime.redis
 
     def meta(self) -> dict[str, Any]:
+        """The run's metadata (status, workflow, times, ...); RunNotFound if it is gone."""
         raw = self._r.hgetall(c.run_meta(self.id))
         if not raw:
             raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
         return decode_meta(raw)
 
     def status(self) -> str:
+        """The run's status now: queued, running, waiting, succeeded, failed or cancelled."""
         value = self._r.hget(c.run_meta(self.id), "status")
         if value is None:
             raise RunNotFound(f"no run {self.id!r} (unknown, or expired after its retention)")
@@ -80,6 +82,7 @@ class Run:
 
     @property
     def workflow(self) -> str:
+        """The name of the workflow this run runs."""
         return str(self.meta().get("workflow", ""))
 
     def cancel(self) -> str:
@@ -181,7 +184,8 @@ class Run:
 
     def _patiently(self, call: Callable[..., T], *args: Any) -> T:
         """``call(*args)``, retried through a lost connection for up to RECONNECT_PATIENCE_S."""
-        given_up_at, delay = None, _RECONNECT_FIRST_S
+        given_up_at = None
+        retry = Backoff(initial_s=_RECONNECT_FIRST_S, max_s=_RECONNECT_MAX_S)
         while True:
             try:
                 return call(*args)
@@ -193,9 +197,9 @@ class Run:
                         f"lost the runtime while following run {self.id}: no answer for "
                         f"{RECONNECT_PATIENCE_S:g} s ({error})"
                     ) from error
+                delay = retry.next_delay()
                 log.info("run %s: connection lost (%s); retrying in %.1f s", self.id, error, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, _RECONNECT_MAX_S)
 
     def result(self, timeout_s: float | None = None) -> Any:
         """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise.
@@ -241,7 +245,8 @@ class Run:
         Following, it rides out a lost connection as ``wait`` does; a one-off read
         (``follow=False``, e.g. a view's poll, which keeps its own pace) fails at once."""
         key = c.run_log(self.id)
-        last = _valid_id(after)
+        ev.parse_id(after)
+        last = after
         while True:
             if follow:
                 reply = self._patiently(self._r.xread, {key: last}, READ_BATCH, block_ms)
@@ -265,6 +270,7 @@ class Run:
         return status.decode() in c.TERMINAL_STATUSES and not self._r.xread({key: last}, count=1)
 
     def trace(self) -> Trace:
+        """The run's trace from its log as it stands: spans, events, usage and timeline."""
         from .._trace import Trace
 
         return Trace(self.id, list(self.events(follow=False)))
@@ -279,11 +285,3 @@ def _inside_a_durable_run() -> bool:
 
     frame = ctx.current()
     return frame is not None and frame.run.runtime is not None
-
-
-def _valid_id(event_id: str) -> str:
-    try:
-        ev.id_tuple(event_id)
-    except ValueError:
-        raise ConfigError(f"not a stream id: {event_id!r} (expected '<ms>-<seq>' or '0')") from None
-    return event_id

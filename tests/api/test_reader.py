@@ -6,11 +6,10 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
 import redis.asyncio as aredis
 
 from nbflow import constants as c
-from nbflow.api.reader import Hub, parse_id
+from nbflow.api.reader import Hub
 
 RUN = "feedc0ffee000001"
 
@@ -82,16 +81,3 @@ def test_a_run_that_expired_ends_its_stream(redis_url: str, r: object) -> None:
             await client.aclose()
 
     assert len(asyncio.run(scenario())) == 1
-
-
-@pytest.mark.parametrize("text", ["0", "0-0", "1718000000000-3", "9999999999999999999-1"])
-def test_stream_ids_that_parse(text: str) -> None:
-    parse_id(text)
-
-
-@pytest.mark.parametrize(
-    "text", ["", "x", "1-", "-1", "1-2-3", " 1", "1_0", "\u0661", "1\n", "10000000000000000000"]
-)
-def test_stream_ids_that_do_not(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_id(text)

@@ -54,8 +54,8 @@ def run_with(wf: nf.Workflow, sink: MemorySink, memo: Memo | None = None) -> Any
     token = ctx.enter(ctx.Frame(context, None, ""))
     try:
         if wf.is_async:
-            return asyncio.run(wf._call_async((), {}))
-        return wf._call_sync((), {})
+            return asyncio.run(wf.run_as_step_async((), {}))
+        return wf.run_as_step((), {})
     finally:
         ctx.leave(token)
 
