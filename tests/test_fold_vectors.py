@@ -1,4 +1,5 @@
-"""The Python fold meets the shared vectors that the TypeScript fold's jest tests also read."""
+"""The Python fold meets the shared vectors that the TypeScript fold's jest tests also read:
+waits, inputs and child runs; published states (state.patch) and JSON emits."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import pytest
 
 from nbflow._fold import RunState, fold
 
-VECTORS = Path(__file__).parent / "vectors" / "fold_waits.json"
-CASES = json.loads(VECTORS.read_text())["cases"]
+VECTORS = Path(__file__).parent / "vectors"
+CASES = [
+    case
+    for name in ("fold_waits.json", "fold_state.json")
+    for case in json.loads((VECTORS / name).read_text())["cases"]
+]
 
 
 def observed(state: RunState) -> dict[str, Any]:
@@ -31,6 +36,8 @@ def observed(state: RunState) -> dict[str, Any]:
         "inputs": state.inputs,
         "children": children,
         "warnings": state.warnings,
+        "published": state.published,
+        "output": "".join(state.chunks),
     }
 
 

@@ -1,6 +1,7 @@
 // A run's event log folded into its state, event by event: the same rules as
 // nbflow/_fold.py (RunState.apply), so the viewer and the Python views agree.
 
+import { pyJson, applyStatePatch } from './state';
 import { Wait } from './waits';
 
 export type RunEvent = { type: string; ts?: number; id?: string; [key: string]: any };
@@ -68,6 +69,11 @@ export class RunState {
   inputs = new Map<string, unknown>(); // answers it was sent, by name
   children = new Map<string, Child>(); // in the order they were started
   warnings: string[] = []; // what the worker said about the run (a blocked loop)
+  published = new Map<string, unknown>(); // nf.publish: each state's value so far
+  // Bumped when a published state changes, so views know to redraw it.
+  publishedVersion = 0;
+  // A patch that did not apply (a log cut short by truncation): the name, and why.
+  publishErrors = new Map<string, string>();
   lastId = '0-0';
   count = 0;
   // Bumped when spans are added, so views know to recompute the tree's row order.
@@ -261,7 +267,18 @@ const HANDLERS: Record<string, (s: RunState, e: RunEvent) => void> = {
     }
     s.progress.set(String(e.step), state);
   },
-  output: (s, e) => s.appendOutput(String(e.chunk ?? '')),
+  // nf.emit(value): a JSON value shows as the text Python's fold gives it (json.dumps)
+  output: (s, e) => s.appendOutput('value' in e ? pyJson(e.value) : String(e.chunk ?? '')),
+  'state.patch': (s, e) => {
+    const name = String(e.name);
+    try {
+      s.published.set(name, applyStatePatch(s.published.get(name) ?? null, Array.isArray(e.patch) ? e.patch : []));
+      s.publishErrors.delete(name);
+    } catch (error) {
+      s.publishErrors.set(name, error instanceof Error ? error.message : String(error));
+    }
+    s.publishedVersion += 1;
+  },
   'log.truncated': s => {
     s.truncated = true;
   },

@@ -1,5 +1,6 @@
 // One run's trace: header (status, duration, tokens, cost, cancel), progress
-// steps, errors, a span tree with its timeline, and the streamed output.
+// steps, errors, published states (nf.publish) as collapsible JSON, a span tree
+// with its timeline, and the streamed output.
 // Framework-free DOM, shared by the JupyterLab panel, the notebook renderer and /ui.
 //
 // Events fold as they arrive; drawing happens at most once per animation frame,
@@ -8,6 +9,7 @@
 import { ApiError, RunsClient } from './client';
 import { Child, RunEvent, RunState, Span } from './fold';
 import { InputForm } from './form';
+import { JsonView } from './jsonview';
 import { describeWait } from './waits';
 
 export const ROW_PX = 22;
@@ -37,6 +39,8 @@ export class TraceView {
   private ticker = 0;
   private form: InputForm | null = null;
   private openRun: ((runId: string) => void) | null;
+  private states = new Map<string, StateBox>(); // by name; kept across redraws and replays
+  private statesDrawn: [RunState | null, number] = [null, -1];
 
   constructor(state: RunState, client: RunsClient | null, options: TraceOptions = {}) {
     this.state = state;
@@ -116,6 +120,7 @@ export class TraceView {
       <div class="nbflow-notice" data-el="notice"></div>
       <pre class="nbflow-error" data-el="error"></pre>
       <div class="nbflow-children" data-el="children"></div>
+      <div class="nbflow-states" data-el="states"></div>
       <div class="nbflow-span-head">
         <span class="nbflow-col-name">Span</span><span class="nbflow-col-dur">Duration</span>
         <span class="nbflow-col-tok">Tokens</span><span class="nbflow-col-time">Timeline</span>
@@ -190,6 +195,7 @@ export class TraceView {
     setText(this.els.error, error);
     this.els.error.hidden = !error;
     this.renderChildren();
+    this.renderStates();
     this.renderRows();
     this.renderOutput();
   }
@@ -238,6 +244,29 @@ export class TraceView {
     const totals = tokens || cost ? ` · ${tokens.toLocaleString()} tokens · $${cost.toFixed(4)}` : '';
     const head = textNode('div', 'nbflow-children-head', `Child runs: ${children.length} (${ended} ended)${totals}`);
     box.replaceChildren(head, ...children.map(c => childRow(c, this.openRun !== null)));
+  }
+
+  /** Each published state as a JSON tree, redrawn when a patch changed one. */
+  private renderStates(): void {
+    const s = this.state;
+    if (this.statesDrawn[0] === s && this.statesDrawn[1] === s.publishedVersion) {
+      return;
+    }
+    this.statesDrawn = [s, s.publishedVersion];
+    const shown: HTMLElement[] = [];
+    for (const [name, value] of s.published) {
+      let box = this.states.get(name);
+      if (!box) {
+        box = new StateBox(name);
+        this.states.set(name, box);
+      }
+      box.show(value, s.publishErrors.get(name) ?? '', s.publishedVersion);
+      shown.push(box.node);
+    }
+    const list = this.els.states;
+    if (shown.length !== list.children.length || shown.some((node, i) => list.children[i] !== node)) {
+      list.replaceChildren(...shown);
+    }
   }
 
   private renderSteps(): void {
@@ -324,6 +353,49 @@ export class TraceView {
     bar.style.width = `${width}%`;
     bar.className = `nbflow-bar nbflow-bar-${span.status}`;
   }
+}
+
+/** One published state: its name, size, a JSON/tree switch, and the tree. */
+class StateBox {
+  readonly node: HTMLElement;
+  private json = new JsonView();
+  private size: HTMLElement;
+  private error: HTMLElement;
+
+  constructor(name: string) {
+    this.node = textNode('div', 'nbflow-state', '');
+    this.node.dataset.name = name;
+    const head = textNode('div', 'nbflow-state-head', '');
+    this.size = textNode('span', 'nbflow-metric nbflow-state-size', '');
+    const raw = textNode('button', 'nbflow-state-raw', 'JSON') as HTMLButtonElement;
+    raw.type = 'button';
+    raw.title = 'show the value as JSON text, or as a tree again';
+    raw.addEventListener('click', () => {
+      this.json.setRaw(!this.json.isRaw);
+      raw.textContent = this.json.isRaw ? 'tree' : 'JSON';
+    });
+    head.append(
+      textNode('span', 'nbflow-state-label', 'state'),
+      textNode('code', 'nbflow-state-name', name),
+      textNode('span', 'nbflow-fill', ''),
+      this.size,
+      raw
+    );
+    this.error = textNode('div', 'nbflow-state-error', '');
+    this.node.append(head, this.error, this.json.node);
+  }
+
+  show(value: unknown, error: string, version: number): void {
+    this.node.dataset.version = String(version);
+    setText(this.size, formatBytes(new TextEncoder().encode(JSON.stringify(value) ?? 'null').length));
+    setText(this.error, error ? `a patch did not apply (the value shown is the last good one): ${error}` : '');
+    this.error.hidden = !error;
+    this.json.show(value);
+  }
+}
+
+function formatBytes(bytes: number): string {
+  return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
 }
 
 type Scale = (span: Span) => [number | null, number];

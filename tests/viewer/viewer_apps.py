@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import nbflow as nf
 
@@ -56,3 +57,28 @@ def approval(draft: str = "the otter post", details: bool = False) -> str:
 def fan_out(n: int = 3) -> list[int]:
     """Start ``n`` child runs of ``paced`` and gather their results in order."""
     return nf.gather(*(paced.submit(n=i + 1, sleep_s=0.01) for i in range(n)))
+
+
+@nf.workflow
+def planner(n: int = 4, sleep_s: float = 0.2) -> int:
+    """Publish a research plan that grows: a title typed out, then ``n`` steps, each with
+    a query, a status, nested sources and a long note (more than the viewer shows at once)."""
+    steps: list[dict[str, Any]] = []
+    plan: dict[str, Any] = {"title": "", "steps": steps, "done": False}
+    for word in ["A", "research", "plan:", "river", "otters", "and", "their", "habitats"]:
+        plan["title"] = f"{plan['title']} {word}".strip()
+        nf.publish("plan", plan)
+    for i in range(n):
+        nf.progress(f"step {i}")
+        step: dict[str, Any] = {"query": f"otter question {i}", "status": "searching"}
+        step["sources"] = []
+        steps.append(step)
+        nf.publish("plan", plan)
+        time.sleep(sleep_s)
+        step["sources"] = [{"url": f"https://example.org/otters/{i}/{j}"} for j in range(3)]
+        step["note"] = " ".join(f"finding {i}.{j} about otters and fish;" for j in range(12))
+        step["status"] = "done"
+        nf.publish("plan", plan)
+    plan["done"] = True
+    nf.publish("plan", plan)
+    return n
