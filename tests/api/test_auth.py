@@ -25,6 +25,7 @@ ROUTES = [
     ("POST", "/runs/{run_id}/cancel"),
     ("GET", "/runs/{run_id}/events"),
     ("POST", "/runs/{run_id}/input/{name}"),
+    ("GET", "/runs/{run_id}/state/{name}"),
 ]
 
 
