@@ -132,7 +132,7 @@ def test_a_sync_component_inside_an_async_workflow_neither_deadlocks_nor_wedges_
     looping.cancel()
     with pytest.raises(nf.RunCancelled):
         looping.result(timeout_s=10)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8  # an async run stops at its next await
     assert mixed.submit(3).result(timeout_s=10) == 6  # the worker still serves
 
 
@@ -180,7 +180,8 @@ def test_cancel_of_a_run_that_never_yields_restarts_its_worker_and_bystanders_fi
         stuck.cancel()
         with pytest.raises(nf.RunCancelled):
             stuck.result(timeout_s=20)
-        assert time.monotonic() - started < 1 + 2 + 2  # grace, a watchdog tick, a heartbeat
+        # the grace (1 s), a watchdog tick and a heartbeat, with room for a loaded machine
+        assert time.monotonic() - started < 10
         assert bystander.result(timeout_s=30) == "done"
         reasons = [e.get("reason") for e in bystander.events() if e["type"] == "run.restarted"]
         assert reasons == ["worker_draining"]
