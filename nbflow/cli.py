@@ -196,15 +196,14 @@ def _add_api(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .runtime.connection import is_cluster, sync_client
+    from ._commands import runtime_for
     from .runtime.doctor import Doctor
 
-    url = redis_url_for(args)
-    client = sync_client(url, cluster=is_cluster(url))
+    runtime = runtime_for(args)  # a stopped embedded runtime is said so, not started
     try:
-        findings = Doctor(client).examine(repair=args.repair)
+        findings = Doctor(runtime.redis).examine(repair=args.repair)
     finally:
-        client.close()
+        runtime.close()
     for finding in findings:
         print(finding)
     if not findings:

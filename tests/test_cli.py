@@ -215,8 +215,8 @@ def test_an_app_that_fails_to_import_shows_the_users_error_not_nbflows(
     assert not _server_started(nbflow_home)  # the app is checked before anything starts
 
 
-def test_runs_and_logs_say_the_runtime_is_stopped_and_start_nothing(nbflow_home) -> None:
-    for args in (["runs"], ["logs", "0123456789abcdef"]):
+def test_runs_logs_and_doctor_say_the_runtime_is_stopped_and_start_nothing(nbflow_home) -> None:
+    for args in (["runs"], ["logs", "0123456789abcdef"], ["doctor"]):
         done = _nbflow(nbflow_home, *args, check=False)
         assert done.returncode == 2
         assert done.stderr == (
