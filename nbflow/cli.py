@@ -207,7 +207,10 @@ def _doctor(args: argparse.Namespace) -> int:
     for finding in findings:
         print(finding)
     if not findings:
-        print("nbflow doctor: nothing wrong: every run that has not ended is queued or leased")
+        print(
+            "nbflow doctor: nothing wrong: every run that has not ended is queued, "
+            "leased, or waiting with something to wake it"
+        )
         return 0
     repaired = sum(f.repaired for f in findings)
     print(f"nbflow doctor: {len(findings)} finding(s), {repaired} repaired", end="")
