@@ -19,7 +19,7 @@ class Active:
     context: ctx.RunContext
     task: asyncio.Task[Any] | None = None  # the run's ending, on the worker's loop
     inner: asyncio.Task[Any] | None = None  # an async workflow's task, on the runs loop
-    handback: bool = False  # handed back, or fenced: it holds no lease any more
+    handback: bool = False  # handed back to the queue by this worker (drain, restart)
     is_async: bool = False
     cancel_asked_at: float | None = None  # monotonic: when a cancel first reached it
     parent_id: str = ""  # the run that started this one, told when it ends
@@ -28,6 +28,11 @@ class Active:
     @property
     def fenced(self) -> bool:
         return self.context.fenced
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this attempt still holds its run (for the heartbeat to renew)."""
+        return not (self.handback or self.fenced)
 
     @property
     def names(self) -> tuple[str, str]:

@@ -176,13 +176,7 @@ class Doctor:
             w.decode() for w in self._r.zrangebyscore(c.WORKERS, now_ms - c.DEAD_WORKER_MS, "+inf")
         }
         findings = []
-        for consumer in consumers:
-            name = consumer["name"]
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            idle_ms = int(consumer.get("inactive", consumer.get("idle", 0)) or 0)
-            if name in live or idle_ms <= c.DEAD_WORKER_MS:
-                continue
-            pending = int(consumer.get("pending", 0))
+        for name, idle_ms, pending in dead_consumers(consumers, live):
             repair = "leave the group" if not pending else "none: a sweeper reclaims its messages"
             findings.append(
                 Finding(
@@ -223,3 +217,16 @@ def _needs_wakeup(meta: dict[bytes, bytes]) -> bool:
         return True  # waiting on nothing known: only a wake-up can sort it out
     wait = json.loads(raw)
     return wait.get("kind") != "input" or wait.get("until") is not None
+
+
+def dead_consumers(consumers: list[dict[str, Any]], live: set[str]) -> list[tuple[str, int, int]]:
+    """(name, idle ms, pending) of each consumer of a worker that is gone: no heartbeat
+    (not in ``live``) and idle past DEAD_WORKER_MS. XINFO CONSUMERS's replies as given."""
+    dead = []
+    for consumer in consumers:
+        name = consumer["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        idle_ms = int(consumer.get("inactive", consumer.get("idle", 0)) or 0)
+        if name not in live and idle_ms > c.DEAD_WORKER_MS:
+            dead.append((name, idle_ms, int(consumer.get("pending", 0))))
+    return dead

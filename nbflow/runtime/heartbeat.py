@@ -50,7 +50,7 @@ class Heartbeat:
 
     def beat(self, redis: Any) -> None:
         worker = self.worker
-        held = [a for a in list(worker.active.values()) if not a.handback]
+        held = [a for a in list(worker.active.values()) if a.holds_lease]
         lease_ms = worker.options.lease_ms
         now_ms = int(time.time() * 1000)
         calls = [([c.run_lease(a.run_id), c.run_meta(a.run_id)], [a.token, lease_ms]) for a in held]

@@ -177,6 +177,16 @@ local function update_meta(meta, first, last)
     else redis.call('HINCRBYFLOAT', meta, ARGV[i + 1], ARGV[i + 2]) end
   end
 end
+-- Write an attempt's pending events and metadata updates: their counts n and m are at
+-- ARGV[at] and ARGV[at + 1], the n event triples and m updates follow. Returns where the
+-- arguments after them begin.
+local function write_pending(log, steps, meta, at)
+  local events_end = at + 1 + 3 * tonumber(ARGV[at])
+  local updates_end = events_end + 3 * tonumber(ARGV[at + 1])
+  append_events(log, steps, at + 2, events_end)
+  update_meta(meta, events_end + 1, updates_end)
+  return updates_end + 1
+end
 """
 
 # Append events for the attempt holding the run.
@@ -186,9 +196,7 @@ APPEND = (
     _APPEND_EVENTS
     + """
 if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
-local last = 3 + 3 * tonumber(ARGV[2])
-append_events(KEYS[1], KEYS[3], 4, last)
-update_meta(KEYS[2], last + 1, last + 3 * tonumber(ARGV[3]))
+write_pending(KEYS[1], KEYS[3], KEYS[2], 2)
 return 1
 """
 )
@@ -204,15 +212,12 @@ FINISH = (
     _APPEND_EVENTS
     + """
 if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
-local events_end = 7 + 3 * tonumber(ARGV[6])
-local updates_end = events_end + 3 * tonumber(ARGV[7])
-append_events(KEYS[3], KEYS[4], 8, events_end)
-update_meta(KEYS[2], events_end + 1, updates_end)
+local fields = write_pending(KEYS[3], KEYS[4], KEYS[2], 6)
 redis.call('DEL', KEYS[1])
 if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[5]) end
 redis.call('HDEL', KEYS[2], 'fence')
 redis.call('HSET', KEYS[2], 'status', ARGV[2])
-for i = updates_end + 1, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = fields, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('XADD', KEYS[3], '*', 'e', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
@@ -250,9 +255,7 @@ SUSPEND = (
     _APPEND_EVENTS
     + """
 if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[1] then return 0 end
-local events_end = 8 + 3 * tonumber(ARGV[7])
-append_events(KEYS[3], KEYS[4], 9, events_end)
-update_meta(KEYS[2], events_end + 1, events_end + 3 * tonumber(ARGV[8]))
+write_pending(KEYS[3], KEYS[4], KEYS[2], 7)
 if redis.call('HGET', KEYS[2], 'cancel_requested') == '1' then return -1 end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], 'fence')

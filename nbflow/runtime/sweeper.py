@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .. import _events as ev
 from .. import constants as c
 from . import scripts
+from .doctor import dead_consumers
 from .protocol import encode_event
 
 if TYPE_CHECKING:
@@ -66,13 +67,9 @@ class Sweeper:
         # under their name (a pending message is reclaimed first, see below).
         redis = self.worker.redis
         consumers = await redis.xinfo_consumers(c.WORK_STREAM, c.WORK_GROUP)
-        live = {w.decode() for w in await redis.zrange(c.WORKERS, 0, -1)}
-        for consumer in consumers:
-            name = consumer["name"]
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            idle_ms = int(consumer.get("inactive", consumer.get("idle", 0)) or 0)
-            dead = name not in live and name != self.worker.id and idle_ms > c.DEAD_WORKER_MS
-            if dead and int(consumer.get("pending", 0)) == 0:
+        live = {w.decode() for w in await redis.zrange(c.WORKERS, 0, -1)} | {self.worker.id}
+        for name, _idle_ms, pending in dead_consumers(consumers, live):
+            if not pending:
                 await redis.xgroup_delconsumer(c.WORK_STREAM, c.WORK_GROUP, name)
 
     async def _sweep_run(self, run_id: str) -> str:

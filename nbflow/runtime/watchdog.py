@@ -103,4 +103,4 @@ class Watchdog:
 
 
 def _async_runs(worker: Worker) -> list[Active]:
-    return [a for a in list(worker.active.values()) if a.is_async and not a.handback]
+    return [a for a in list(worker.active.values()) if a.is_async and a.holds_lease]

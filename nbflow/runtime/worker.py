@@ -343,15 +343,16 @@ class Worker:
     ) -> None:
         """Record how a run ended, and free its slot."""
         try:
-            if active.fenced or isinstance(error, AttemptFenced):
+            if active.handback:
+                pass  # _drain put it back on the queue: another attempt goes on with it
+            elif active.fenced or isinstance(error, AttemptFenced):
                 log.warning("run %s: attempt %s lost the run; another has it", *active.names)
             elif isinstance(error, Suspend):
                 await self.outcomes.suspend(active, error)
             elif error is None:
                 await self.outcomes.finish(active, "succeeded", value=value, redact=redact)
             elif isinstance(error, (RunCancelled, asyncio.CancelledError)):
-                if not active.handback:  # (handed back: _drain queued it again)
-                    await self.outcomes.finish(active, "cancelled", error=error, reason="cancelled")
+                await self.outcomes.finish(active, "cancelled", error=error, reason="cancelled")
             else:
                 await self.outcomes.finish(active, "failed", error=error, reason=reason)
         except Exception:
@@ -384,12 +385,9 @@ class Worker:
 
     def _fence(self, active: Active) -> None:
         """Stop an attempt that no longer holds its run: no write of it will be sent."""
-        self.writer.lost.add((active.run_id, active.token))
-        active.context.fence()
+        self.writer.refuse(active.run_id, active.token)
+        active.context.fence()  # it stays until its code unwinds, holding no lease
         self._cancel_task(active)
-        if self.active.get(active.run_id) is active:
-            # It stays until its code unwinds, but holds no lease for the heartbeat.
-            active.handback = True
 
     # --- signals from the heartbeat thread ----------------------------------------
     def request_cancel(self, run_id: str, *, token: str | None = None, lost: bool = False) -> None:
@@ -446,7 +444,7 @@ class Worker:
         while self.active and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         for active in list(self.active.values()):
-            if not active.handback:
+            if active.holds_lease:
                 active.handback = True
                 await self.outcomes.hand_back(active, "worker_draining")
             active.context.fence()  # whatever it still says is not written

@@ -227,11 +227,15 @@ class EventWriter:
             first = call[0]
             attempt = (first.run_id, first.token)
             if reply == 0 and attempt not in self.lost:
-                self.lost.add(attempt)
+                self.refuse(*attempt)
                 if self._on_fenced is not None:
                     self._on_fenced(first.run_id, first.token)
             for item in call:
                 _settle(item, reply)
+
+    def refuse(self, run_id: str, token: str) -> None:
+        """Send nothing more for this attempt: it lost its run."""
+        self.lost.add((run_id, token))
 
     def forget(self, run_id: str, token: str) -> None:
         """The attempt has ended: its refusal need not be remembered any longer."""
