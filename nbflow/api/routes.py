@@ -19,12 +19,12 @@ from .models import (
     InputAccepted,
     InputBody,
     RunDetail,
+    RunFilter,
     RunList,
     RunRequest,
     RunResult,
     RunStarted,
     StateValue,
-    Status,
     WorkflowInfo,
     WorkflowList,
 )
@@ -192,15 +192,14 @@ async def start_workflow(request: Request, name: str, body: RunBody = None) -> R
     return RunStarted(run_id=run_id, status="queued")
 
 
-@router.get("/runs", response_model=RunList, tags=["runs"], summary="Runs, newest first")
-async def list_runs(
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    workflow: str | None = None,
-    status: Status | None = None,
-) -> RunList:
-    runs = await service(request).runs(limit=limit, workflow=workflow, status=status)
-    return RunList(runs=runs)
+@router.get(
+    "/runs",
+    response_model=RunList,
+    tags=["runs"],
+    summary="Runs, newest first: filtered, then a page of them",
+)
+async def list_runs(request: Request, wanted: Annotated[RunFilter, Query()]) -> RunList:
+    return await service(request).runs(wanted)
 
 
 @router.get(
