@@ -123,9 +123,7 @@ class RunList(BaseModel):
 
 
 class RunFilter(BaseModel):
-    """``GET /runs``: which runs, newest first; every filter given must hold, and holds
-    before the limit. A page looks through at most 10,000 runs, so a filter that matches
-    few may give a page with fewer than ``limit`` runs and a ``next_cursor`` to go on."""
+    """``GET /runs``'s query: which runs, and which page of them (runtime/listing.py)."""
 
     limit: int = Field(100, ge=1, le=1000, description="runs in a page at most")
     cursor: str | None = Field(

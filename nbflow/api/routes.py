@@ -197,6 +197,10 @@ async def start_workflow(request: Request, name: str, body: RunBody = None) -> R
     response_model=RunList,
     tags=["runs"],
     summary="Runs, newest first: filtered, then a page of them",
+    description="Every filter given holds before the limit. `next_cursor` passed as "
+    "`cursor` gives the next page, without repeating or skipping a run while new ones "
+    "start; null when no runs are left. A page looks through at most 10,000 runs, so a "
+    "filter that matches few may give fewer than `limit` runs and a cursor to go on from.",
 )
 async def list_runs(request: Request, wanted: Annotated[RunFilter, Query()]) -> RunList:
     return await service(request).runs(wanted)

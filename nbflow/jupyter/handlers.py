@@ -98,7 +98,7 @@ class RunsHandler(NbflowHandler):
         try:
             wanted = RunFilter.model_validate({k: v for k, v in given.items() if v != ""})
         except ValidationError as problem:
-            self.write_api_error(invalid_input(field_errors(problem.errors())))
+            self.write_api_error(invalid_input(field_errors(problem.errors(), prefix=("query",))))
             return
         svc = await self.backend.service()
         page = await svc.run_page(wanted)
