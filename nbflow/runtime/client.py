@@ -388,6 +388,11 @@ def _embedded_runtime(workers: int | None, start_workers: bool, secret: bytes | 
     return runtime
 
 
+def connected_runtime() -> Runtime | None:
+    """The runtime this process connected to, if any (connecting none)."""
+    return _runtime
+
+
 def get_runtime() -> Runtime:
     """The connected runtime, connecting to the default (env or embedded) on first use."""
     if _runtime is None:
