@@ -263,6 +263,10 @@ class Runtime:
             raise RunNotFound(f"no run {run_id!r} on {self.url}")
         return Run(self, run_id)
 
+    def handle(self, run_id: str) -> Run:
+        """A handle on run ``run_id``, unchecked (``attach`` checks that it exists)."""
+        return Run(self, run_id)
+
     def run_ids(self, *, limit: int = 100) -> list[str]:
         """The ids of the newest ``limit`` runs, newest first."""
         return [r.decode() for r in self.redis.zrevrange(c.RUNS_INDEX, 0, limit - 1)]

@@ -12,6 +12,7 @@ import nbflow as nf
 from nbflow import _events as ev
 from nbflow._fold import fold
 from nbflow.jupyter import display as dsp
+from nbflow.jupyter.view import mimebundle
 
 SNAPSHOT_KEYS = {
     "status", "progress", "spans", "usage", "output_tail", "error", "wait", "children",
@@ -41,7 +42,7 @@ def broken() -> None:
 
 def test_bundle_has_the_contracts_keys_and_bounds() -> None:
     wide(300)
-    bundle = dsp.mimebundle(nf.last_run())
+    bundle = mimebundle(nf.last_run())
     assert set(bundle) == {dsp.MIME, "text/html", "text/plain"}  # no kernel: no widget
     data = bundle[dsp.MIME]
     assert set(data) == {
@@ -62,7 +63,7 @@ def test_bundle_has_the_contracts_keys_and_bounds() -> None:
 def test_failed_run_snapshot_shows_the_error_escaped_with_its_traceback() -> None:
     with pytest.raises(ValueError):
         broken()
-    bundle = dsp.mimebundle(nf.last_run())
+    bundle = mimebundle(nf.last_run())
     assert "no <good> & no luck" in bundle[dsp.MIME]["snapshot"]["error"]
     html = bundle["text/html"]
     assert "no &lt;good&gt; &amp; no luck" in html and "<good>" not in html

@@ -14,7 +14,7 @@ import nbflow as nf
 from nbflow._fold import fold
 from nbflow.jupyter import display as dsp
 from nbflow.jupyter.follower import Follower
-from nbflow.jupyter.view import answer
+from nbflow.jupyter.view import answer, mimebundle
 from nbflow.runtime.client import Runtime
 from nbflow.runtime.run import Run
 
@@ -35,7 +35,7 @@ def waiting(runtime: Runtime, worker: Callable[..., Any], redis_url: str) -> Run
 
 
 def test_a_waiting_runs_snapshot_shows_the_prompt_and_how_to_answer(waiting: Run) -> None:
-    bundle = dsp.mimebundle(waiting)
+    bundle = mimebundle(waiting)
     snap = bundle[dsp.MIME]["snapshot"]
     assert bundle[dsp.MIME]["status"] == "waiting"
     assert snap["wait"] == {
@@ -57,7 +57,7 @@ def test_a_waiting_runs_snapshot_shows_the_prompt_and_how_to_answer(waiting: Run
 def test_an_answered_run_leaves_no_wait_in_its_snapshot(waiting: Run) -> None:
     waiting.send_input("approve", True)
     waiting.result(timeout_s=15)
-    bundle = dsp.mimebundle(waiting)
+    bundle = mimebundle(waiting)
     assert bundle[dsp.MIME]["snapshot"]["wait"] is None
     assert 'class="nbf-wait"' not in bundle["text/html"]
     assert "waiting" not in bundle["text/plain"]
