@@ -15,6 +15,8 @@ from nbflow._context import current
 from nbflow._events import parse_id
 from nbflow.frames import STATUS_COLORS
 
+from .conftest import last_run
+
 DESIGN_COLUMNS = [
     "run_id", "span_id", "parent_id", "name", "kind", "status", "start", "end", "duration_ms",
     "attempts", "cached", "model", "input_tokens", "output_tokens", "total_tokens", "error",
@@ -32,7 +34,9 @@ def clean_state():
 
 def chat_model(model: str, input_tokens: int, output_tokens: int) -> nf.Component:
     def chat(prompt: str) -> str:
-        attrs = current().attrs
+        frame = current()
+        assert frame is not None
+        attrs = frame.attrs
         attrs["gen_ai.request.model"] = model
         attrs["gen_ai.usage.input_tokens"] = input_tokens
         attrs["gen_ai.usage.output_tokens"] = output_tokens
@@ -77,7 +81,7 @@ def mixed_trace() -> nf.Trace:
         return "done"
 
     flow()
-    return nf.last_run().trace()
+    return last_run().trace()
 
 
 # --- spans -------------------------------------------------------------------------
@@ -140,14 +144,14 @@ def test_usage_leaves_out_cached_llm_calls():
         chat("same")
 
     flow()
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     assert list(trace.spans["cached"]) == [False, False, True]
     assert (trace.usage["total_tokens"], trace.usage["llm_calls"]) == (10, 1)
 
 
 def test_usage_of_a_run_without_llm_calls_is_zero():
     nf.component(lambda: None, name="noop")()
-    usage = nf.last_run().trace().usage
+    usage = last_run().trace().usage
     assert (usage["total_tokens"], usage["llm_calls"]) == (0, 0)
 
 

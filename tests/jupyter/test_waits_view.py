@@ -18,7 +18,7 @@ from nbflow.jupyter.view import answer, mimebundle
 from nbflow.runtime.client import Runtime
 from nbflow.runtime.run import Run
 
-from ..conftest import wait_until
+from ..conftest import last_run, wait_until
 from ..runtime.rt_apps import approval
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "fold_waits.json").read_text())[
@@ -120,7 +120,7 @@ def local_wf() -> int:
 
 def test_an_in_process_run_takes_no_input_from_the_widget() -> None:
     local_wf()
-    reply = answer(nf.last_run(), {"kind": "input", "name": "x", "value": 1, "token": "t"})
+    reply = answer(last_run(), {"kind": "input", "name": "x", "value": 1, "token": "t"})
     assert reply["error"] == "an in-process run takes no input"
 
 
@@ -138,6 +138,7 @@ def test_a_run_shown_as_a_cells_value_gets_the_updatable_live_view(waiting: Run)
     shell = InteractiveShell.instance()
     try:
         view.install_hooks(shell)
+        assert shell.display_formatter is not None
         formatter = shell.display_formatter.ipython_display_formatter
         # Run lives in nbflow.runtime.run: a hook registered under another module's name
         # never fires, and the run's first display is a snapshot nothing updates.

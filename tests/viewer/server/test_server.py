@@ -125,6 +125,7 @@ async def test_runs_reject_a_bad_limit_as_the_rest_api_does(
     with pytest.raises(HTTPClientError) as caught:
         await jp_fetch("nbflow", "api", "runs", params={"limit": limit})
     assert caught.value.code == 422
+    assert caught.value.response is not None
     assert json.loads(caught.value.response.body)["error"]["fields"][0]["field"] == "query.limit"
 
 
