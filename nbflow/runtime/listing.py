@@ -27,6 +27,7 @@ from .protocol import decode_meta
 
 SCAN_MAX = 10_000  # runs one page looks through at most
 READ_BATCH = 500  # index entries whose metadata is read in one round trip
+FILTER_FIELDS = ("status", "workflow", "parent_id", "notebook")  # what RunQuery reads
 # created_at (decimal seconds), then the run id. Every string of this form is a
 # position: the REST API's schema says so, and any such cursor is accepted.
 CURSOR_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,17})?_[0-9A-Za-z]{1,64}$"
@@ -108,9 +109,9 @@ def list_runs(
         entries = _older(redis, position, query.since_s, min(want, scan_max - scanned))
         if not entries:
             return RunPage([meta for _, meta in found])
-        for entry, meta in zip(entries, _metas(redis, [e[1] for e in entries]), strict=True):
+        for entry, meta in zip(entries, _matching(redis, query, entries), strict=True):
             position, scanned = entry, scanned + 1
-            if meta is not None and query.matches(meta):
+            if meta is not None:
                 found.append((entry, meta))
             if len(found) > limit:
                 break
@@ -158,6 +159,30 @@ def _range(redis: SyncRedis, high: Any, low: Any, count: int | None) -> list[Pos
         c.RUNS_INDEX, high, low, desc=True, byscore=True, offset=offset, num=count, withscores=True
     )
     return [(score, member.decode()) for member, score in found]
+
+
+def _matching(
+    redis: SyncRedis, query: RunQuery, entries: list[Position]
+) -> list[dict[str, Any] | None]:
+    """Each run's metadata if it matches ``query``, else None. A filter is checked on
+    the fields it reads first: whole metadata (a run's pickled arguments and result
+    among them) is read only for the runs that match."""
+    run_ids = [run_id for _created, run_id in entries]
+    if query.filtered():
+        pipe = redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hmget(c.run_meta(run_id), FILTER_FIELDS)
+        firsts = [dict(zip(FILTER_FIELDS, values, strict=True)) for values in pipe.execute()]
+        keep = [query.matches(decode_meta(_present(first))) for first in firsts]
+    else:
+        keep = [True] * len(run_ids)
+    metas = iter(_metas(redis, [run_id for run_id, k in zip(run_ids, keep, strict=True) if k]))
+    chosen = [next(metas) if k else None for k in keep]
+    return [m if m is not None and query.matches(m) else None for m in chosen]
+
+
+def _present(fields: dict[str, bytes | None]) -> dict[bytes, bytes]:
+    return {name.encode(): value for name, value in fields.items() if value is not None}
 
 
 def _metas(redis: SyncRedis, run_ids: list[str]) -> list[dict[str, Any] | None]:

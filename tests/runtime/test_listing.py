@@ -3,6 +3,7 @@ without repeating or skipping a run while new runs arrive (runtime/listing.py)."
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -78,6 +79,24 @@ def test_filters_hold_before_the_limit_for_old_runs_beyond_the_newest(runtime: R
     frame = nf.runs(status="cancelled", limit=3)
     assert list(frame["run_id"]) == old[::-1]
     assert frame.attrs["next_cursor"] is None
+
+
+def test_a_filter_reads_whole_metadata_only_for_the_runs_that_match(
+    runtime: Runtime, r: redis.Redis
+) -> None:
+    if os.environ.get("NBFLOW_TEST_REDIS_URL"):
+        pytest.skip("counts commands: only this session's embedded server is quiet enough")
+    old = _submit(beta, 2)
+    _submit(alpha, 40)
+    before = _calls(r, "hgetall")
+    assert _ids(list_runs(runtime.redis, RunQuery(workflow="beta"), limit=5)) == old[::-1]
+    assert _calls(r, "hgetall") - before == 2  # the 40 others: their workflow field alone
+    assert _ids(list_runs(runtime.redis, limit=5)) and _calls(r, "hgetall") - before == 8
+
+
+def _calls(r: redis.Redis, command: str) -> int:
+    stats: Any = r.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 def test_a_page_looks_through_a_bounded_number_of_runs_and_says_where_to_go_on(
