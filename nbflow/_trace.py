@@ -58,9 +58,14 @@ class Trace:
         return self.state.status
 
     @property
-    def output(self) -> str:
+    def output(self) -> Any:
+        """The run's return value as its log records it (a JSON preview); None until it ends."""
+        return self.state.output
+
+    @property
+    def emitted(self) -> str:
         """Everything the run streamed with ``nf.emit``, joined."""
-        return "".join(self.state.chunks)
+        return self.state.emitted
 
     def timeline(self) -> go.Figure:
         """The spans as a plotly timeline (a Gantt chart)."""

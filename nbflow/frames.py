@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._fold import RunState, SpanState
+from ._spanstate import start_order
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,7 +32,7 @@ STATUS_COLORS = {
 
 
 def _span_row(run_id: str, span: SpanState) -> dict[str, Any]:
-    inp, out = span.tokens("input_tokens"), span.tokens("output_tokens")
+    inp, out = span.input_tokens, span.output_tokens
     return {
         "run_id": run_id,
         "span_id": span.span_id,
@@ -198,7 +199,7 @@ def span_table(state: RunState) -> str:
         children.setdefault(span.parent_id, []).append(span)
 
     def walk(parent: str | None, depth: int) -> None:
-        for span in sorted(children.get(parent, []), key=lambda s: s.start):
+        for span in sorted(children.get(parent, []), key=start_order):
             lines.append(_span_line(span, depth))
             walk(span.span_id, depth + 1)
 

@@ -37,7 +37,7 @@ def observed(state: RunState) -> dict[str, Any]:
         "children": children,
         "warnings": state.warnings,
         "published": state.published,
-        "output": "".join(state.chunks),
+        "output": state.emitted,
     }
 
 

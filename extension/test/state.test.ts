@@ -17,7 +17,7 @@ describe.each(cases)('state vector: %s', (_name: string, c: any) => {
     const got: Record<string, unknown> = {
       status: state.status,
       published: Object.fromEntries(state.published),
-      output: state.output
+      output: state.emitted
     };
     for (const key of Object.keys(c.expected)) {
       expect([key, got[key]]).toEqual([key, c.expected[key]]);
