@@ -179,7 +179,8 @@ class RunState:
         for step in self.steps.values():
             if step.state in ("running", "retrying"):
                 step.state = final
-            step.end = _given(step.end, ts)
+            if step.state != "pending":  # a step declared but never begun did not end
+                step.end = _given(step.end, ts)
         for span in self.spans.values():
             if span.status == "running":
                 span.status = "cancelled" if self.status == "cancelled" else "error"

@@ -284,6 +284,12 @@ function text(value: unknown, otherwise: string): string {
   return value === null || value === undefined ? otherwise : String(value);
 }
 
+// A key set as data, whatever its name: `obj[key] = v` with key "__proto__" would
+// change the object's prototype instead of adding the key a log (or Python) has.
+function setKey(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -310,11 +316,11 @@ function retryOf(e: RunEvent): Retry {
   const entry: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(e)) {
     if (!NOT_RETRY_FIELDS.has(key)) {
-      entry[key] = value;
+      setKey(entry, key, value);
     }
   }
   for (const key of RETRY_FIELDS) {
-    entry[key] = entry[key] ?? null;
+    setKey(entry, key, entry[key] ?? null);
   }
   entry.ts = tsOf(e);
   return entry as Retry;
@@ -371,7 +377,9 @@ function ended(s: RunState, e: RunEvent): void {
     if (step.state === 'running' || step.state === 'retrying') {
       step.state = final;
     }
-    step.end = step.end ?? ts;
+    if (step.state !== 'pending') {
+      step.end = step.end ?? ts; // a step declared but never begun did not end
+    }
     step.duration_ms = duration(step.start, step.end);
   }
   for (const span of s.spans.values()) {
@@ -412,7 +420,9 @@ function spanFinished(s: RunState, e: RunEvent): void {
   span.error_type = e.error_type ?? null;
   span.traceback = e.traceback ?? null;
   if (isObject(e.attrs)) {
-    Object.assign(span.attrs, e.attrs);
+    for (const [key, value] of Object.entries(e.attrs)) {
+      setKey(span.attrs, key, value);
+    }
     const model = span.attrs['gen_ai.response.model'] || span.attrs['gen_ai.request.model'];
     span.model = model === null || model === undefined || model === '' ? null : String(model);
     const key = span.attrs[CACHE_KEY];
