@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 SPAN_COLUMNS = [
     "run_id", "span_id", "parent_id", "name", "kind", "status", "start", "end", "duration_ms",
     "attempts", "cached", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
-    "error", "depth", "restarts", "step", "input", "output",
+    "error", "error_type", "depth", "restarts", "step", "input", "output", "cache_key",
+    "rollup_tokens", "rollup_cost_usd",
 ]  # fmt: skip
 
 STATUS_COLORS = {
@@ -51,11 +52,15 @@ def _span_row(run_id: str, span: SpanState) -> dict[str, Any]:
         "total_tokens": inp + out,
         "cost_usd": span.cost_usd,
         "error": span.error,
+        "error_type": span.error_type,
         "depth": span.depth,
         "restarts": span.restarts,
         "step": span.step,
         "input": span.input,
         "output": span.output,
+        "cache_key": span.cache_key,
+        "rollup_tokens": span.rollup["tokens"],
+        "rollup_cost_usd": span.rollup["cost_usd"],
     }
 
 
