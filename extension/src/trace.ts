@@ -270,12 +270,12 @@ export class TraceView {
   }
 
   private renderSteps(): void {
-    const key = Array.from(this.state.progress, ([k, v]) => `${k}=${v}`).join('|');
+    const key = Array.from(this.state.steps.values(), st => `${st.name}=${st.state}`).join('|');
     if (this.els.steps.dataset.key === key) {
       return;
     }
     this.els.steps.dataset.key = key;
-    const steps = Array.from(this.state.progress);
+    const steps = Array.from(this.state.steps.values(), st => [st.name, st.state]);
     const chip = (text: string, state: string) => {
       const el = document.createElement('span');
       el.className = `nbflow-step nbflow-step-${state}`;
@@ -291,9 +291,9 @@ export class TraceView {
 
   private renderOutput(): void {
     const out = this.els.output;
-    out.hidden = !this.state.output;
-    if (out.textContent !== this.state.output) {
-      out.textContent = this.state.output;
+    out.hidden = !this.state.emitted;
+    if (out.textContent !== this.state.emitted) {
+      out.textContent = this.state.emitted;
       if (this.followOutput) {
         out.scrollTop = out.scrollHeight;
       }

@@ -19,11 +19,12 @@ from redis.exceptions import RedisError
 from .. import _events as ev
 from .._fold import RunState
 from .._policies import Backoff
+from .._spanstate import start_order
 from .._waitinfo import describe_wait, field_kind
 from . import display as dsp
 
 TICK_S = 0.1  # at most ten updates a second
-OUTPUT_RESYNC_CHARS = 200_000
+EMITTED_RESYNC_CHARS = 200_000
 MAX_RECORDED_IDS = 1_000_000
 STATUS_CHECK_S = 2.0
 # A view whose runtime is away retries after RETRY_S, backing off to RETRY_MAX_S.
@@ -43,12 +44,11 @@ class Follower:
         self.state = RunState(run.id)
         self.tick_s = tick_s
         self.event_ids: list[str] = []
-        self.steps: dict[str, dict[str, Any]] = {}
         self.lock = threading.RLock()
         self.finished = threading.Event()
         self._listeners: list[Callable[[Tick], None]] = []
         self._dirty: set[str] = set()
-        self._output: list[str] = []
+        self._emitted: list[str] = []
         self._changed = False
         self._index = 0
         self._quiet_since = time.monotonic()
@@ -87,31 +87,10 @@ class Follower:
             if len(self.event_ids) < MAX_RECORDED_IDS:
                 self.event_ids.append(event.get("id", ""))
             if kind == ev.OUTPUT:
-                self._output.append(str(event.get("chunk", "")))
-            elif kind == ev.PROGRESS:
-                self._clock_step(event)
+                self._emitted.append(self.state.chunks[-1])
             elif "span_id" in event:
-                self._dirty.add(event["span_id"])
+                self._dirty.add(str(event["span_id"]))
             self._changed = True
-        if events and self.state.done:
-            self._end_steps(events[-1].get("ts", time.time()))
-
-    def _clock_step(self, event: ev.Event) -> None:
-        ts, state = event.get("ts", 0.0), event.get("state", "running")
-        if state == "running":
-            for step in self.steps.values():
-                if step["end"] is None and step["state"] == "running":
-                    step["end"] = ts
-        step = self.steps.setdefault(event["step"], {"start": ts, "end": None})
-        step["state"] = state
-        if state in ("done", "failed"):
-            step["end"] = step["end"] or ts
-        elif state == "running":
-            step["end"] = None
-
-    def _end_steps(self, ts: float) -> None:
-        for step in self.steps.values():
-            step["end"] = step["end"] or ts
 
     def step(self) -> bool:
         """Fold what is new and tell listeners (the last time with ``final``); True once ended."""
@@ -159,11 +138,11 @@ class Follower:
         tick: Tick = {
             "summary": self.summary(),
             "spans": [self.span_row(i) for i in self._changed_spans()],
-            "output": "".join(self._output),
+            "emitted": "".join(self._emitted),
             "final": final,
         }
         self._dirty.clear()
-        self._output.clear()
+        self._emitted.clear()
         self._changed = False
         for listener in self._listeners:
             listener(tick)
@@ -172,7 +151,7 @@ class Follower:
         # Parents before children, so the front end can hang each span under its parent.
         spans = self.state.spans
         changed = [i for i in self._dirty if i in spans]
-        return sorted(changed, key=lambda i: (spans[i].depth, spans[i].start))
+        return sorted(changed, key=lambda i: (spans[i].depth, start_order(spans[i])))
 
     def full(self) -> Tick:
         """Everything a newly drawn view needs: every span, and the output's tail."""
@@ -180,7 +159,7 @@ class Follower:
             return {
                 "summary": self.summary(),
                 "spans": [self.span_row(i) for i in self.state.spans],
-                "output": "".join(self.state.chunks)[-OUTPUT_RESYNC_CHARS:],
+                "emitted": self.state.emitted[-EMITTED_RESYNC_CHARS:],
                 "final": self.state.done,
             }
 
@@ -210,17 +189,7 @@ class Follower:
             "ended_at": s.ended_at,
             "now": time.time(),
             "usage": s.usage(),
-            "steps": [
-                {
-                    "step": name,
-                    "state": s.progress[name].state,
-                    "detail": _text(s.progress[name].detail),
-                    "start": clock["start"],
-                    "end": clock["end"],
-                }
-                for name, clock in self.steps.items()
-                if name in s.progress
-            ],
+            "steps": [{**st.to_dict(), "detail": _text(st.detail)} for st in s.steps.values()],
             "span_count": len(s.spans),
             "event_count": s.count,
             "last_event_id": s.last_id,

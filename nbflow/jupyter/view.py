@@ -89,8 +89,8 @@ class RunView(anywidget.AnyWidget):
         for start in range(0, max(len(spans), 1 if reset else 0), SPANS_PER_MESSAGE):
             chunk = spans[start : start + SPANS_PER_MESSAGE]
             self.send({"kind": "spans", "spans": chunk, "reset": reset and start == 0})
-        if tick["output"] or reset:
-            self.send({"kind": "output", "text": tick["output"], "reset": reset})
+        if tick["emitted"] or reset:
+            self.send({"kind": "emitted", "text": tick["emitted"], "reset": reset})
         self.summary = tick["summary"]
 
 

@@ -8,7 +8,7 @@
 const ROW_H = 20;
 const OVERSCAN = 10;
 const AUTO_COLLAPSE_CHILDREN = 25;
-const MAX_OUTPUT_CHARS = 200000;
+const MAX_EMITTED_CHARS = 200000;
 const MAX_TIMELINE_ROWS = 30;
 
 // Keyed by the widget's own `key`: anywidget hands initialize() and render() different
@@ -22,7 +22,7 @@ class Store {
     this.spans = new Map();
     /** @type {Map<string | null, string[]>} */
     this.children = new Map();
-    this.output = "";
+    this.emitted = "";
     /** @type {Set<() => void>} */
     this.views = new Set();
   }
@@ -78,10 +78,10 @@ function initialize({ model }) {
     if (msg.kind === "spans") {
       if (msg.reset) store.reset();
       store.upsert(msg.spans);
-    } else if (msg.kind === "output") {
-      store.output = msg.reset ? msg.text : store.output + msg.text;
-      if (store.output.length > MAX_OUTPUT_CHARS) {
-        store.output = store.output.slice(-MAX_OUTPUT_CHARS);
+    } else if (msg.kind === "emitted") {
+      store.emitted = msg.reset ? msg.text : store.emitted + msg.text;
+      if (store.emitted.length > MAX_EMITTED_CHARS) {
+        store.emitted = store.emitted.slice(-MAX_EMITTED_CHARS);
       }
     }
     store.changed();
@@ -314,7 +314,7 @@ function render({ model, el }) {
     if (s.restarts) head.appendChild(h("span", "nbf-tag", `restarted ×${s.restarts}: ${s.reason || ""}`));
     steps.replaceChildren(
       ...(s.steps || []).map((/** @type {any} */ st) => {
-        const chip = h("span", `nbf-step nbf-${st.state}`, st.step);
+        const chip = h("span", `nbf-step nbf-${st.state}`, st.name);
         chip.title = `${st.state}${st.detail ? `: ${st.detail}` : ""}`;
         return chip;
       }),
@@ -391,7 +391,7 @@ function render({ model, el }) {
   function drawTimeline(s) {
     /** @type {{label: string, start: number, end: number | null, state: string}[]} */
     let bars = (s.steps || []).map((/** @type {any} */ st) => ({
-      label: st.step,
+      label: st.name,
       start: st.start,
       end: st.end,
       state: st.state,
@@ -542,9 +542,9 @@ function render({ model, el }) {
   }
 
   function drawOutput() {
-    output.style.display = store.output ? "" : "none";
-    if (output.textContent !== store.output) {
-      output.textContent = store.output;
+    output.style.display = store.emitted ? "" : "none";
+    if (output.textContent !== store.emitted) {
+      output.textContent = store.emitted;
       if (followOutput) output.scrollTop = output.scrollHeight;
     }
   }
