@@ -33,6 +33,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pandas as pd
 
     from . import llm as openai
@@ -54,11 +56,24 @@ def attach(run_id: str) -> Run:
     return get_runtime().attach(run_id)
 
 
-def runs(**filters: Any) -> pd.DataFrame:
-    """The runtime's runs, newest first, as a DataFrame."""
+def runs(
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+    status: str | tuple[str, ...] | None = None,
+    workflow: str | None = None,
+    since: float | datetime | None = None,
+    parent: str | None = None,
+    notebook: str | None = None,
+) -> pd.DataFrame:
+    """The runtime's newest ``limit`` runs matching the filters, newest first, as a
+    DataFrame; pass its ``attrs["next_cursor"]`` as ``cursor`` for the next page."""
     from .runtime.client import get_runtime
 
-    return get_runtime().runs(**filters)
+    return get_runtime().runs(
+        limit=limit, cursor=cursor, status=status, workflow=workflow, since=since,
+        parent=parent, notebook=notebook,
+    )  # fmt: skip
 
 
 def load_ipython_extension(ipython: Any) -> None:

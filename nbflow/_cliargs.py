@@ -46,6 +46,16 @@ def _whole(text: str, *, minimum: int, wanted: str, maximum: int | None = None) 
     return value
 
 
+def cursor(text: str) -> str:
+    from .runtime.listing import decode_cursor
+
+    try:
+        decode_cursor(text)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+    return text
+
+
 def redis_url(text: str) -> str:
     problem = url_problem(text)
     if problem:

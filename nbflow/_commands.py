@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import _cliargs as types
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from .runtime.client import Runtime
 
 DOWN_REPORT_S = 5.0  # how often `down` says which runs it still waits for
-ACTIVE_SCAN = 1_000  # newest runs that `status` and `down` look through for running ones
+ACTIVE_RUNS = 1_000  # running runs that `status` and `down` name at most
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -109,8 +110,10 @@ def _runs_named(run_ids: list[str]) -> str:
 
 
 def _running(runtime: Runtime) -> list[str]:
-    metas = runtime.metas(runtime.run_ids(limit=ACTIVE_SCAN))
-    return [m["run_id"] for m in metas if m.get("status") == "running"]
+    from .runtime.listing import RunQuery, list_runs
+
+    page = list_runs(runtime.redis, RunQuery(status="running"), limit=ACTIVE_RUNS)
+    return [m["run_id"] for m in page.runs]
 
 
 def _embedded_runtime_if_running() -> Runtime | None:
@@ -161,11 +164,16 @@ def _print_status(info: dict[str, Any]) -> None:
 
 def _runs(args: argparse.Namespace) -> int:
     from .console import print_runs
+    from .runtime.listing import RunQuery, list_runs
     from .runtime.views import run_row
 
     rt = runtime_for(args)
-    metas = rt.metas(rt.run_ids(limit=args.limit))
-    print_runs([run_row(m) for m in metas])
+    since = None if args.since_s is None else time.time() - args.since_s
+    query = RunQuery(args.status, args.workflow, since, args.parent)
+    page = list_runs(rt.redis, query, limit=args.limit, cursor=args.cursor)
+    print_runs([run_row(m) for m in page.runs])
+    if page.next_cursor:
+        print(f"more: nbflow runs --cursor {page.next_cursor} (with the same filters)")
     return 0
 
 
@@ -227,7 +235,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from .constants import DRAIN_TIMEOUT_S, EMBEDDED_WORKERS
+    from .constants import DRAIN_TIMEOUT_S, EMBEDDED_WORKERS, RUN_STATUSES
 
     p = sub.add_parser("up", help="start the embedded runtime (server and worker pool)")
     p.add_argument(
@@ -251,6 +259,19 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument(
         "--limit", type=types.positive_int, default=20, help="how many runs to list (20)"
+    )
+    p.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
+    p.add_argument("--workflow", help="only runs of this workflow")
+    p.add_argument("--parent", metavar="RUN", help="only runs that run RUN started")
+    p.add_argument(
+        "--since",
+        dest="since_s",
+        type=types.non_negative_float,
+        metavar="SECONDS",
+        help="only runs created in the last SECONDS",
+    )
+    p.add_argument(
+        "--cursor", type=types.cursor, help="go on after the page that printed this cursor"
     )
     p.add_argument("--redis", type=types.redis_url, help=REDIS_HELP)
     p.set_defaults(func=_runs)

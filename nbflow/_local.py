@@ -55,7 +55,7 @@ class LocalRun:
         return f"<nbflow run {self.id} {self.workflow!r} {self._status} (in-process)>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .jupyter.display import mimebundle
+        from .jupyter.view import mimebundle
 
         return mimebundle(self, include, exclude)
 

@@ -30,12 +30,16 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _context as ctx
 from ._component import CacheOption, Component, RetryOption
 from ._policies import Seconds
 from .errors import ConfigError, RunCancelled, ToolArgumentsError
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionFunctionToolParam
+    from openai.types.responses import FunctionToolParam
 
 Api = Literal["chat", "responses"]
 OnError = Literal["return", "raise"]
@@ -284,8 +288,21 @@ def _decoded(name: str, raw: str) -> dict[str, Any]:
 
 
 # --- running a reply's tool calls ---------------------------------------------------------------
-def tool_definitions(tools: Iterable[Tool], *, api: Api = "chat") -> list[dict[str, Any]]:
-    """``tools=`` for a chat completion (``api="chat"``) or a Responses API request."""
+@typing.overload
+def tool_definitions(
+    tools: Iterable[Tool], *, api: Literal["chat"] = "chat"
+) -> list[ChatCompletionFunctionToolParam]: ...
+
+
+@typing.overload
+def tool_definitions(
+    tools: Iterable[Tool], *, api: Literal["responses"]
+) -> list[FunctionToolParam]: ...
+
+
+def tool_definitions(tools: Iterable[Tool], *, api: Api = "chat") -> list[Any]:
+    """``tools=`` for a chat completion (``api="chat"``) or a Responses API request,
+    typed as the OpenAI SDK's ``tools=`` takes them."""
     return [t.definition(api=api) for t in tools]
 
 

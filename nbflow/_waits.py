@@ -175,7 +175,6 @@ def submit_child(
     run it made before instead of starting another.
     """
     from ._step import arg_digest, bound_arguments
-    from .runtime.run import Run
 
     run = frame.run
     runtime = run.runtime
@@ -191,7 +190,8 @@ def submit_child(
         pending = run.sink.commit_step(started, step, child_id)
         if pending is not None:
             pending.result()
-    return Run(runtime, child_id)
+    handle: Run = runtime.handle(child_id)
+    return handle
 
 
 def check_schema(schema: dict[str, Any]) -> None:

@@ -22,7 +22,10 @@ from typing import Any
 import pytest
 import redis
 
+import nbflow as nf
+from nbflow._local import LocalRun
 from nbflow.runtime.client import Runtime, set_runtime
+from nbflow.runtime.run import Run
 from nbflow.runtime.worker import Worker, WorkerOptions, run_in_thread
 
 from .redis_servers import start_embedded, stop_embedded
@@ -94,6 +97,13 @@ def worker(redis_url: str, runtime: Runtime) -> Iterator[Callable[..., Worker]]:
     for _w, thread in started:
         thread.join(15)
         assert not thread.is_alive(), "a worker did not stop"
+
+
+def last_run() -> LocalRun | Run:
+    """``nf.last_run()`` in a test that has started a run."""
+    run = nf.last_run()
+    assert run is not None, "no run was started"
+    return run
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, *, interval_s: float = 0.05) -> Any:

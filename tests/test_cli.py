@@ -158,6 +158,8 @@ def test_version_is_the_package_version(nbflow_home) -> None:
         (["runs", "--redis", "notaurl"], "'notaurl' is not a Redis URL"),
         (["runs", "--limit", "-1"], "--limit: expected a whole number of 1 or more, not '-1'"),
         (["runs", "--limit", "0"], "--limit: expected a whole number of 1 or more"),
+        (["runs", "--cursor", "1.5"], "--cursor: '1.5' is not a cursor"),
+        (["runs", "--status", "done"], "--status: invalid choice: 'done'"),
         (["up", "--workers", "0"], "--workers: expected a whole number of 1 or more"),
         (["worker", "--concurrency", "x"], "--concurrency: expected a whole number"),
     ],

@@ -53,6 +53,29 @@ def test_runs_and_logs_show_what_a_waiting_run_waits_for(waiting: Run, redis_url
     assert logs.stdout.rstrip().endswith(f"waiting for input 'approve': Publish?; {hint}")
 
 
+def test_runs_filters_before_the_limit_and_pages_by_cursor(
+    runtime: Runtime, redis_url: str
+) -> None:
+    old = [approval.submit(redis_url, f"old{i}") for i in range(2)]  # no worker: they stay queued
+    for run in old:
+        run.cancel()
+    newer = [approval.submit(redis_url, f"new{i}") for i in range(3)]
+    first = nbflow(redis_url, "runs", "--status", "cancelled", "--limit", "1")
+    assert first.returncode == 0, first.stderr
+    assert [line.split()[0] for line in first.stdout.splitlines()[1:-1]] == [old[1].id]
+    more = first.stdout.splitlines()[-1]
+    assert more.startswith("more: nbflow runs --cursor ") and more.endswith(
+        "(with the same filters)"
+    )
+    cursor = more.split()[4]
+    rest = nbflow(redis_url, "runs", "--status", "cancelled", "--limit", "1", "--cursor", cursor)
+    assert [line.split()[0] for line in rest.stdout.splitlines()[1:]] == [old[0].id]
+    recent = nbflow(redis_url, "runs", "--since", "3600", "--workflow", "approval")
+    assert [line.split()[0] for line in recent.stdout.splitlines()[1:]] == [
+        r.id for r in reversed(old + newer)
+    ]
+
+
 def test_send_parses_json_answers_the_run_and_it_goes_on(waiting: Run, redis_url: str) -> None:
     sent = nbflow(redis_url, "send", waiting.id, "approve", "true")
     assert sent.returncode == 0, sent.stderr

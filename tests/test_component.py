@@ -8,12 +8,15 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 import nbflow as nf
 from nbflow._cache import local_cache
 from nbflow.constants import MAX_PREVIEW_CHARS, REDACTED
+
+from .conftest import last_run
 
 
 @pytest.fixture(autouse=True)
@@ -32,13 +35,13 @@ def testing():
 
 
 def only_span(run=None):
-    spans = (run or nf.last_run()).trace().spans
+    spans = (run or last_run()).trace().spans
     assert len(spans) == 1
     return spans.iloc[0]
 
 
 def events_of(type_, run=None):
-    return [e for e in (run or nf.last_run()).events() if e["type"] == type_]
+    return [e for e in (run or last_run()).events() if e["type"] == type_]
 
 
 # --- decorating ----------------------------------------------------------------
@@ -73,9 +76,9 @@ def test_decorator_keeps_the_functions_name_doc_and_signature():
         """Does a thing."""
         return b * a
 
-    assert documented.__name__ == "documented"
+    assert documented.__name__ == "documented"  # type: ignore[attr-defined]
     assert documented.__doc__ == "Does a thing."
-    assert documented.__wrapped__(2, "y") == "yy"
+    assert documented.__wrapped__(2, "y") == "yy"  # type: ignore[attr-defined]
 
 
 def test_retry_and_cache_accept_dicts_and_true():
@@ -108,11 +111,11 @@ def test_async_component_with_decorator_arguments():
 
 def test_decorating_a_non_callable_raises_type_error_naming_it():
     with pytest.raises(TypeError, match="decorates a function, got 42"):
-        nf.component(42)
+        nf.component(42)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="decorates a function"):
-        nf.component(name="x")("not a function")
+        nf.component(name="x")("not a function")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="decorates a function"):
-        nf.workflow(3.5)
+        nf.workflow(3.5)  # type: ignore[call-overload]
 
 
 def test_unknown_kind_is_a_config_error():
@@ -124,9 +127,9 @@ def test_bad_retry_and_cache_arguments_are_config_errors():
     with pytest.raises(nf.ConfigError, match="retry="):
         nf.component(retry=True)(lambda: None)
     with pytest.raises(nf.ConfigError, match="retry="):
-        nf.component(retry="3")(lambda: None)
+        nf.component(retry="3")(lambda: None)  # type: ignore[call-overload]
     with pytest.raises(nf.ConfigError, match="cache="):
-        nf.component(cache="forever")(lambda: None)
+        nf.component(cache="forever")(lambda: None)  # type: ignore[call-overload]
     with pytest.raises(nf.ConfigError, match="timeout_s must be > 0"):
         nf.component(timeout_s=-1)(lambda: None)
 
@@ -140,7 +143,7 @@ def test_component_outside_a_workflow_runs_and_records_a_one_span_trace():
         return a + b
 
     assert add(2, 3) == 5
-    run = nf.last_run()
+    run = last_run()
     assert run.status() == "succeeded"
     assert run.result() == 5
     trace = run.trace()
@@ -169,7 +172,7 @@ def test_failing_component_outside_a_workflow_marks_run_failed_and_reraises():
 
     with pytest.raises(ValueError, match="nope"):
         broken()
-    run = nf.last_run()
+    run = last_run()
     assert run.status() == "failed"
     with pytest.raises(ValueError):
         run.result()
@@ -281,7 +284,7 @@ def test_after_the_last_attempt_the_users_own_exception_is_reraised_traceback_in
         3,
         "ValueError: attempt 3",
     )
-    assert nf.last_run().status() == "failed"
+    assert last_run().status() == "failed"
 
 
 def test_async_retry_reraises_the_users_exception_with_its_traceback(testing):
@@ -340,7 +343,7 @@ def test_without_testing_exponential_backoff_doubles_up_to_the_cap():
 
 
 def counted(**cache_options):
-    calls: list[tuple] = []
+    calls: list[tuple[Any, ...]] = []
 
     @nf.component
     def compute(x, y=0):
@@ -368,7 +371,7 @@ def test_cache_hits_inside_a_workflow_are_marked_cached_in_the_spans():
         return fn(1) + fn(1) + fn(2)
 
     assert flow() == 1 + 1 + 2
-    spans = nf.last_run().trace().spans
+    spans = last_run().trace().spans
     children = spans[spans["name"] == "compute"]
     assert list(children["cached"]) == [False, True, False]
     assert len(calls) == 2
@@ -628,9 +631,9 @@ def test_with_timeout_rejects_missing_zero_and_negative_values():
 
     for bad in (None, 0, -1):
         with pytest.raises(nf.ConfigError, match=r"timeout|seconds"):
-            fn.with_timeout(bad)
+            fn.with_timeout(bad)  # type: ignore[arg-type]
     with pytest.raises(nf.ConfigError, match="number of seconds"):
-        fn.with_timeout("5")
+        fn.with_timeout("5")  # type: ignore[arg-type]
 
 
 # --- recorded inputs and outputs ------------------------------------------------
@@ -638,7 +641,7 @@ def test_with_timeout_rejects_missing_zero_and_negative_values():
 
 def test_inputs_and_outputs_are_recorded_by_parameter_name():
     @nf.component
-    def greet(name: str, punctuation: str = "!") -> dict:
+    def greet(name: str, punctuation: str = "!") -> dict[str, str]:
         return {"greeting": f"hi {name}{punctuation}"}
 
     greet("ada", punctuation="?")
@@ -658,12 +661,12 @@ def test_long_inputs_and_outputs_are_truncated_past_max_preview_chars():
     span = only_span()
     for recorded in (span["input"]["text"], span["output"]):
         assert recorded == "x" * MAX_PREVIEW_CHARS + f"… [+{extra} chars]"
-    assert all(len(json.dumps(e)) < 3 * MAX_PREVIEW_CHARS for e in nf.last_run().events())
+    assert all(len(json.dumps(e)) < 3 * MAX_PREVIEW_CHARS for e in last_run().events())
 
 
 def test_long_lists_are_cut_to_a_preview():
     @nf.component
-    def total(items: list) -> int:
+    def total(items: list[int]) -> int:
         return sum(items)
 
     total(list(range(80)))
@@ -688,7 +691,7 @@ def test_objects_are_recorded_by_repr():
 
 def run_with_secret(secret: str, positional: bool):
     @nf.component(redact=("api_key",))
-    def call_model(prompt: str, api_key: str) -> dict:
+    def call_model(prompt: str, api_key: str) -> dict[str, str]:
         return {"text": prompt.upper(), "api_key": api_key}
 
     @nf.workflow(redact=("api_key",))
@@ -696,7 +699,7 @@ def run_with_secret(secret: str, positional: bool):
         return call_model(prompt, api_key) if positional else call_model(prompt, api_key=api_key)
 
     flow("hello", secret) if positional else flow("hello", api_key=secret)
-    return nf.last_run()
+    return last_run()
 
 
 @pytest.mark.parametrize("positional", [True, False], ids=["positional", "keyword"])

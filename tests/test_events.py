@@ -7,6 +7,8 @@ import pytest
 import nbflow as nf
 from nbflow._events import parse_id
 
+from .conftest import last_run
+
 
 @pytest.mark.parametrize(
     ("text", "position"),
@@ -61,7 +63,7 @@ def test_a_local_runs_events_after_a_malformed_id_is_a_config_error() -> None:
         return "hi"
 
     hello()
-    run = nf.last_run()
+    run = last_run()
     assert run is not None
     assert [e["type"] for e in run.events(after="0")][-1] == "run.succeeded"
     with pytest.raises(nf.ConfigError, match="not a stream id: '1-2-3'"):

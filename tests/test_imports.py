@@ -57,3 +57,49 @@ def test_the_api_app_does_not_import_the_server_that_serves_it():
 
 def test_the_offline_app_does_not_import_the_handle_that_starts_it():
     assert "nbflow.llm.offline" not in _loaded_after("nbflow.llm._offline_app")
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules ``path`` imports, at the top or in a function (not for
+    type checking only)."""
+    module = _module_name(path)
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for node in ast.walk(stmt)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolved(node, module, path.name == "__init__.py")
+            named = {f"{source}.{alias.name}" for alias in node.names}
+            found |= (named & modules) or {source}
+    return (found & modules) - {module}
+
+
+def _cycle_from(start: str, graph: dict[str, set[str]]) -> list[str] | None:
+    """A path of imports from ``start`` back to it, if there is one."""
+    stack, seen = [(start, [start])], set()
+    while stack:
+        module, path = stack.pop()
+        for target in sorted(graph[module]):
+            if target == start:
+                return [*path, start]
+            if target not in seen:
+                seen.add(target)
+                stack.append((target, [*path, target]))
+    return None
+
+
+def test_no_import_cycles_even_through_imports_inside_functions():
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {name: _imports(path, set(paths)) for name, path in paths.items()}
+    cycles = [cycle for name in sorted(graph) if (cycle := _cycle_from(name, graph))]
+    assert cycles == []

@@ -24,7 +24,7 @@ from nbflow.otel import ExportFailed, OtlpExporter, traces_url
 from nbflow.otel._spans import span_id_of, trace_id_of
 from nbflow.runtime.client import Runtime
 
-from .conftest import ROOT, TEST_SECRET, wait_until
+from .conftest import ROOT, TEST_SECRET, last_run, wait_until
 from .otlp_receiver import ReceivedSpan, Receiver, ReceiverServer
 
 MODEL = "gpt-4o-mini"
@@ -103,7 +103,7 @@ def test_to_otel_sends_one_trace_with_the_span_tree_timings_and_statuses(
 ) -> None:
     research = research_workflow(llm.base_url)
     research("Lisbon")
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     trace_id = trace.to_otel(receiver.url)
 
     assert receiver.paths == ["/v1/traces"]  # the base URL got the traces path
@@ -122,7 +122,7 @@ def test_to_otel_sends_one_trace_with_the_span_tree_timings_and_statuses(
         )
         assert span.parent_id == expected_parent
         assert span.name == mine.name
-        assert abs(span.start_ns - mine.start * 1e9) < 1_000  # to the microsecond
+        assert mine.start is not None and abs(span.start_ns - mine.start * 1e9) < 1_000  # to the µs
         assert mine.end is not None and abs(span.end_ns - mine.end * 1e9) < 1_000
         assert span.attrs["nbflow.kind"] == mine.kind
         assert span.resource["service.name"] == "nbflow"
@@ -139,7 +139,7 @@ def test_llm_spans_carry_genai_and_openinference_attributes(
     receiver: Receiver, llm: OfflineServer
 ) -> None:
     research_workflow(llm.base_url)("Porto")
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     trace.to_otel(receiver.url)
     named = by_name(receiver.spans())
     llm_spans = named[f"chat {MODEL}"]
@@ -171,7 +171,7 @@ def test_llm_spans_carry_genai_and_openinference_attributes(
 
 def test_tool_and_error_spans(receiver: Receiver, llm: OfflineServer) -> None:
     research_workflow(llm.base_url)("Oslo")
-    nf.last_run().trace().to_otel(receiver.url)
+    last_run().trace().to_otel(receiver.url)
     named = by_name(receiver.spans())
     (tool,) = named["lookup"]
     assert tool.status == "OK"
@@ -190,7 +190,7 @@ def test_tool_and_error_spans(receiver: Receiver, llm: OfflineServer) -> None:
 
 def test_sending_a_run_again_sends_the_same_ids(receiver: Receiver, llm: OfflineServer) -> None:
     research_workflow(llm.base_url)("Rome")
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     with OtlpExporter(receiver.url) as exporter:
         assert exporter.export(trace) == exporter.export(trace)
     first, second = receiver.requests
@@ -225,7 +225,7 @@ def test_retries_are_span_events_and_cancelled_spans_are_not_errors(receiver: Re
         return int(flaky())
 
     wf()
-    nf.last_run().trace().to_otel(receiver.url)
+    last_run().trace().to_otel(receiver.url)
     span = by_name(receiver.spans())["flaky"][0]
     assert [name for name, _, _ in span.events] == ["nbflow.retry", "nbflow.retry"]
     assert span.events[0][2]["error_type"] == "ConnectionError"
@@ -243,7 +243,7 @@ def test_retries_are_span_events_and_cancelled_spans_are_not_errors(receiver: Re
 
 def test_project_and_service_name_go_on_the_resource(receiver: Receiver) -> None:
     nf.component(lambda: 1, name="one")()
-    nf.last_run().trace().to_otel(receiver.url, project="agents", service_name="svc")
+    last_run().trace().to_otel(receiver.url, project="agents", service_name="svc")
     (span,) = receiver.spans()
     assert span.resource["openinference.project.name"] == "agents"
     assert span.resource["service.name"] == "svc"
@@ -255,7 +255,7 @@ def test_an_unreachable_collector_is_export_failed() -> None:
         port = sock.getsockname()[1]
     nf.component(lambda: 1, name="one")()
     with pytest.raises(ExportFailed, match=f"127.0.0.1:{port}/v1/traces"):
-        nf.last_run().trace().to_otel(f"http://127.0.0.1:{port}", timeout_s=1)
+        last_run().trace().to_otel(f"http://127.0.0.1:{port}", timeout_s=1)
 
 
 # --- endpoints -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import nbflow as nf
 from nbflow.llm.offline import serve_offline
 from nbflow.otel._spans import span_id_of
 
+from .conftest import last_run
 from .test_otel import MODEL, research_workflow
 
 PHOENIX = "arize-phoenix==20.26.1"
@@ -175,7 +176,7 @@ def test_a_run_lands_in_phoenix_with_its_tree_tokens_and_models(
 ) -> None:
     with serve_offline() as server:
         research_workflow(server.base_url)("Lisbon")
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     state = trace.state
     trace_id = trace.to_otel(phoenix, project=PROJECT)
     spans = read_spans(phoenix_python, phoenix, trace_id, len(state.spans))
@@ -226,7 +227,7 @@ def test_sending_a_run_again_keeps_one_copy_in_phoenix(phoenix: str, phoenix_pyt
         return step(step(x))
 
     twice(1)
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     trace_id = trace.to_otel(phoenix, project=PROJECT)
     read_spans(phoenix_python, phoenix, trace_id, 3)
     assert trace.to_otel(phoenix, project=PROJECT) == trace_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -110,8 +111,8 @@ def test_llm_retry_jitters_downward_and_stops_after_max_retries():
 
     retry = Retry(max_retries=2, initial_s=1, max_s=10, jitter=0.5)
     error = _connection_error()
-    assert all(0.5 <= retry.delay_s(1, error) <= 1 for _ in range(200))
-    assert all(1 <= retry.delay_s(2, error) <= 2 for _ in range(200))
+    assert all(0.5 <= (retry.delay_s(1, error) or 0) <= 1 for _ in range(200))
+    assert all(1 <= (retry.delay_s(2, error) or 0) <= 2 for _ in range(200))
     assert retry.delay_s(3, error) is None
 
 
@@ -119,7 +120,9 @@ def _connection_error() -> BaseException:
     import httpx
     import openai
 
-    return openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1/v1"))
+    # (the SDK's type names the httpx it ships with; any httpx.Request works)
+    request: Any = httpx.Request("POST", "http://127.0.0.1/v1")
+    return openai.APIConnectionError(request=request)
 
 
 def test_time_arguments_accept_timedelta():
@@ -180,7 +183,8 @@ def test_on_must_be_exception_classes(on, named):
 @pytest.mark.parametrize("option", ["initial_s", "max_s"])
 def test_negative_backoff_times_are_config_errors(option):
     with pytest.raises(nf.ConfigError, match=f"{option} must be >= 0"):
-        nf.component(noop).with_retry(3, **{option: -1})
+        options: dict[str, Any] = {option: -1}
+        nf.component(noop).with_retry(3, **options)
 
 
 @pytest.mark.parametrize("ttl_s", [0, -5])
@@ -191,7 +195,7 @@ def test_cache_ttl_must_be_positive(ttl_s):
 
 def test_cache_key_must_be_callable():
     with pytest.raises(nf.ConfigError, match="cache key= must be a callable"):
-        nf.component(noop).with_cache(key="by-url")
+        nf.component(noop).with_cache(key="by-url")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("value", [0, -0.5, "10", True])

@@ -11,9 +11,15 @@ import pytest
 import nbflow as nf
 from nbflow._state import APPEND, apply, diff
 
+from .conftest import last_run
+
 
 def test_a_patch_rebuilds_the_new_value_and_string_growth_is_an_append() -> None:
-    old = {"title": "Otters", "steps": [{"q": "habitat", "notes": "riv"}], "done": False}
+    old: dict[str, Any] = {
+        "title": "Otters",
+        "steps": [{"q": "habitat", "notes": "riv"}],
+        "done": False,
+    }
     new = {
         "title": "Otters",
         "steps": [{"q": "habitat", "notes": "rivers"}, {"q": "diet"}],
@@ -58,7 +64,7 @@ def test_in_process_the_run_rebuilds_each_published_state_and_keeps_json_emits(
 ) -> None:
     monkeypatch.setattr("nbflow._state.PUBLISH_INTERVAL_S", 0.0)  # a patch per publish
     final = planner(5)
-    run = nf.last_run()
+    run = last_run()
     assert run.state("plan") == final
     assert run.trace().state.published == {"plan": final}
     assert run.trace().emits == [{"final": True, "steps": 5}, "text;"]
@@ -93,7 +99,7 @@ def test_publishes_within_the_interval_go_out_as_one_patch_and_the_last_always_g
 ) -> None:
     monkeypatch.setattr("nbflow._state.PUBLISH_INTERVAL_S", 0.2)
     final = streams_notes(30, 0.01)  # 0.3 s of publishes, 10 ms apart
-    run = nf.last_run()
+    run = last_run()
     patches = [e for e in run.events() if e["type"] == "state.patch"]
     assert 1 <= len(patches) <= 3  # one per 0.2 s, and the last at the run's end
     assert run.state("notes") == final
@@ -108,6 +114,6 @@ def test_a_waiting_publish_goes_out_before_the_next_emit() -> None:
         nf.emit("after")
 
     ordered()
-    events = [e for e in nf.last_run().events() if e["type"] in ("state.patch", "output")]
+    events = [e for e in last_run().events() if e["type"] in ("state.patch", "output")]
     assert [e["type"] for e in events] == ["state.patch", "output"]
     assert events[0]["patch"] == [{"op": "replace", "path": "", "value": {"v": 2}}]

@@ -14,6 +14,8 @@ from openai.types.responses import Response
 
 import nbflow as nf
 
+from .conftest import last_run
+
 
 class Place(pydantic.BaseModel):
     city: str
@@ -57,7 +59,7 @@ def chat_reply(*calls: tuple[str, str]) -> ChatCompletion:
 
 
 def tool_spans(run: Any = None) -> list[Any]:
-    state = (run or nf.last_run()).trace().state
+    state = (run or last_run()).trace().state
     return [s for s in state.spans.values() if s.kind == "tool"]
 
 
@@ -79,7 +81,7 @@ def test_definition_comes_from_type_hints_and_the_docstrings_first_paragraph() -
 
 
 def test_responses_definitions_are_flat_and_names_and_descriptions_can_be_given() -> None:
-    assert nf.tool_definitions([add_numbers], api="responses") == [
+    assert [dict(d) for d in nf.tool_definitions([add_numbers], api="responses")] == [
         {
             "type": "function",
             "name": "add",
@@ -151,7 +153,7 @@ def test_tool_spans_have_kind_tool_in_the_spans_frame_and_execute_tool_attribute
         return int(add_numbers(2, 3))
 
     assert run() == 5
-    spans = nf.last_run().trace().spans
+    spans = last_run().trace().spans
     assert list(spans["kind"]) == ["workflow", "tool"]
     attrs = tool_spans()[0].attrs
     assert attrs["gen_ai.operation.name"] == "execute_tool"

@@ -15,6 +15,8 @@ from nbflow._context import current
 from nbflow._events import parse_id
 from nbflow.frames import STATUS_COLORS
 
+from .conftest import last_run
+
 DESIGN_COLUMNS = [
     "run_id", "span_id", "parent_id", "name", "kind", "status", "start", "end", "duration_ms",
     "attempts", "cached", "model", "input_tokens", "output_tokens", "total_tokens", "error",
@@ -32,7 +34,9 @@ def clean_state():
 
 def chat_model(model: str, input_tokens: int, output_tokens: int) -> nf.Component:
     def chat(prompt: str) -> str:
-        attrs = current().attrs
+        frame = current()
+        assert frame is not None
+        attrs = frame.attrs
         attrs["gen_ai.request.model"] = model
         attrs["gen_ai.usage.input_tokens"] = input_tokens
         attrs["gen_ai.usage.output_tokens"] = output_tokens
@@ -77,7 +81,7 @@ def mixed_trace() -> nf.Trace:
         return "done"
 
     flow()
-    return nf.last_run().trace()
+    return last_run().trace()
 
 
 # --- spans -------------------------------------------------------------------------
@@ -140,14 +144,14 @@ def test_usage_leaves_out_cached_llm_calls():
         chat("same")
 
     flow()
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     assert list(trace.spans["cached"]) == [False, False, True]
     assert (trace.usage["total_tokens"], trace.usage["llm_calls"]) == (10, 1)
 
 
 def test_usage_of_a_run_without_llm_calls_is_zero():
     nf.component(lambda: None, name="noop")()
-    usage = nf.last_run().trace().usage
+    usage = last_run().trace().usage
     assert (usage["total_tokens"], usage["llm_calls"]) == (0, 0)
 
 
@@ -269,7 +273,7 @@ def test_each_retried_attempt_keeps_its_error_and_a_traceback_through_the_users_
         return "page"
 
     fetch("https://example.org")
-    (span,) = nf.last_run().trace().state.spans.values()
+    (span,) = last_run().trace().state.spans.values()
     assert [r["attempt"] for r in span.retries] == [1, 2]
     assert [r["error"] for r in span.retries] == [
         "ConnectionError: reset 1",
@@ -295,7 +299,7 @@ def test_a_cache_miss_and_its_hit_carry_the_same_cache_key():
         lookup("b")
 
     flow()
-    spans = nf.last_run().trace().spans.set_index("span_id")
+    spans = last_run().trace().spans.set_index("span_id")
     looked = spans[spans["name"] == "lookup"]
     assert list(looked["cached"]) == [False, True, False]
     keys = list(looked["cache_key"])
@@ -316,10 +320,10 @@ def test_tokens_and_cost_roll_up_to_every_parent_and_the_run_equals_its_root():
         chat_model("n", 3, 4)("c")
 
     flow()
-    state = nf.last_run().trace().state
+    state = last_run().trace().state
     by_name = {s.name: s for s in state.spans.values()}
     assert by_name["plan"].tokens == 0 and by_name["plan"].rollup["tokens"] == 36
-    assert by_name["flow"].rollup["tokens"] == 43 == nf.last_run().trace().usage["total_tokens"]
+    assert by_name["flow"].rollup["tokens"] == 43 == last_run().trace().usage["total_tokens"]
     assert by_name["chat-n"].rollup == {
         "input_tokens": 3,
         "output_tokens": 4,
@@ -336,7 +340,7 @@ def test_output_is_the_return_value_and_emitted_the_streamed_text():
         return {"n": 2}
 
     flow()
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     assert trace.output == {"n": 2}
     assert trace.emitted == 'Hello, {"n": 1}'
 
@@ -349,7 +353,7 @@ def test_progress_steps_are_timed_by_the_fold():
         nf.progress("second")
 
     flow()
-    steps = nf.last_run().trace().state.steps
+    steps = last_run().trace().state.steps
     first, second, later = steps["first"], steps["second"], steps["later"]
     assert (first.state, first.detail, second.state, later.state) == (
         "done",
@@ -358,6 +362,6 @@ def test_progress_steps_are_timed_by_the_fold():
         "pending",
     )
     assert first.start is not None and first.end == second.start
-    assert second.end is not None and second.end >= second.start
-    assert first.duration_ms == (first.end - first.start) * 1000
+    assert second.end is not None and second.start is not None and second.end >= second.start
+    assert first.end is not None and first.duration_ms == (first.end - first.start) * 1000
     assert later.start is None and later.end is None

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..runtime.listing import CURSOR_PATTERN, RunQuery
+
 Status = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 Outcome = Literal["cancelled", "requested", "finished"]
 
@@ -115,6 +117,28 @@ class RunDetail(RunSummary):
 
 class RunList(BaseModel):
     runs: list[RunSummary]
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` for the next page; null when no runs are left"
+    )
+
+
+class RunFilter(BaseModel):
+    """``GET /runs``'s query: which runs, and which page of them (runtime/listing.py)."""
+
+    limit: int = Field(100, ge=1, le=1000, description="runs in a page at most")
+    cursor: str | None = Field(
+        None, pattern=CURSOR_PATTERN, description="a page's `next_cursor`: go on after it"
+    )
+    status: Status | None = None
+    workflow: str | None = None
+    since: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="created at or after (Unix seconds)"
+    )
+    parent: str | None = Field(None, description="runs started by this run (its children)")
+    notebook: str | None = Field(None, description="runs started from this notebook")
+
+    def query(self) -> RunQuery:
+        return RunQuery(self.status, self.workflow, self.since, self.parent, self.notebook)
 
 
 class Cancelled(BaseModel):

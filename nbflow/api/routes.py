@@ -19,12 +19,12 @@ from .models import (
     InputAccepted,
     InputBody,
     RunDetail,
+    RunFilter,
     RunList,
     RunRequest,
     RunResult,
     RunStarted,
     StateValue,
-    Status,
     WorkflowInfo,
     WorkflowList,
 )
@@ -192,15 +192,18 @@ async def start_workflow(request: Request, name: str, body: RunBody = None) -> R
     return RunStarted(run_id=run_id, status="queued")
 
 
-@router.get("/runs", response_model=RunList, tags=["runs"], summary="Runs, newest first")
-async def list_runs(
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    workflow: str | None = None,
-    status: Status | None = None,
-) -> RunList:
-    runs = await service(request).runs(limit=limit, workflow=workflow, status=status)
-    return RunList(runs=runs)
+@router.get(
+    "/runs",
+    response_model=RunList,
+    tags=["runs"],
+    summary="Runs, newest first: filtered, then a page of them",
+    description="Every filter given holds before the limit. `next_cursor` passed as "
+    "`cursor` gives the next page, without repeating or skipping a run while new ones "
+    "start; null when no runs are left. A page looks through at most 10,000 runs, so a "
+    "filter that matches few may give fewer than `limit` runs and a cursor to go on from.",
+)
+async def list_runs(request: Request, wanted: Annotated[RunFilter, Query()]) -> RunList:
+    return await service(request).runs(wanted)
 
 
 @router.get(

@@ -21,20 +21,27 @@ from .._workflow import Workflow
 from ..errors import InputRejected
 from ..runtime.client import Runtime
 from ..runtime.connection import AsyncRedis, async_client
+from ..runtime.listing import RunPage, list_runs
 from ..runtime.protocol import decode_meta
 from ..runtime.run import Run
 from . import views
 from .catalog import Catalog
 from .errors import ApiError
-from .models import Cancelled, InputAccepted, RunDetail, RunResult, RunSummary, StateValue
+from .models import (
+    Cancelled,
+    InputAccepted,
+    RunDetail,
+    RunFilter,
+    RunList,
+    RunResult,
+    StateValue,
+)
 from .reader import Hub
 
 log = logging.getLogger("nbflow.api")
 
 # Redis Cluster: one pool per node, shared by short commands and blocked reads alike.
 CLUSTER_MAX_CONNECTIONS = 10_000
-LIST_PAGE = 200
-LIST_SCAN_MAX = 10_000  # runs a filtered listing looks through at most
 
 
 @dataclass
@@ -131,26 +138,16 @@ class Service:
         run = await self.detail(run_id)
         return RunResult(run_id=run_id, status=run.status, output=run.output, error=run.error)
 
-    async def runs(
-        self, *, limit: int, workflow: str | None, status: str | None
-    ) -> list[RunSummary]:
-        wanted = {
-            k: v for k, v in {"workflow": workflow, "status": status}.items() if v is not None
-        }
-        page = limit if not wanted else max(limit, LIST_PAGE)
-        found: list[RunSummary] = []
-        for start in range(0, LIST_SCAN_MAX if wanted else limit, page):
-            ids = await self.redis.zrevrange(c.RUNS_INDEX, start, start + page - 1)
-            found += [views.summary(m) for m in await self._metas(ids) if _matches(m, wanted)]
-            if len(found) >= limit or len(ids) < page:
-                break
-        return found[:limit]
+    async def runs(self, wanted: RunFilter) -> RunList:
+        """A page of runs, as ``nf.runs()`` and ``nbflow runs`` list them."""
+        page = await self.run_page(wanted)
+        runs = [views.summary(meta) for meta in page.runs]
+        return RunList(runs=runs, next_cursor=page.next_cursor)
 
-    async def _metas(self, ids: list[bytes]) -> list[dict[str, Any]]:
-        pipe = self.redis.pipeline(transaction=False)
-        for run_id in ids:
-            pipe.hgetall(c.run_meta(run_id.decode()))
-        return [decode_meta(raw) for raw in await pipe.execute() if raw]
+    async def run_page(self, wanted: RunFilter) -> RunPage:
+        """A page of runs' metadata (the runtime's one listing query)."""
+        listing = functools.partial(list_runs, limit=wanted.limit, cursor=wanted.cursor)
+        return await to_thread.run_sync(listing, self.runtime.redis, wanted.query())
 
 
 def _check_value(value: Any, schema: dict[str, Any], name: str) -> None:
@@ -197,10 +194,6 @@ def reader_factory(url: str, *, cluster: bool) -> Callable[[], AsyncRedis] | Non
 def client_name() -> str:
     """How this process's connections show in CLIENT LIST: ``nbflow-api:<pid>``."""
     return f"{c.API_CLIENT_NAME}:{os.getpid()}"
-
-
-def _matches(meta: dict[str, Any], wanted: dict[str, str]) -> bool:
-    return all(meta.get(k) == v for k, v in wanted.items())
 
 
 def check_id(run_id: str) -> str:

@@ -110,19 +110,6 @@ def run_bundle(run: Any) -> tuple[dict[str, Any], RunState]:
     return bundle(data, traceback=state.traceback), state
 
 
-def mimebundle(run: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """A run's ``_repr_mimebundle_``: the snapshot, plus the live widget in a kernel."""
-    from . import view
-
-    data, _state = run_bundle(run)
-    shell = view.kernel_shell()
-    if shell is not None:
-        view.install_hooks(shell)
-    if view.widgets_available():
-        data[WIDGET_MIME] = view.live_widget(run).mime()
-    return data
-
-
 # --- text/plain ---------------------------------------------------------------
 def render_plain(data: dict[str, Any]) -> str:
     snap = data["snapshot"]

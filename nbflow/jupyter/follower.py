@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from .. import _events as ev
 from .._fold import RunState
+from .._policies import Backoff
 from .._spanstate import start_order
 from .._waitinfo import describe_wait, field_kind
 from . import display as dsp
@@ -26,7 +27,9 @@ TICK_S = 0.1  # at most ten updates a second
 EMITTED_RESYNC_CHARS = 200_000
 MAX_RECORDED_IDS = 1_000_000
 STATUS_CHECK_S = 2.0
+# A view whose runtime is away retries after RETRY_S, backing off to RETRY_MAX_S.
 RETRY_S = 1.0
+RETRY_MAX_S = 10.0
 MAX_WARNINGS = 5  # the latest ones, in a view's summary
 
 Tick = dict[str, Any]
@@ -105,14 +108,16 @@ class Follower:
             return done
 
     def _loop(self) -> None:
+        retry = Backoff(initial_s=RETRY_S, max_s=RETRY_MAX_S)
         try:
             while True:
                 try:
                     if self.step():
                         return
                 except RedisError:  # the runtime is away for a moment: keep the view, retry
-                    time.sleep(RETRY_S)
+                    time.sleep(retry.next_delay())
                     continue
+                retry.reset()
                 time.sleep(self.tick_s)
         finally:
             self.finished.set()

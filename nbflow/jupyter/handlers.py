@@ -24,16 +24,13 @@ from .. import constants as c
 from .._events import parse_id
 from ..api import views
 from ..api.errors import ApiError, field_errors, invalid_input
-from ..api.models import InputBody
+from ..api.models import InputBody, RunFilter
 from ..api.service import Service, check_id
 from ..api.sse import HEADERS, KEEP_ALIVE_S, SSE, SSE_KEEP_ALIVE, sse_frame
 from ..runtime.client import Runtime
-from ..runtime.protocol import decode_meta
 from ..runtime.run import Run
 
 BASE = "nbflow/api"
-MAX_LIMIT = 1_000
-SCAN_FILTERED = 5_000  # runs a filtered listing looks through at most
 POLL_CLOSED_S = 1.0  # how often a quiet event stream checks that its client is still there
 
 
@@ -92,28 +89,21 @@ class NbflowHandler(APIHandler):
 
 
 class RunsHandler(NbflowHandler):
+    """``GET /runs`` of the REST API: the same filters, limit and cursor."""
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        given = {name: self.get_query_argument(name, "") for name in RunFilter.model_fields}
         try:
-            limit = min(max(int(self.get_query_argument("limit", "100")), 1), MAX_LIMIT)
-        except ValueError:
-            self.write_api_error(ApiError(400, "bad_request", "limit must be a whole number"))
+            wanted = RunFilter.model_validate({k: v for k, v in given.items() if v != ""})
+        except ValidationError as problem:
+            self.write_api_error(invalid_input(field_errors(problem.errors(), prefix=("query",))))
             return
-        wanted = {
-            key: value
-            for key in ("workflow", "status")
-            if (value := self.get_query_argument(key, "")) != ""
-        }
         svc = await self.backend.service()
-        scan = SCAN_FILTERED if wanted else limit
-        ids = await svc.redis.zrevrange(c.RUNS_INDEX, 0, scan - 1)
-        pipe = svc.redis.pipeline(transaction=False)
-        for run_id in ids:
-            pipe.hgetall(c.run_meta(run_id.decode()))
-        metas = [decode_meta(raw) for raw in await pipe.execute() if raw]
-        chosen = [m for m in metas if all(m.get(k) == v for k, v in wanted.items())][:limit]
-        self.write_json({"runs": [listed(meta) for meta in chosen]})
+        page = await svc.run_page(wanted)
+        runs = [listed(meta) for meta in page.runs]
+        self.write_json({"runs": runs, "next_cursor": page.next_cursor})
 
 
 def listed(meta: dict[str, Any]) -> dict[str, Any]:

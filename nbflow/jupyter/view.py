@@ -276,3 +276,14 @@ def watch(run: Any, *, widget: bool | None = None) -> LiveView:
 def live_widget(run: Any) -> LiveView:
     """A started widget view for a ``_repr_mimebundle_`` that the caller displays."""
     return LiveView(run, widget=True).start()
+
+
+def mimebundle(run: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """A run's ``_repr_mimebundle_``: the snapshot, plus the live widget in a kernel."""
+    data, _state = dsp.run_bundle(run)
+    shell = kernel_shell()
+    if shell is not None:
+        install_hooks(shell)
+    if widgets_available():
+        data[dsp.WIDGET_MIME] = live_widget(run).mime()
+    return data

@@ -197,7 +197,7 @@ def _runtime_redis() -> Any:
     if frame is not None and frame.run.redis is not None:  # on a worker: share its connection
         return frame.run.redis
     client = sys.modules.get("nbflow.runtime.client")  # not imported: no runtime connected
-    runtime = getattr(client, "_runtime", None)
+    runtime = None if client is None else client.connected_runtime()
     return None if runtime is None else runtime.redis
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from .connection import RawConnection, script_command
 from .protocol import encode_event
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .connection import AsyncRedis, SyncRedis
 
 log = logging.getLogger("nbflow.worker")
 CLAIM_BLOCK_MS = 100  # drain must stop reading within this after SIGTERM
@@ -45,8 +46,22 @@ class Claim:
 
 
 class Claimer:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    """Claims runs for worker ``worker_id``, leasing them for ``lease_ms``; runs it
+    ``held`` already are not claimed again."""
+
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        sync: SyncRedis,
+        *,
+        worker_id: str,
+        cluster: bool,
+        lease_ms: int,
+        held: Container[str],
+    ) -> None:
+        self.redis, self.sync = redis, sync
+        self.worker_id, self.cluster, self.lease_ms = worker_id, cluster, lease_ms
+        self.held = held
         self._conn: RawConnection | None = None  # the reading thread's own connection
 
     def take(self, count: int) -> list[Claim]:
@@ -58,8 +73,8 @@ class Claimer:
         redis-py's per-command machinery (see RawConnection).
         """
         if self._conn is None:
-            self._conn = RawConnection(self.worker.sync)
-        read = ["XREADGROUP", "GROUP", c.WORK_GROUP, self.worker.id, "COUNT", count]
+            self._conn = RawConnection(self.sync)
+        read = ["XREADGROUP", "GROUP", c.WORK_GROUP, self.worker_id, "COUNT", count]
         read += ["BLOCK", CLAIM_BLOCK_MS, "STREAMS", c.WORK_STREAM, ">"]
         keys, args = self._take_args(count)
         replies = self._conn.call(read, script_command(scripts.TAKE, keys, args))
@@ -78,9 +93,8 @@ class Claimer:
     async def read(self, count: int) -> list[Claim]:
         """Redis Cluster: wait up to CLAIM_BLOCK_MS for work messages, and claim up to
         ``count`` runs."""
-        worker = self.worker
-        reply = await worker.redis.xreadgroup(
-            c.WORK_GROUP, worker.id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
+        reply = await self.redis.xreadgroup(
+            c.WORK_GROUP, self.worker_id, {c.WORK_STREAM: ">"}, count=count, block=CLAIM_BLOCK_MS
         )
         entries = [entry for _stream, batch in reply or [] for entry in batch]
         return await self.claim(entries) if entries else []
@@ -88,14 +102,13 @@ class Claimer:
     async def pending(self, count: int) -> list[Claim]:
         """Claim the runs of work messages already given to this worker (standalone)."""
         keys, args = self._take_args(count)
-        sha = await self.worker.redis.script_load(scripts.TAKE)
-        return self._taken(await self.worker.redis.evalsha(sha, len(keys), *keys, *args))
+        sha = await self.redis.script_load(scripts.TAKE)
+        return self._taken(await self.redis.evalsha(sha, len(keys), *keys, *args))
 
     def _take_args(self, count: int) -> tuple[list[Any], list[Any]]:
         """TAKE's keys and arguments."""
-        worker = self.worker
-        head = encode_event({"type": ev.RUN_STARTED, "worker": worker.id, "mode": "runtime"})
-        args = [c.WORK_GROUP, worker.id, count, worker.options.lease_ms, head[:-1]]
+        head = encode_event({"type": ev.RUN_STARTED, "worker": self.worker_id, "mode": "runtime"})
+        args = [c.WORK_GROUP, self.worker_id, count, self.lease_ms, head[:-1]]
         return [c.WORK_STREAM, c.LEASES], [*args, *KEY_TEMPLATES]
 
     def _taken(self, reply: list[list[Any]]) -> list[Claim]:
@@ -110,12 +123,11 @@ class Claimer:
 
     async def claim(self, entries: list[Entry]) -> list[Claim]:
         """Claim the runs of these work messages, each with CLAIM (any server)."""
-        worker = self.worker
         wanted: list[str] = []
-        pipe = Batch(worker.redis, cluster=worker.cluster)
+        pipe = Batch(self.redis, cluster=self.cluster)
         for msg_id, fields in entries:
             run_id = (fields.get(b"run") or b"").decode(errors="replace")
-            if valid_run_id(run_id) and run_id not in worker.active and run_id not in wanted:
+            if valid_run_id(run_id) and run_id not in self.held and run_id not in wanted:
                 self._claim(pipe, run_id)
                 wanted.append(run_id)
             else:
@@ -128,18 +140,17 @@ class Claimer:
             if int(code) == 1:
                 claims.append(Claim(run_id, _pairs(meta), _pairs(steps)))
             elif int(code) == -1:  # finished: nothing left to lease (0: another worker's)
-                await worker.redis.zrem(c.LEASES, run_id)
+                await self.redis.zrem(c.LEASES, run_id)
         return claims
 
     def _claim(self, pipe: Batch, run_id: str) -> None:
-        worker = self.worker
-        started = ev.make(ev.RUN_STARTED, worker=worker.id, mode="runtime")
+        started = ev.make(ev.RUN_STARTED, worker=self.worker_id, mode="runtime")
         head = encode_event(started)[:-1]  # the script adds the workflow and the attempt
         # In the lease index before the lease itself: a crash in between still
         # leaves the sweeper something to look at.
-        pipe.zadd(c.LEASES, {run_id: _now_ms() + worker.options.lease_ms})
+        pipe.zadd(c.LEASES, {run_id: _now_ms() + self.lease_ms})
         keys = [c.run_lease(run_id), c.run_meta(run_id), c.run_steps(run_id), c.run_log(run_id)]
-        pipe.eval(scripts.CLAIM, keys, [worker.id, worker.options.lease_ms, started["ts"], head])
+        pipe.eval(scripts.CLAIM, keys, [self.worker_id, self.lease_ms, started["ts"], head])
 
 
 def valid_run_id(run_id: str) -> bool:

@@ -13,6 +13,7 @@ import pickle
 import socket
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from .._preview import preview
 from ..errors import ArgumentsTooLarge, ConfigError, PayloadRejected, RunNotFound
 from . import codeship, scripts
 from .connection import RawConnection, SyncRedis, is_cluster, sync_client
+from .listing import RunQuery, fill_page
 from .locality import ship_by_value_unless_importable
 from .protocol import decode_meta, dumps, encode_event
 from .run import Run
@@ -261,6 +263,10 @@ class Runtime:
             raise RunNotFound(f"no run {run_id!r} on {self.url}")
         return Run(self, run_id)
 
+    def handle(self, run_id: str) -> Run:
+        """A handle on run ``run_id``, unchecked (``attach`` checks that it exists)."""
+        return Run(self, run_id)
+
     def run_ids(self, *, limit: int = 100) -> list[str]:
         """The ids of the newest ``limit`` runs, newest first."""
         return [r.decode() for r in self.redis.zrevrange(c.RUNS_INDEX, 0, limit - 1)]
@@ -276,17 +282,22 @@ class Runtime:
         self,
         *,
         limit: int = 100,
+        cursor: str | None = None,
+        status: str | tuple[str, ...] | None = None,
         workflow: str | None = None,
-        status: str | None = None,
+        since: float | datetime | None = None,
+        parent: str | None = None,
         notebook: str | None = None,
     ) -> pd.DataFrame:
-        """The newest ``limit`` runs as a DataFrame, then filtered by workflow, status, notebook."""
+        """The newest ``limit`` runs that match the filters (older than ``cursor``), as a
+        DataFrame; its ``attrs["next_cursor"]`` goes on from there (None: no more)."""
         from .views import runs_frame
 
-        metas = self.metas(self.run_ids(limit=limit))
-        wanted = {"workflow": workflow, "status": status, "notebook": notebook}
-        metas = [m for m in metas if all(v is None or m.get(k) == v for k, v in wanted.items())]
-        return runs_frame(metas)
+        query = RunQuery(status, workflow, since, parent, notebook)
+        page = fill_page(self.redis, query, limit=limit, cursor=cursor)
+        frame = runs_frame(page.runs)
+        frame.attrs["next_cursor"] = page.next_cursor
+        return frame
 
     def queue_depth(self) -> int:
         """Run requests waiting for a worker or claimed but not yet acknowledged."""
@@ -379,6 +390,11 @@ def _embedded_runtime(workers: int | None, start_workers: bool, secret: bytes | 
     runtime = Runtime(url, secret=secret or codeship.load_secret(home), cluster=False)
     runtime.pool_home = Path(home)
     return runtime
+
+
+def connected_runtime() -> Runtime | None:
+    """The runtime this process connected to, if any (connecting none)."""
+    return _runtime
 
 
 def get_runtime() -> Runtime:

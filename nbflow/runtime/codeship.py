@@ -33,7 +33,7 @@ from ..constants import ENV_SECRET
 from ..errors import PayloadRejected
 
 MAGIC = b"NBF2"
-UNBOUND_MAGIC = b"NBF1"  # before blobs were bound to what they are for
+UNBOUND_MAGIC = b"NBF1"  # blobs not bound to what they are for: refused, saying why
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 

@@ -7,68 +7,53 @@ and get its run stolen by a sweeper.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import constants as c
 from . import scripts
-from .connection import sync_client
+from .connection import SyncRedis
 
 if TYPE_CHECKING:
-    from .worker import Worker
-
-log = logging.getLogger("nbflow.worker")
+    from .attempt import Active
 
 
+@dataclass
 class Heartbeat:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="nbflow-heartbeat", daemon=True)
+    """Renews the leases of the attempts ``held`` returns, on ``redis`` (a client of its
+    own), and marks worker ``worker_id`` alive; ``cancel(run_id, token=, lost=)`` hears
+    of a lease lost (``lost``) or a cancel asked for."""
 
-    def start(self) -> None:
-        self._thread.start()
+    redis: SyncRedis
+    worker_id: str
+    cluster: bool
+    lease_ms: int
+    held: Callable[[], list[Active]]
+    cancel: Callable[..., None]
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        redis = sync_client(self.worker.url, cluster=self.worker.cluster)
-        interval_s = self.worker.options.heartbeat_ms / 1000
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.beat(redis)
-                except Exception as error:
-                    log.warning("heartbeat failed: %s", error)
-                self._stop.wait(interval_s)
-        finally:
-            redis.close()
-
-    def beat(self, redis: Any) -> None:
-        worker = self.worker
-        held = [a for a in list(worker.active.values()) if a.holds_lease]
-        lease_ms = worker.options.lease_ms
+    def beat(self) -> None:
+        held = self.held()
         now_ms = int(time.time() * 1000)
-        calls = [([c.run_lease(a.run_id), c.run_meta(a.run_id)], [a.token, lease_ms]) for a in held]
-        pipe = redis.pipeline(transaction=False)
-        if worker.cluster:  # cluster pipelines refuse scripts
-            renewed = [redis.eval(scripts.RENEW, 2, *keys, *args) for keys, args in calls]
+        calls = [
+            ([c.run_lease(a.run_id), c.run_meta(a.run_id)], [a.token, self.lease_ms]) for a in held
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        if self.cluster:  # cluster pipelines refuse scripts
+            renewed = [self.redis.eval(scripts.RENEW, 2, *keys, *args) for keys, args in calls]
         else:
             for keys, args in calls:
                 pipe.eval(scripts.RENEW, 2, *keys, *args)
         if held:
             # XX: only runs still indexed; a sweeper that requeued one took it out.
-            pipe.zadd(c.LEASES, {a.run_id: now_ms + lease_ms for a in held}, xx=True)
-        pipe.zadd(c.WORKERS, {worker.id: now_ms})
+            pipe.zadd(c.LEASES, {a.run_id: now_ms + self.lease_ms for a in held}, xx=True)
+        pipe.zadd(c.WORKERS, {self.worker_id: now_ms})
         replies = pipe.execute()
-        if not worker.cluster:
+        if not self.cluster:
             renewed = replies[: len(held)]
         for active, (owned, cancel) in zip(held, renewed, strict=True):
             if not owned:
-                worker.request_cancel(active.run_id, token=active.token, lost=True)
+                self.cancel(active.run_id, token=active.token, lost=True)
             elif cancel:
-                worker.request_cancel(active.run_id, token=active.token)
+                self.cancel(active.run_id, token=active.token)

@@ -68,5 +68,5 @@ def _pool_imports(top: str, home: Path) -> bool:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return True  # unknown: by name, as before; a worker that cannot import it says so
+        return True  # unknown: by name (the default); a worker that cannot import it says so
     return done.returncode == 0

@@ -52,7 +52,7 @@ class Run:
         return f"<nbflow run {self.id}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ..jupyter.display import mimebundle
+        from ..jupyter.view import mimebundle
 
         return mimebundle(self, include, exclude)
 

@@ -16,60 +16,58 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .attempt import Active
-    from .worker import Worker
+    from .options import WorkerOptions
+    from .runsloop import RunsLoop
 
 log = logging.getLogger("nbflow.worker")
 INTERVAL_S = 1.0
 MAX_STACK_CHARS = 4_000
+# (ended at, run id, threads): steps abandoned by with_timeout, still running
+Abandoned = tuple[float, str, list[threading.Thread]]
 
 
+@dataclass
 class Watchdog:
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._stop = threading.Event()
-        self._reported = False  # the current blockage of the runs loop was reported
-        self._thread = threading.Thread(target=self._loop, name="nbflow-watchdog", daemon=True)
+    """Checks a worker's attempts (``active``) and its ``runs_loop``; ``check`` runs on
+    a thread of its own. What it finds goes to the worker through the callbacks: ``stuck``
+    and ``restart`` are run on ``loop``, ``warn`` from this thread."""
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(INTERVAL_S):
-            try:
-                self.check()
-            except Exception:
-                log.exception("watchdog check failed")
+    active: Mapping[str, Active]
+    abandoned: list[Abandoned]
+    runs_loop: RunsLoop
+    options: WorkerOptions
+    loop: asyncio.AbstractEventLoop
+    stuck: Callable[[Active, str], Coroutine[Any, Any, None]]
+    restart: Callable[[str], None]
+    warn: Callable[..., None]
+    _reported: bool = field(default=False, init=False)  # the current blockage was reported
 
     def check(self) -> None:
         self._check_loop()
         now = time.monotonic()
-        grace_s = self.worker.options.stuck_grace_s
-        for active in list(self.worker.active.values()):
+        grace_s = self.options.stuck_grace_s
+        for active in list(self.active.values()):
             asked = active.cancel_asked_at
             if asked is not None and now - asked > grace_s and active.task is None:
                 why = f"its code did not stop within {grace_s:g} s of the cancel (it never yields)"
-                self._on_loop(self.worker.stuck(active, why))
+                asyncio.run_coroutine_threadsafe(self.stuck(active, why), self.loop)
         self._check_abandoned(now, grace_s)
 
     def _check_loop(self) -> None:
-        worker = self.worker
-        silent_s = worker.runs_loop.ping()
-        if silent_s <= worker.options.loop_blocked_s:
+        silent_s = self.runs_loop.ping()
+        if silent_s <= self.options.loop_blocked_s:
             self._reported = False
             return
         if self._reported:
             return
         self._reported = True
-        stack = worker.runs_loop.stack()[-MAX_STACK_CHARS:]
+        stack = self.runs_loop.stack()[-MAX_STACK_CHARS:]
         log.warning(
             "the event loop of this worker's async runs has been blocked for %.1f s "
             "(a sync call inside async code?); it is here:\n%s",
@@ -80,27 +78,20 @@ class Watchdog:
             f"the worker's event loop for async runs was blocked for {silent_s:.1f} s: "
             "a sync call inside async code holds up every async run on this worker"
         )
-        for active in _async_runs(worker):
-            worker.warn(active, message, stack=stack)
+        for active in list(self.active.values()):
+            if active.is_async and active.holds_lease:
+                self.warn(active, message, stack=stack)
 
     def _check_abandoned(self, now: float, grace_s: float) -> None:
-        worker = self.worker
-        for entry in list(worker.abandoned):  # (the loop's thread appends meanwhile)
+        for entry in list(self.abandoned):  # (the loop's thread appends meanwhile)
             ended, run_id, threads = entry
             alive = any(t.is_alive() for t in threads)
             if alive and now - ended <= grace_s:
                 continue
-            worker.abandoned.remove(entry)
+            self.abandoned.remove(entry)
             if alive:
                 why = (
                     f"a step of run {run_id} abandoned by its time-out was still running "
                     f"{grace_s:g} s after the run ended"
                 )
-                worker.loop.call_soon_threadsafe(worker.restart_for, why)
-
-    def _on_loop(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self.worker.loop)
-
-
-def _async_runs(worker: Worker) -> list[Active]:
-    return [a for a in list(worker.active.values()) if a.is_async and a.holds_lease]
+                self.loop.call_soon_threadsafe(self.restart, why)

@@ -41,11 +41,13 @@ from .execution import call_async, call_sync, unloadable
 from .heartbeat import Heartbeat
 from .options import WorkerOptions
 from .outcomes import Outcomes
+from .periodic import PeriodicThread
 from .runsloop import RunsLoop
 from .runthreads import RunThreads
 from .sweeper import Sweeper
 from .wakeups import Waker
-from .watchdog import Watchdog
+from .watchdog import INTERVAL_S as WATCHDOG_INTERVAL_S
+from .watchdog import Abandoned, Watchdog
 from .writer import EventWriter, RedisCache, RedisSink, StepMemo
 
 __all__ = ["Worker", "WorkerOptions", "run_in_thread"]
@@ -72,8 +74,7 @@ class Worker:
         self.active: dict[str, Active] = {}  # run id -> the attempt executing it here
         self.draining = False
         self.restart_requested = False  # a stuck run: exit to be started afresh
-        # (ended at, run id, threads): steps abandoned by with_timeout, still running
-        self.abandoned: list[tuple[float, str, list[threading.Thread]]] = []
+        self.abandoned: list[Abandoned] = []  # steps of ended runs still running
         self._stop = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------
@@ -96,6 +97,7 @@ class Worker:
         self.runs_loop = RunsLoop()
         self.redis = async_client(self.url, cluster=self.cluster)
         self.sync = sync_client(self.url, cluster=self.cluster)
+        self.beats = sync_client(self.url, cluster=self.cluster)  # the heartbeat's own
         self.catalog = Catalog(self.registry, self.sync, self.secret)
         self.writer = EventWriter(
             self.redis, self.loop, cluster=self.cluster, on_fenced=self._fenced
@@ -113,7 +115,10 @@ class Worker:
         # Runs submit their children through a client of the runtime's own.
         self.client = Runtime(self.url, secret=self.secret, cluster=self.cluster)
         self.cache = RedisCache(self.sync, self.secret)
-        self.claimer = Claimer(self)
+        self.claimer = Claimer(
+            self.redis, self.sync, worker_id=self.id, cluster=self.cluster,
+            lease_ms=self.options.lease_ms, held=self.active,
+        )  # fmt: skip
         self._slot = asyncio.Event()  # a run ended (the cluster claim loop waits for it)
         self._freed = threading.Event()  # the same, for the reading thread
         # One thread per run slot, so sync workflows never queue behind each other;
@@ -126,13 +131,11 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self.drain)
         self._ensure_group()
-        heartbeat = Heartbeat(self)
-        sweeper = Sweeper(self)
-        watchdog = Watchdog(self)
-        heartbeat.start()
-        watchdog.start()
+        watchers = self._watchers()
+        for thread in watchers:
+            thread.start()
         self.threads.start()
-        loops = [self.writer.run(), sweeper.run()]
+        loops = [self.writer.run(), self._sweeper().run()]
         if self.cluster:
             loops.append(self._claim_loop())
         tasks = [asyncio.create_task(t) for t in loops]
@@ -143,8 +146,8 @@ class Worker:
             await self._stop.wait()
             await self._drain()
         finally:
-            heartbeat.stop()
-            watchdog.stop()
+            for thread in watchers:
+                thread.stop()
             self.threads.stop()
             for task in tasks:
                 task.cancel()
@@ -154,9 +157,38 @@ class Worker:
             await self.writer.close()
             await self.redis.aclose()
             self.sync.close()
+            self.beats.close()
             self.client.close()
             self.runs_loop.stop()
         return c.WORKER_RESTART_EXIT if self.restart_requested else 0
+
+    def _watchers(self) -> list[PeriodicThread]:
+        """The heartbeat (its own connection) and the watchdog, each on a thread."""
+        heartbeat = Heartbeat(
+            self.beats,
+            self.id,
+            self.cluster,
+            self.options.lease_ms,
+            held=lambda: [a for a in list(self.active.values()) if a.holds_lease],
+            cancel=self.request_cancel,
+        )
+        watchdog = Watchdog(
+            self.active, self.abandoned, self.runs_loop, self.options, self.loop,
+            stuck=self.stuck, restart=self.restart_for, warn=self.warn,
+        )  # fmt: skip
+        beat_s = self.options.heartbeat_ms / 1000
+        return [
+            PeriodicThread("nbflow-heartbeat", beat_s, heartbeat.beat, now=True),
+            PeriodicThread("nbflow-watchdog", WATCHDOG_INTERVAL_S, watchdog.check),
+        ]
+
+    def _sweeper(self) -> Sweeper:
+        return Sweeper(
+            self.redis, self.id, self.cluster, self.options, held=self.active,
+            room=lambda: 0 if self.draining else self.options.concurrency - len(self.active),
+            draining=lambda: self.draining, claimer=self.claimer, start=self.start,
+            wake_due=self.waker.wake_due,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Drain from any thread (a worker that has stopped already: nothing to do)."""

@@ -83,7 +83,7 @@ def anything(**given: Any) -> dict[str, Any]:
 
 
 @nf.workflow
-def untyped(a, b=2):  # type: ignore[no-untyped-def]
+def untyped(a, b=2):
     return [a, b]
 
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ def frames(response: httpx.Response) -> Iterator[Frame]:
                 setattr(frame, name, value)
 
 
-def events(response: httpx.Response) -> Iterator[Frame]:
+def events(response: httpx.Response) -> Generator[Frame]:
     return (f for f in frames(response) if f.comment is None)
 
 

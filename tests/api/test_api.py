@@ -162,6 +162,31 @@ def test_runs_lists_newest_first_with_filters(client: httpx.Client) -> None:
     assert [r["run_id"] for r in client.get("/runs", params={"limit": 1}).json()["runs"]] == [bad]
 
 
+def test_runs_pages_by_cursor_with_the_filter_before_the_limit(serve: Callable[..., str]) -> None:
+    with httpx.Client(base_url=serve(), timeout=10) as client:  # no worker: runs stay queued
+        started = [
+            client.post("/workflows/greet/start", json={"input": {"name": str(i)}}).json()
+            for i in range(5)
+        ]
+        old = [run["run_id"] for run in started]
+        client.post(f"/runs/{old[0]}/cancel")
+        seen, cursor = [], None
+        for _ in range(5):
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/runs", params=params).json()
+            seen += [r["run_id"] for r in page["runs"]]
+            client.post("/workflows/greet/start", json={"input": {"name": "new"}})
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == old[::-1]
+        only = client.get("/runs", params={"status": "cancelled", "limit": 1}).json()
+        assert ([r["run_id"] for r in only["runs"]], only["next_cursor"]) == ([old[0]], None)
+        refused = client.get("/runs", params={"cursor": "not a cursor"})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["fields"][0]["field"] == "query.cursor"
+
+
 def test_cancel_a_queued_run(serve: Callable[..., str]) -> None:
     with httpx.Client(base_url=serve(), timeout=10) as client:  # no worker: the run stays queued
         run_id = client.post("/workflows/greet/start", json={"input": {"name": "q"}}).json()[

@@ -32,7 +32,9 @@ ROUTES = [
 def _call(
     client: httpx.Client, method: str, path: str, run_id: str, **options: object
 ) -> httpx.Response:
-    body = {"input": {"name": "x"}} if method == "POST" and "workflows" in path else None
+    body: dict[str, Any] | None = (
+        {"input": {"name": "x"}} if method == "POST" and "workflows" in path else None
+    )
     if path.endswith("/input/{name}"):
         body = {"value": True}
     url = path.format(run_id=run_id, name="approve")

@@ -42,8 +42,7 @@ def test_only_given_arguments_are_passed_so_the_function_keeps_its_defaults() ->
 
 
 def test_unhinted_parameters_accept_any_json() -> None:
-    def fn(a, b=2):  # type: ignore[no-untyped-def]
-        ...
+    def fn(a, b=2): ...
 
     model = input_model("fn", fn)
     assert model.validate({"a": {"deep": [1, None]}}) == {"a": {"deep": [1, None]}}

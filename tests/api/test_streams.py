@@ -123,7 +123,7 @@ def test_two_api_processes_serve_the_same_runs(
         seen: list[str] = []
         cancelled = None  # asked once: a second request may find the run already ended
         for frame in events(stream):
-            seen.append(frame.event)
+            seen.append(frame.event or "")
             if cancelled is None and seen.count("span.finished") == 3:
                 cancelled = httpx.post(f"{here}/runs/{run_id}/cancel").json()
                 assert cancelled["outcome"] == "requested"

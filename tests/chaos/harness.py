@@ -246,8 +246,10 @@ def check(
 def check_run(
     client: redis.Redis, run_id: str, n: int, executions: list[tuple[int, int]]
 ) -> list[str]:
-    meta = {k.decode(): v for k, v in client.hgetall(c.run_meta(run_id)).items()}
-    events = [json.loads(f[b"e"]) for _id, f in client.xrange(c.run_log(run_id))]
+    raw: Any = client.hgetall(c.run_meta(run_id))
+    meta = {k.decode(): v for k, v in raw.items()}
+    entries: Any = client.xrange(c.run_log(run_id))
+    events = [json.loads(f[b"e"]) for _id, f in entries]
     status = meta.get("status", b"").decode()
     problems = []
     if status != "succeeded":

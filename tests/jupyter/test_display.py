@@ -11,7 +11,11 @@ import pytest
 import nbflow as nf
 from nbflow import _events as ev
 from nbflow._fold import fold
+from nbflow._local import LocalRun
 from nbflow.jupyter import display as dsp
+from nbflow.jupyter.view import mimebundle
+
+from ..conftest import last_run
 
 SNAPSHOT_KEYS = {
     "status", "progress", "spans", "usage", "emitted_tail", "error", "wait", "children",
@@ -41,14 +45,14 @@ def broken() -> None:
 
 def test_bundle_has_the_contracts_keys_and_bounds() -> None:
     wide(300)
-    bundle = dsp.mimebundle(nf.last_run())
+    bundle = mimebundle(last_run())
     assert set(bundle) == {dsp.MIME, "text/html", "text/plain"}  # no kernel: no widget
     data = bundle[dsp.MIME]
     assert set(data) == {
         "version", "run_id", "workflow", "status", "mode", "last_event_id", "snapshot",
     }  # fmt: skip
     assert data["version"] == 1 and data["mode"] == "local" and data["status"] == "succeeded"
-    assert data["workflow"] == "wide" and data["run_id"] == nf.last_run().id
+    assert data["workflow"] == "wide" and data["run_id"] == last_run().id
     snap = data["snapshot"]
     assert set(snap) == SNAPSHOT_KEYS
     assert len(snap["spans"]) == dsp.MAX_SNAPSHOT_SPANS
@@ -56,13 +60,15 @@ def test_bundle_has_the_contracts_keys_and_bounds() -> None:
     assert snap["spans"][0]["name"] == "wide"  # the root is kept: shallowest first
     assert len(snap["emitted_tail"]) == dsp.EMITTED_TAIL_CHARS
     assert snap["progress"] == {"fan out": "done"} and snap["error"] is None
-    assert data["last_event_id"] == nf.last_run().sink.events[-1]["id"]
+    run = last_run()
+    assert isinstance(run, LocalRun)
+    assert data["last_event_id"] == run.sink.events[-1]["id"]
 
 
 def test_failed_run_snapshot_shows_the_error_escaped_with_its_traceback() -> None:
     with pytest.raises(ValueError):
         broken()
-    bundle = dsp.mimebundle(nf.last_run())
+    bundle = mimebundle(last_run())
     assert "no <good> & no luck" in bundle[dsp.MIME]["snapshot"]["error"]
     html = bundle["text/html"]
     assert "no &lt;good&gt; &amp; no luck" in html and "<good>" not in html

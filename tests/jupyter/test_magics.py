@@ -16,6 +16,8 @@ from nbflow.jupyter import display as dsp
 from nbflow.jupyter import follower, magics, view
 from nbflow.runtime.run import Run
 
+from ..conftest import last_run
+
 
 @pytest.fixture
 def shell() -> Iterator[InteractiveShell]:
@@ -82,7 +84,7 @@ def test_local_workflow_cell_returns_its_last_expression_and_sets_last_run(
         "nf.progress('double')\nnf.emit('working')\ny = double(x)\ny + 1\n",
     )
     assert value == 9
-    run = nf.last_run()
+    run = last_run()
     assert run.workflow == "twice" and run.status() == "succeeded"
     assert isinstance(shell.user_ns["twice"], nf.Workflow)
     names = [s.name for s in run.trace().state.spans.values()]
@@ -95,7 +97,7 @@ def test_local_workflow_cell_returns_its_last_expression_and_sets_last_run(
 def test_local_workflow_cell_raises_the_cells_error(shell: InteractiveShell) -> None:
     with pytest.raises(ZeroDivisionError):
         cell(shell, "workflow boom --local --no-display", "1 / 0\n")
-    assert nf.last_run().status() == "failed"
+    assert last_run().status() == "failed"
 
 
 def test_workflow_cell_with_await_becomes_an_async_workflow(shell: InteractiveShell) -> None:
@@ -113,7 +115,7 @@ def test_workflow_cell_submits_to_the_runtime_and_shows_it_live(
     worker()
     cell(shell, "component", "def add(a, b):\n    return a + b\n")
     assert cell(shell, "workflow adder --a 2 --b 3", "nf.progress('add')\nadd(a, b)\n") is None
-    run = nf.last_run()
+    run = last_run()
     assert isinstance(run, Run)
     assert run.result(timeout_s=20) == 5
     live = view.views()[-1]
@@ -131,18 +133,18 @@ def test_rerunning_an_in_flight_cell_attaches_and_new_forces_another(
 ) -> None:
     body = "import time\ntime.sleep(1.5)\nx\n"
     cell(shell, "workflow slow --x 1 --no-display", body)
-    first = nf.last_run()
+    first = last_run()
     cell(shell, "workflow slow --x 1 --no-display", body)
-    assert nf.last_run().id == first.id
+    assert last_run().id == first.id
     cell(shell, "workflow slow --x 2 --no-display", body)
-    other_args = nf.last_run()
+    other_args = last_run()
     cell(shell, "workflow slow --x 1 --no-display --new", body)
-    forced = nf.last_run()
+    forced = last_run()
     assert len({first.id, other_args.id, forced.id}) == 3
     worker()
     assert first.result(timeout_s=20) == 1 and forced.result(timeout_s=20) == 1
     cell(shell, "workflow slow --x 1 --no-display", body)
-    again = nf.last_run()
+    again = last_run()
     assert again.id not in (first.id, forced.id)  # the first one had ended
     assert again.result(timeout_s=20) == 1 and other_args.result(timeout_s=20) == 2
 
@@ -152,7 +154,7 @@ def test_nbflow_attach_without_argument_replays_this_processes_runs(
 ) -> None:
     worker()
     cell(shell, "workflow quick --no-display", "nf.emit('hi')\n42\n")
-    run = nf.last_run()
+    run = last_run()
     run.result(timeout_s=20)
     shell.run_line_magic("nbflow", "attach")
     live = view.views()[-1]
@@ -200,7 +202,7 @@ def test_view_throttles_and_sends_only_changed_spans_parents_first() -> None:
     thread.start()
     while nf.last_run() is before:
         time.sleep(0.001)
-    following = follower.Follower(nf.last_run())
+    following = follower.Follower(last_run())
     following.listen(ticks.append)
     started = time.monotonic()
     following.start()

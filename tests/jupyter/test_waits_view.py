@@ -14,11 +14,11 @@ import nbflow as nf
 from nbflow._fold import fold
 from nbflow.jupyter import display as dsp
 from nbflow.jupyter.follower import Follower
-from nbflow.jupyter.view import answer
+from nbflow.jupyter.view import answer, mimebundle
 from nbflow.runtime.client import Runtime
 from nbflow.runtime.run import Run
 
-from ..conftest import wait_until
+from ..conftest import last_run, wait_until
 from ..runtime.rt_apps import approval
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "fold_waits.json").read_text())[
@@ -35,7 +35,7 @@ def waiting(runtime: Runtime, worker: Callable[..., Any], redis_url: str) -> Run
 
 
 def test_a_waiting_runs_snapshot_shows_the_prompt_and_how_to_answer(waiting: Run) -> None:
-    bundle = dsp.mimebundle(waiting)
+    bundle = mimebundle(waiting)
     snap = bundle[dsp.MIME]["snapshot"]
     assert bundle[dsp.MIME]["status"] == "waiting"
     assert snap["wait"] == {
@@ -57,7 +57,7 @@ def test_a_waiting_runs_snapshot_shows_the_prompt_and_how_to_answer(waiting: Run
 def test_an_answered_run_leaves_no_wait_in_its_snapshot(waiting: Run) -> None:
     waiting.send_input("approve", True)
     waiting.result(timeout_s=15)
-    bundle = dsp.mimebundle(waiting)
+    bundle = mimebundle(waiting)
     assert bundle[dsp.MIME]["snapshot"]["wait"] is None
     assert 'class="nbf-wait"' not in bundle["text/html"]
     assert "waiting" not in bundle["text/plain"]
@@ -120,7 +120,7 @@ def local_wf() -> int:
 
 def test_an_in_process_run_takes_no_input_from_the_widget() -> None:
     local_wf()
-    reply = answer(nf.last_run(), {"kind": "input", "name": "x", "value": 1, "token": "t"})
+    reply = answer(last_run(), {"kind": "input", "name": "x", "value": 1, "token": "t"})
     assert reply["error"] == "an in-process run takes no input"
 
 
@@ -138,6 +138,7 @@ def test_a_run_shown_as_a_cells_value_gets_the_updatable_live_view(waiting: Run)
     shell = InteractiveShell.instance()
     try:
         view.install_hooks(shell)
+        assert shell.display_formatter is not None
         formatter = shell.display_formatter.ipython_display_formatter
         # Run lives in nbflow.runtime.run: a hook registered under another module's name
         # never fires, and the run's first display is a snapshot nothing updates.

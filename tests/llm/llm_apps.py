@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import redis
+from openai.types.chat import ChatCompletionMessageParam
 
 import nbflow as nf
 from nbflow.llm import OpenAI, RateLimit
@@ -37,9 +38,9 @@ def gate(url: str, tag: str) -> int:
 
 
 @nf.workflow
-def two_calls(base_url: str, url: str, tag: str, question: str) -> tuple[str, str]:
+def two_calls(base_url: str, url: str, tag: str, question: str) -> tuple[str | None, str]:
     client = _client(base_url)
-    messages = [{"role": "user", "content": question}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": question}]
     reply = client.chat.completions.create(model=MODEL, messages=messages)
     chunks = client.chat.completions.create(model=MODEL, messages=messages, stream=True)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

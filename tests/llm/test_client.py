@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 import nbflow as nf
 import nbflow.llm.client
@@ -20,9 +21,11 @@ from nbflow.llm import OpenAI, estimate_cost
 from nbflow.llm.client import MissingCredentials
 from nbflow.llm.offline import OfflineServer, complete, count_tokens
 
+from ..conftest import last_run
+
 MODEL = "gpt-4o-mini"
 QUESTION = "How do Redis streams keep agent workflows durable?"
-MESSAGES = [{"role": "user", "content": QUESTION}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
 EXPECTED = complete(MODEL, [("user", QUESTION)], max_tokens=None)
 
 
@@ -33,7 +36,7 @@ def client(server: OfflineServer) -> Iterator[OpenAI]:
 
 
 def llm_spans(run: Any = None) -> list[SpanState]:
-    trace = (run or nf.last_run()).trace()
+    trace = (run or last_run()).trace()
     return [s for s in trace.state.spans.values() if s.kind == "llm"]
 
 
@@ -50,7 +53,7 @@ def test_a_chat_call_in_a_workflow_is_an_llm_span_with_genai_attributes(client, 
         return reply.choices[0].message.content
 
     assert ask() == EXPECTED.text
-    root, span = nf.last_run().trace().state.spans.values()
+    root, span = last_run().trace().state.spans.values()
     assert (span.kind, span.name, span.status, span.parent_id) == (
         "llm",
         f"chat {MODEL}",
@@ -86,7 +89,7 @@ def test_trace_token_columns_and_usage_add_up_every_kind_of_call(client) -> None
         client.embeddings.create(model="text-embedding-3-small", input=["a b c", "d e"])
 
     mixed()
-    trace = nf.last_run().trace()
+    trace = last_run().trace()
     llm = trace.spans[trace.spans["kind"] == "llm"]
     assert len(llm) == 5 and set(llm["status"]) == {"ok"}
     assert list(llm["input_tokens"]) == [EXPECTED.prompt_tokens] * 4 + [5]
@@ -163,7 +166,7 @@ def test_embeddings_record_input_tokens_vectors_and_dimensions(client) -> None:
 
 def test_a_call_outside_any_run_is_a_one_span_in_process_run(client) -> None:
     client.chat.completions.create(model=MODEL, messages=MESSAGES)
-    run = nf.last_run()
+    run = last_run()
     assert run.status() == "succeeded"
     assert run.result().choices[0].message.content == EXPECTED.text  # the SDK's own object
     (span,) = llm_spans(run)
@@ -177,7 +180,7 @@ def test_everything_else_is_the_sdk_clients_own(client, server) -> None:
     assert client.api_key == "offline" and str(client.base_url).startswith(server.base_url)
     raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
     assert raw.http_response.status_code == 200
-    assert isinstance(client.chat, object) and callable(client.chat.completions.stream)
+    assert callable(client.chat.completions.stream)
     assert client.with_options(timeout=5).chat.completions.create(model=MODEL, messages=MESSAGES)
     assert len(llm_spans()) == 1, "a copy made with with_options is traced too"
 
@@ -193,7 +196,7 @@ def test_the_async_client_traces_plain_and_streamed_calls(server) -> None:
         async with nf.openai.AsyncOpenAI(base_url=server.base_url, api_key="offline") as client:
 
             @nf.workflow
-            async def ask() -> tuple[str, str]:
+            async def ask() -> tuple[str | None, str]:
                 reply = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
                 stream = await client.chat.completions.create(
                     model=MODEL, messages=MESSAGES, stream=True
@@ -215,14 +218,14 @@ def test_record_content_false_keeps_prompts_and_replies_out_of_the_log(server) -
 
     @nf.workflow
     def private() -> str:
-        messages = [{"role": "user", "content": secret_question}]
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": secret_question}]
         quiet.chat.completions.create(model=MODEL, messages=messages)
         stream_text(quiet.chat.completions.create(model=MODEL, messages=messages, stream=True))
         quiet.responses.create(model=MODEL, input=secret_question, instructions="Be brief")
         return "done"
 
     private()
-    log = json.dumps(list(nf.last_run().events()))
+    log = json.dumps(list(last_run().events()))
     reply = complete(MODEL, [("user", secret_question)], max_tokens=None).text
     assert "Zanzibar" not in log and reply[:20] not in log and "Be brief" not in log
     spans = llm_spans()
@@ -232,7 +235,7 @@ def test_record_content_false_keeps_prompts_and_replies_out_of_the_log(server) -
     quiet.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": secret_question}]
     )
-    assert "Zanzibar" not in json.dumps(list(nf.last_run().events())), "the one-call run too"
+    assert "Zanzibar" not in json.dumps(list(last_run().events())), "the one-call run too"
     quiet.close()
 
 

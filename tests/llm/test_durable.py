@@ -9,6 +9,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 import nbflow as nf
 from nbflow import _context as ctx
@@ -23,7 +24,7 @@ from ..conftest import TEST_SECRET, wait_until
 
 MODEL = "gpt-4o-mini"
 QUESTION = "Why do durable workflows record their steps?"
-MESSAGES = [{"role": "user", "content": QUESTION}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
 EXPECTED = complete(MODEL, [("user", QUESTION)], max_tokens=None).text
 
 
@@ -46,6 +47,12 @@ class Memo:
     def lookup(self, step: str) -> tuple[bool, Any]:
         blob = self.steps.get(step)
         return (False, None) if blob is None else (True, cloudpickle.loads(blob))
+
+    def logged(self, position: str) -> int:
+        return 0  # these runs log nothing but their steps
+
+    def made(self, position: str) -> str | None:
+        return None
 
 
 def run_with(wf: nf.Workflow, sink: MemorySink, memo: Memo | None = None) -> Any:
@@ -189,7 +196,7 @@ SECRET = "Draft the Zanzibar acquisition memo"
 @nf.workflow
 def private_run(base_url: str) -> str:
     with nf.openai.OpenAI(base_url=base_url, api_key="k", record_content=False) as client:
-        messages = [{"role": "user", "content": SECRET}]
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": SECRET}]
         client.chat.completions.create(model=MODEL, messages=messages)
         texts(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
     return "ok"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import openai
 import pydantic
 import pytest

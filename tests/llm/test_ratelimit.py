@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 import nbflow as nf
 from nbflow import constants as c
@@ -14,8 +15,10 @@ from nbflow.llm import RateLimit
 from nbflow.llm.offline import OfflineServer
 from nbflow.llm.ratelimit import LocalLimiter, RedisLimiter, current_limiter, limit_for
 
+from ..conftest import last_run
+
 MODEL = "gpt-4o-mini"
-MESSAGES = [{"role": "user", "content": "Count the requests"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count the requests"}]
 
 
 def within_bucket(times: list[float], quota: float, window_s: float, slack: int = 2) -> bool:
@@ -72,8 +75,7 @@ def test_a_limited_client_queues_calls_instead_of_failing(server: OfflineServer)
     assert time.monotonic() - started >= 0.7, "8 calls past the first 4, at 10 per second"
     assert within_bucket(done, 4, 0.4)
     waited = [
-        s.attrs.get("nbflow.ratelimit.wait_ms", 0)
-        for s in nf.last_run().trace().state.spans.values()
+        s.attrs.get("nbflow.ratelimit.wait_ms", 0) for s in last_run().trace().state.spans.values()
     ]
     assert sum(1 for w in waited if w > 0) >= 6
     assert server.stats()["faults"]["429"] == 0

@@ -10,15 +10,19 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 import nbflow as nf
 from nbflow._fold import SpanState
 from nbflow.llm import OpenAI, Provider, Retry
 from nbflow.llm.offline import OfflineServer, complete
 
+from ..conftest import last_run
+
 MODEL = "gpt-4o-mini"
-MESSAGES = [{"role": "user", "content": "Plan a resilient agent workflow"}]
-EXPECTED = complete(MODEL, [("user", MESSAGES[0]["content"])], max_tokens=None)
+QUESTION = "Plan a resilient agent workflow"
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
+EXPECTED = complete(MODEL, [("user", QUESTION)], max_tokens=None)
 FAST = Retry(initial_s=0.01, max_s=0.05)
 
 
@@ -29,12 +33,12 @@ def client(server: OfflineServer) -> Iterator[OpenAI]:
 
 
 def only_span() -> SpanState:
-    (span,) = [s for s in nf.last_run().trace().state.spans.values() if s.kind == "llm"]
+    (span,) = [s for s in last_run().trace().state.spans.values() if s.kind == "llm"]
     return span
 
 
 def retry_events() -> list[dict[str, Any]]:
-    return [e for e in nf.last_run().events() if e["type"] == "span.retry"]
+    return [e for e in last_run().events() if e["type"] == "span.retry"]
 
 
 def closed_port_url() -> str:
@@ -87,7 +91,7 @@ def test_after_its_retries_the_caller_gets_the_sdks_own_exception(server) -> Non
     assert info.value.status_code == 429
     span = only_span()
     assert (span.status, span.attempts, span.error_type) == ("error", 3, "RateLimitError")
-    assert nf.last_run().status() == "failed"
+    assert last_run().status() == "failed"
 
 
 def test_request_errors_are_raised_at_once_without_retries(client, server) -> None:
@@ -185,7 +189,7 @@ def test_a_stream_cut_midway_is_an_error_span_with_the_tokens_so_far(client, ser
     assert (
         span.attrs["gen_ai.usage.input_tokens"] > 0 and span.attrs["nbflow.usage.estimated"] is True
     )
-    assert nf.last_run().trace().usage["output_tokens"] == 5
+    assert last_run().trace().usage["output_tokens"] == 5
 
 
 def test_a_stream_closed_early_ends_its_span_with_what_was_read(client) -> None:
@@ -196,7 +200,7 @@ def test_a_stream_closed_early_ends_its_span_with_what_was_read(client) -> None:
     span = only_span()
     assert span.status == "ok" and span.attrs["nbflow.stream.closed_early"] is True
     assert span.attrs["gen_ai.usage.output_tokens"] == 3
-    assert nf.last_run().status() == "succeeded"
+    assert last_run().status() == "succeeded"
 
 
 def test_the_async_client_retries_and_falls_back_too(server, backup_server) -> None:

@@ -15,6 +15,8 @@ from nbflow._fold import SpanState
 from nbflow.llm import OpenAI
 from nbflow.llm.offline import OfflineServer
 
+from ..conftest import last_run
+
 MODEL = "gpt-4o-mini"
 QUESTION = "What is the weather in Lisbon, and please add 19 and 23."
 
@@ -41,7 +43,7 @@ def client(server: OfflineServer) -> Iterator[OpenAI]:
 
 
 def spans(run: Any = None) -> list[SpanState]:
-    return list((run or nf.last_run()).trace().state.spans.values())
+    return list((run or last_run()).trace().state.spans.values())
 
 
 def test_a_chat_agent_loop_is_llm_then_tool_spans_then_llm(client: OpenAI) -> None:
@@ -74,7 +76,7 @@ def test_a_chat_agent_loop_is_llm_then_tool_spans_then_llm(client: OpenAI) -> No
     assert weather.input == {"city": "Lisbon"} and adding.input == {"a": 19, "b": 23}
     assert weather.attrs["gen_ai.tool.call.arguments"] == asked[0]["arguments"]
     assert adding.output == 42
-    frame = nf.last_run().trace().spans
+    frame = last_run().trace().spans
     assert list(frame["kind"]) == ["workflow", "llm", "tool", "tool", "llm"]
     assert frame["total_tokens"].iloc[1] > 0 and frame["total_tokens"].iloc[2] == 0
 

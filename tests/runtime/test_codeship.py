@@ -104,7 +104,8 @@ def test_the_worker_refuses_code_given_as_arguments(
     runtime: Runtime, worker: Any, r: redis.Redis
 ) -> None:
     run = add.submit(1, 2)
-    code = r.get(c.CODE_KEY.format(digest=r.hget(c.run_meta(run.id), "code").decode()))
+    digest = run.meta()["code"]
+    code = r.get(c.CODE_KEY.format(digest=digest))
     r.hset(c.run_meta(run.id), "args", code or b"")
     worker()
     reason, message = _failure(runtime, run.id)

@@ -26,7 +26,8 @@ from ..conftest import ROOT, TEST_SECRET, spawn_worker, stop_workers, wait_until
 
 
 def _events(r: redis.Redis, run_id: str) -> list[dict[str, Any]]:
-    return [json.loads(f[b"e"]) for _id, f in r.xrange(c.run_log(run_id))]
+    entries: Any = r.xrange(c.run_log(run_id))
+    return [json.loads(f[b"e"]) for _id, f in entries]
 
 
 def _count(run: Any, event_type: str) -> int:
@@ -291,7 +292,7 @@ def test_an_argument_nested_too_deeply_is_named_in_a_clear_error(runtime, r) -> 
     for _ in range(100_000):
         tree = [tree]
     with pytest.raises(nf.ConfigError, match="'tree' is nested too deeply"):
-        loud.submit(size=1, tree=tree)  # type: ignore[call-arg]
+        loud.submit(size=1, tree=tree)
     assert r.zcard(c.RUNS_INDEX) == 0
 
 

@@ -24,7 +24,7 @@ from nbflow.runtime.client import Runtime
 from nbflow.runtime.connection import RawConnection
 from nbflow.runtime.run import Run
 
-from ..conftest import TEST_SECRET, stop_workers, wait_until
+from ..conftest import TEST_SECRET, last_run, stop_workers, wait_until
 
 
 @nf.component
@@ -59,7 +59,7 @@ def test_submitted_run_returns_the_workflow_value_and_the_same_trace_as_in_proce
     assert run.status() == "succeeded"
     remote = run.trace().spans[["name", "kind", "status", "parent_id"]]
     assert pipeline(3) == 13
-    local = nf.last_run().trace().spans[["name", "kind", "status"]]
+    local = last_run().trace().spans[["name", "kind", "status"]]
     assert remote[["name", "kind", "status"]].values.tolist() == local.values.tolist()
     root = remote.iloc[0]
     assert root["parent_id"] is None or root["parent_id"] != root["parent_id"]  # None/NaN
@@ -293,7 +293,8 @@ def test_unsigned_or_tampered_code_fails_that_run_and_the_worker_lives(
 
 
 def test_signed_values_round_trip_plain_data_and_notebook_defined_types() -> None:
-    class Tagged(dict):  # defined here, like a notebook's class: only cloudpickle ships it
+    # defined here, like a notebook's class: only cloudpickle ships it
+    class Tagged(dict[str, Any]):
         pass
 
     plain = {"a": [1, 2.5, None, True], "b": ("x", b"y", frozenset({3})), 4: {5: "z"}}
@@ -700,7 +701,7 @@ def test_submit_many_queues_every_run_in_one_go(runtime, worker) -> None:
     runs = pipeline.submit_many([(i,) for i in range(20)] + [{"x": 100}])
     assert len({r.id for r in runs}) == 21
     assert [r.result(timeout_s=20) for r in runs] == [4 * i + 1 for i in range(20)] + [401]
-    assert nf.last_run().id == runs[-1].id
+    assert last_run().id == runs[-1].id
 
 
 def test_a_batch_writes_each_runs_events_in_one_call_in_order_with_its_steps(redis_url, r) -> None:

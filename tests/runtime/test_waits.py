@@ -53,6 +53,7 @@ def test_a_run_waits_for_input_without_a_worker_and_resumes_exactly_where_it_sto
     assert not w.active  # the slot is free while the run waits
     assert small_run() == 3  # so another run gets it
     wait = run.trace().state.wait
+    assert wait is not None
     assert wait["name"] == "approve" and wait["prompt"] == "Publish this draft?"
     run.send_input("approve", True)
     assert run.result(timeout_s=10) == "published"

@@ -10,7 +10,7 @@ USAGE = Path(__file__).with_name("usage.py")
 REPO_ROOT = Path(__file__).parents[2]
 
 
-def test_usage_type_checks_under_strict_mypy():
+def test_usage_type_checks_under_strict_mypy() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", str(USAGE)],
         cwd=REPO_ROOT,

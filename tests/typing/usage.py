@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, assert_type
 
 from openai.types import CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion
-from openai.types.responses import Response
+from openai.types.chat import ChatCompletion, ChatCompletionFunctionToolParam
+from openai.types.responses import FunctionToolParam, Response
 
 import nbflow as nf
 from nbflow.llm import Retry
@@ -30,6 +30,24 @@ def llm_calls() -> None:
     with nf.openai.OpenAI(api_key="k", timeout=30.0, max_retries=3) as scoped:
         assert_type(scoped, nf.openai.OpenAI)
     del text
+
+
+@nf.tool
+def lookup(city: str) -> str:
+    return city
+
+
+def tool_calls() -> None:
+    client = nf.openai.OpenAI(base_url="http://127.0.0.1:8777/v1")
+    chat_tools = nf.tool_definitions([lookup])
+    assert_type(chat_tools, list[ChatCompletionFunctionToolParam])
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=chat_tools
+    )
+    assert_type(nf.call_tools(reply, [lookup]), list[dict[str, Any]])
+    response_tools = nf.tool_definitions([lookup], api="responses")
+    assert_type(response_tools, list[FunctionToolParam])
+    client.responses.create(model="gpt-4o-mini", input="hi", tools=response_tools)
 
 
 async def async_llm_calls() -> None:

@@ -54,7 +54,8 @@ def start_run_elsewhere(redis_url: str, secret: bytes, name: str, **kwargs: Any)
 def wait_status(r: redis.Redis, run_id: str, statuses: set[str], timeout_s: float = 30) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = (r.hget(f"nbflow:{{{run_id}}}:meta", "status") or b"").decode()
+        raw = r.hget(f"nbflow:{{{run_id}}}:meta", "status")
+        status = raw.decode() if isinstance(raw, bytes) else ""
         if status in statuses:
             return status
         time.sleep(0.05)

@@ -13,7 +13,8 @@ from nbflow.runtime.client import Runtime
 from ...conftest import TEST_SECRET
 
 
-@pytest.fixture
+# pytest-jupyter's own fixture, overridden
+@pytest.fixture  # type: ignore[no-redef]
 def jp_server_config(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setenv("NBFLOW_REDIS_URL", redis_url)
     monkeypatch.setenv("NBFLOW_SECRET", TEST_SECRET.decode())

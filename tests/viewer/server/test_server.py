@@ -36,6 +36,15 @@ async def test_runs_filter_by_status(jp_fetch: Fetch, finished: Any) -> None:
     assert ok != bad
 
 
+async def test_runs_page_by_cursor_as_the_rest_api_does(jp_fetch: Fetch, finished: Any) -> None:
+    first, second = finished(n=1, sleep_s=0.01), finished(n=1, sleep_s=0.01)
+    page = json.loads((await jp_fetch("nbflow", "api", "runs", params={"limit": 1})).body)
+    assert [r["run_id"] for r in page["runs"]] == [second]
+    params = {"limit": 1, "cursor": page["next_cursor"]}
+    rest = json.loads((await jp_fetch("nbflow", "api", "runs", params=params)).body)
+    assert ([r["run_id"] for r in rest["runs"]], rest["next_cursor"]) == ([first], None)
+
+
 async def test_run_detail_has_output_and_progress(jp_fetch: Fetch, finished: Any) -> None:
     run_id = finished(n=2, sleep_s=0.01)
     detail = json.loads((await jp_fetch("nbflow", "api", "runs", run_id)).body)
@@ -109,10 +118,15 @@ async def test_events_arrive_live_while_the_run_goes_on(
     assert events[-1]["type"] == "run.succeeded"
 
 
-async def test_runs_reject_a_bad_limit(jp_fetch: Fetch, runtime: Runtime) -> None:
+@pytest.mark.parametrize("limit", ["many", "0", "1001"])
+async def test_runs_reject_a_bad_limit_as_the_rest_api_does(
+    jp_fetch: Fetch, runtime: Runtime, limit: str
+) -> None:
     with pytest.raises(HTTPClientError) as caught:
-        await jp_fetch("nbflow", "api", "runs", params={"limit": "many"})
-    assert caught.value.code == 400
+        await jp_fetch("nbflow", "api", "runs", params={"limit": limit})
+    assert caught.value.code == 422
+    assert caught.value.response is not None
+    assert json.loads(caught.value.response.body)["error"]["fields"][0]["field"] == "query.limit"
 
 
 async def test_input_answers_a_waiting_run_and_refuses_what_does_not_fit(
