@@ -66,6 +66,7 @@ export class SpanList {
       const value = (name: string) => (this.els[name] as HTMLInputElement).value;
       this.filter = { text: value('search').trim().toLowerCase(), kind: value('kind'), status: value('status') };
       this.rowsKey = '';
+      this.els.scroll.scrollTop = 0;
       this.changed();
     };
     for (const name of ['search', 'kind', 'status']) {
@@ -125,8 +126,9 @@ export class SpanList {
 
   private drawRows(scale: Scale): void {
     const scroll = this.els.scroll;
-    const first = Math.max(0, Math.floor(scroll.scrollTop / ROW_PX) - OVERSCAN_ROWS);
     const visible = Math.ceil((scroll.clientHeight || 400) / ROW_PX) + 2 * OVERSCAN_ROWS;
+    // A scroll position left from a longer list (the browser clamps it after layout).
+    const first = Math.max(0, Math.min(Math.floor(scroll.scrollTop / ROW_PX) - OVERSCAN_ROWS, this.rows.length - visible));
     const last = Math.min(this.rows.length, first + visible);
     while (this.pool.length < last - first) {
       this.pool.push(this.newRow());

@@ -114,6 +114,7 @@ export class TraceView {
         <span class="nbflow-workflow" data-el="workflow"></span>
         <code class="nbflow-runid" data-el="runid"></code>
         <span class="nbflow-live" data-el="live"></span>
+        <span class="nbflow-restarts" data-el="restarts"></span>
         <span class="nbflow-fill"></span>
         <span class="nbflow-metric" data-el="duration"></span>
         <span class="nbflow-metric" data-el="tokens"></span>
@@ -166,11 +167,14 @@ export class TraceView {
     node.dataset.spans = String(s.spans.size);
     node.dataset.events = String(s.count);
     node.dataset.live = this.live ? '1' : '0';
+    node.dataset.restarts = String(s.restarts);
     setText(this.els.status, s.status);
     this.els.status.className = `nbflow-badge nbflow-status-${s.status}`;
     setText(this.els.workflow, s.workflow);
     setText(this.els.runid, s.runId);
     setText(this.els.live, this.live ? (s.done ? 'replayed' : 'live') : '');
+    // A run whose worker was lost goes back to the queue and is picked up again.
+    setText(this.els.restarts, s.restarts ? `restarted ×${s.restarts}${s.reason ? ` (${s.reason})` : ''}` : '');
     setText(this.els.duration, formatDuration(runSeconds(s)));
     setText(this.els.tokens, `${usage.total_tokens.toLocaleString()} tokens (${usage.input_tokens} in / ${usage.output_tokens} out)`);
     setText(this.els.cost, formatCost(usage.cost_usd));
@@ -260,23 +264,27 @@ export class TraceView {
     }
   }
 
+  /** Progress steps as chips: name, state and detail (nf.progress(step, detail)); the latest
+   *  ones, the earlier ones counted. */
   private renderSteps(): void {
-    const key = Array.from(this.state.progress, ([k, v]) => `${k}=${v}`).join('|');
+    const steps = stepsOf(this.state);
+    const key = JSON.stringify(steps);
     if (this.els.steps.dataset.key === key) {
       return;
     }
     this.els.steps.dataset.key = key;
-    const steps = Array.from(this.state.progress);
-    const chip = (text: string, state: string) => {
-      const el = document.createElement('span');
-      el.className = `nbflow-step nbflow-step-${state}`;
-      el.textContent = text;
+    const chip = (step: StepChip) => {
+      const el = textNode('span', `nbflow-step nbflow-step-${step.state}`, `${step.step}: ${step.state}`);
+      el.dataset.step = step.step;
+      if (step.detail !== null && step.detail !== undefined && step.detail !== '') {
+        el.append(textNode('span', 'nbflow-step-detail', ` · ${typeof step.detail === 'string' ? step.detail : JSON.stringify(step.detail)}`));
+      }
       return el;
     };
     const earlier = steps.length - SHOWN_STEPS;
     this.els.steps.replaceChildren(
-      ...(earlier > 0 ? [chip(`${earlier} earlier steps`, 'earlier')] : []),
-      ...steps.slice(Math.max(earlier, 0)).map(([step, state]) => chip(`${step}: ${state}`, state))
+      ...(earlier > 0 ? [textNode('span', 'nbflow-step nbflow-step-earlier', `${earlier} earlier steps`)] : []),
+      ...steps.slice(Math.max(earlier, 0)).map(chip)
     );
   }
 
@@ -333,6 +341,27 @@ class StateBox {
 
 function formatBytes(bytes: number): string {
   return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
+}
+
+interface StepChip {
+  step: string;
+  state: string;
+  detail?: unknown;
+}
+
+/** The run's steps in order; a step a cancellation ended reads as cancelled. */
+function stepsOf(s: RunState): StepChip[] {
+  const given = (s as unknown as { steps?: unknown }).steps;
+  const listed: StepChip[] = Array.isArray(given)
+    ? given
+    : given instanceof Map
+      ? Array.from(given, ([step, value]) => ({ ...value, step }))
+      : Array.from(s.progress, ([step, state]) => ({ step, state }));
+  return listed.map(step => ({
+    step: String(step.step),
+    state: s.status === 'cancelled' && step.state === 'failed' ? 'cancelled' : String(step.state),
+    detail: step.detail
+  }));
 }
 
 function runSeconds(s: RunState): number | null {

@@ -216,7 +216,7 @@ class LiveView:
         return self._drawn_elsewhere()
 
     def _drawn_elsewhere(self) -> bool:
-        if self.drawn_elsewhere or self.follower.mode != "runtime" or not self._shown:
+        if self.drawn_elsewhere or self.follower.mode != "runtime":
             return self.drawn_elsewhere
         now = time.monotonic()
         if now - self._owner_checked >= OWNER_CHECK_S:
