@@ -1,85 +1,48 @@
-"""Folding a run's event log into its state: spans, progress steps and output.
+"""Folding a run's event log into its state: spans, progress steps and what it emitted.
 
 Every view (DataFrames, the notebook widget, the CLI, the REST API) is built on
 ``RunState.apply``, which takes one event at a time so live views fold as the
-events arrive and replayed views fold the same way.
+events arrive and replayed views fold the same way. ``extension/src/fold.ts``
+is the same fold in TypeScript: ``RunState.to_dict`` is what both must agree
+on, case by case, in tests/vectors.
+
+The rules both follow where a log is unusual: an event without ``ts`` still
+applies, and the times it would set are unknown (None); an event for a span
+whose ``span.started`` is not in the log (a log read from its middle) makes
+that span, named ``?``; attributes merge, later keys winning; an event field
+cut to fit the event size limit (listed in its ``cut``) is kept as the text
+it was cut to, and ``attrs`` that are no longer an object are left out.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import _events as ev
+from ._spanstate import (
+    SpanState,
+    Spend,
+    StepState,
+    add_spend,
+    number,
+    retry_entry,
+    ts_of,
+)
 
-USAGE_ATTRS = {
-    "input_tokens": "gen_ai.usage.input_tokens",
-    "output_tokens": "gen_ai.usage.output_tokens",
-}
+__all__ = ["RunState", "SpanState", "StepState", "fold"]
 
-
-@dataclass
-class SpanState:
-    span_id: str
-    parent_id: str | None
-    name: str
-    kind: str
-    step: str = ""
-    status: str = "running"
-    start: float = 0.0
-    end: float | None = None
-    attempts: int = 1
-    cached: bool = False
-    restarts: int = 0
-    input: Any = None
-    output: Any = None
-    error: str | None = None
-    error_type: str | None = None
-    traceback: str | None = None
-    retries: list[dict[str, Any]] = field(default_factory=list)
-    attrs: dict[str, Any] = field(default_factory=dict)
-    depth: int = 0
-
-    @property
-    def duration_ms(self) -> float | None:
-        return None if self.end is None else (self.end - self.start) * 1000
-
-    @property
-    def model(self) -> str | None:
-        return self.attrs.get("gen_ai.response.model") or self.attrs.get("gen_ai.request.model")
-
-    def tokens(self, which: str) -> int:
-        value = self.attrs.get(USAGE_ATTRS[which], 0)
-        return int(value) if isinstance(value, int | float) else 0
-
-    def marks(self) -> list[str]:
-        """What a one-line view notes beside a span: retries, cache hits, tokens."""
-        marks = []
-        if self.attempts > 1:
-            marks.append(f"{self.attempts} attempts")
-        if self.cached:
-            marks.append("cached")
-        tokens = self.tokens("input_tokens") + self.tokens("output_tokens")
-        if tokens:
-            marks.append(f"{tokens} tokens")
-        return marks
-
-    @property
-    def cost_usd(self) -> float:
-        value = self.attrs.get("nbflow.cost_usd", 0.0)
-        return float(value) if isinstance(value, int | float) else 0.0
-
-
-@dataclass
-class StepProgress:
-    state: str
-    detail: Any = None
-    ts: float = 0.0
+_ENDED = {ev.RUN_SUCCEEDED: "succeeded", ev.RUN_FAILED: "failed", ev.RUN_CANCELLED: "cancelled"}
+# What a step or span still running becomes when its run ends.
+_STEP_END = {"succeeded": "done", "failed": "failed", "cancelled": "cancelled"}
 
 
 class RunState:
-    """A run as its events describe it so far."""
+    """A run as its events describe it so far.
+
+    ``output`` is the run's return value (a JSON preview), ``emitted`` the text
+    it streamed with ``nf.emit``.
+    """
 
     def __init__(self, run_id: str = "") -> None:
         self.run_id = run_id
@@ -96,20 +59,26 @@ class RunState:
         self.restarts = 0
         self.truncated = False
         self.spans: dict[str, SpanState] = {}
-        self.progress: dict[str, StepProgress] = {}
-        self.chunks: list[str] = []  # the streamed output as text
-        self.emitted: list[Any] = []  # each emit as it was made: text or a JSON value
+        self.steps: dict[str, StepState] = {}
+        self.chunks: list[str] = []  # what it emitted, chunk by chunk, as text
         self.published: dict[str, Any] = {}  # nf.publish: each state's value so far
+        self.publish_errors: dict[str, str] = {}  # a patch that did not apply: name -> why
         self.warnings: list[str] = []  # what the worker said about the run (a blocked loop)
         self.wait: dict[str, Any] | None = None  # what a waiting run waits for
         self.inputs: dict[str, Any] = {}  # answers it was sent, by name
         self.children: dict[str, dict[str, Any]] = {}  # child run id -> workflow, status
         self.last_id = "0-0"
         self.count = 0
+        self._usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "llm_calls": 0}
 
     @property
     def done(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
+
+    @property
+    def emitted(self) -> str:
+        """Everything the run streamed with ``nf.emit``, as one text."""
+        return "".join(self.chunks)
 
     def apply(self, event: ev.Event) -> None:
         self.count += 1
@@ -120,125 +89,178 @@ class RunState:
             handler(self, event)
 
     def usage(self) -> dict[str, Any]:
-        totals = {
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "total_tokens": 0,
-            "cost_usd": 0.0,
-            "llm_calls": 0,
-        }
-        for span in self.spans.values():
-            if span.kind != "llm" or span.cached:
-                continue
-            totals["llm_calls"] += 1
-            totals["input_tokens"] += span.tokens("input_tokens")
-            totals["output_tokens"] += span.tokens("output_tokens")
-            totals["cost_usd"] += span.cost_usd
+        """Tokens and cost of every call the log says was made (cache hits spent nothing)."""
+        totals = dict(self._usage)
         totals["total_tokens"] = totals["input_tokens"] + totals["output_tokens"]
         return totals
 
+    def to_dict(self) -> dict[str, Any]:
+        """The state as JSON: what both folds must agree on (tests/vectors)."""
+        return {
+            **{k: getattr(self, k) for k in _RUN_FIELDS},
+            "workflow": self.workflow or None,
+            "emitted": self.emitted,
+            "usage": self.usage(),
+            "steps": [s.to_dict() for s in self.steps.values()],
+            "spans": [s.to_dict() for s in self.spans.values()],
+            "wait": self.wait,
+            "inputs": dict(self.inputs),
+            "children": [_child_dict(k, c) for k, c in self.children.items()],
+            "warnings": list(self.warnings),
+            "published": dict(self.published),
+        }
+
+    # --- spans ------------------------------------------------------------
+    def _span(self, e: ev.Event) -> SpanState:
+        """The event's span; one named ``?`` when its start is not in the log."""
+        span = self.spans.get(str(e.get("span_id")))
+        if span is None:
+            span = self._add_span(
+                {"span_id": e.get("span_id"), "ts": None, "type": ev.SPAN_STARTED}
+            )
+        return span
+
+    def _add_span(self, e: ev.Event) -> SpanState:
+        parent_id = e.get("parent_id")
+        parent = None if parent_id is None else self.spans.get(str(parent_id))
+        span = SpanState(
+            span_id=str(e.get("span_id")),
+            parent_id=None if parent_id is None else str(parent_id),
+            name=_text(e.get("name"), "?"),
+            kind=_text(e.get("kind"), "component"),
+            step=_text(e.get("step"), ""),
+            start=ts_of(e),
+            input=e.get("input"),
+            depth=0 if parent is None else parent.depth + 1,
+        )
+        self.spans[span.span_id] = span
+        return span
+
+    def _parent(self, span: SpanState) -> SpanState | None:
+        """The span's parent, if it was in the log when the span began (never a cycle)."""
+        parent = None if span.parent_id is None else self.spans.get(span.parent_id)
+        return parent if parent is not None and parent.depth == span.depth - 1 else None
+
+    def _spend(self, span: SpanState, spend: Spend) -> None:
+        span.spent(spend)
+        node: SpanState | None = span
+        while node is not None:
+            add_spend(node.rollup, spend)
+            node = self._parent(node)
+        for key in ("input_tokens", "output_tokens", "cost_usd"):
+            self._usage[key] += getattr(spend, key)
+        self._usage["llm_calls"] += 1
+
     # --- handlers ---------------------------------------------------------
     def _queued(self, e: ev.Event) -> None:
-        self.workflow = e.get("workflow", self.workflow)
-        self.created_at = e["ts"]
+        self.workflow = _given(e.get("workflow"), self.workflow)
+        self.created_at = ts_of(e)
 
     def _started(self, e: ev.Event) -> None:
         self.workflow = e.get("workflow") or self.workflow
         self.status = "running"
-        self.started_at = self.started_at or e["ts"]
-        self.created_at = self.created_at or e["ts"]
+        self.started_at = _given(self.started_at, ts_of(e))
+        self.created_at = _given(self.created_at, ts_of(e))
 
     def _restarted(self, e: ev.Event) -> None:
         self.status = "queued"
         self.reason = e.get("reason")
         self.restarts += 1
-        for span in self.spans.values():
-            if span.status == "running":
-                span.restarts += 1
 
     def _ended(self, e: ev.Event) -> None:
-        self.status = {ev.RUN_SUCCEEDED: "succeeded", ev.RUN_FAILED: "failed"}.get(
-            e["type"], "cancelled"
-        )
-        self.ended_at = e["ts"]
+        self.status = _ENDED[e["type"]]
+        ts = ts_of(e)
+        self.ended_at = _given(ts, self.ended_at)
         self.output = e.get("output")
         self.error, self.error_type = e.get("error"), e.get("error_type")
         self.traceback = e.get("traceback")
-        self.reason = e.get("reason", self.reason)
-        final = "done" if self.status == "succeeded" else "failed"
-        for step in self.progress.values():
+        self.reason = _given(e.get("reason"), self.reason)
+        final = _STEP_END[self.status]
+        for step in self.steps.values():
             if step.state in ("running", "retrying"):
                 step.state = final
+            if step.state != "pending":  # a step declared but never begun did not end
+                step.end = _given(step.end, ts)
         for span in self.spans.values():
             if span.status == "running":
                 span.status = "cancelled" if self.status == "cancelled" else "error"
-                span.end = e["ts"]
+                span.end = ts
 
     def _span_started(self, e: ev.Event) -> None:
-        span = self.spans.get(e["span_id"])
-        if span is not None:  # the same step started again after a restart
-            span.start, span.status, span.end = e["ts"], "running", None
+        span = self.spans.get(str(e.get("span_id")))
+        if span is None:
+            self._add_span(e)
             return
-        parent = self.spans.get(e.get("parent_id") or "")
-        self.spans[e["span_id"]] = SpanState(
-            span_id=e["span_id"],
-            parent_id=e.get("parent_id"),
-            name=e.get("name", "?"),
-            kind=e.get("kind", "component"),
-            step=e.get("step", ""),
-            start=e["ts"],
-            input=e.get("input"),
-            depth=0 if parent is None else parent.depth + 1,
-        )
+        # The same step started again: a later attempt of the run re-runs it.
+        span.restarts += 1
+        span.start, span.end, span.status = ts_of(e), None, "running"
+        span.output = span.error = span.error_type = span.traceback = None
+        span.cached = False
+        span.input = _given(e.get("input"), span.input)
 
     def _span_retry(self, e: ev.Event) -> None:
-        span = self.spans.get(e["span_id"])
-        if span is not None:
-            span.retries.append(
-                {k: e.get(k) for k in ("attempt", "error", "error_type", "delay_s", "ts")}
-            )
-            span.attempts = e.get("attempt", 0) + 1
+        span = self._span(e)
+        span.retries.append(retry_entry(e))
+        attempt = number(e.get("attempt"))
+        span.attempts = (int(attempt) if attempt is not None and attempt.is_integer() else 0) + 1
 
     def _span_finished(self, e: ev.Event) -> None:
-        span = self.spans.get(e["span_id"])
-        if span is None:
-            return
-        span.status = e.get("status", "ok")
-        span.end = e["ts"]
-        span.attempts = e.get("attempts", span.attempts)
-        span.cached = bool(e.get("cached"))
+        span = self._span(e)
+        span.status = _text(e.get("status"), "ok")
+        span.end = ts_of(e)
+        span.attempts = _given(e.get("attempts"), span.attempts)
+        span.cached = e.get("cached") is True
         span.output = e.get("output")
         span.error, span.error_type = e.get("error"), e.get("error_type")
         span.traceback = e.get("traceback")
-        span.attrs.update(e.get("attrs") or {})
+        attrs = e.get("attrs")
+        if isinstance(attrs, dict):
+            span.attrs.update(attrs)
+        spend = Spend.of(e)
+        if spend is not None:
+            self._spend(span, spend)
 
     def _progress(self, e: ev.Event) -> None:
-        state = e.get("state", "running")
-        if state == "running":
-            for step in self.progress.values():
-                if step.state == "running":
-                    step.state = "done"
-        self.progress[e["step"]] = StepProgress(state, e.get("detail"), e["ts"])
+        state, ts = _text(e.get("state"), "running"), ts_of(e)
+        if state == "running":  # a new step running ends the one before it
+            for other in self.steps.values():
+                if other.state == "running":
+                    other.state = "done"
+                    other.end = _given(other.end, ts)
+        name = _text(e.get("step"), "")
+        step = self.steps.get(name)
+        if step is None:
+            step = self.steps[name] = StepState(name, state)
+        if step.start is None and state != "pending":  # declared ahead is not begun
+            step.start = ts
+        step.state, step.detail = state, e.get("detail")
+        if state in ("done", "failed"):
+            step.end = _given(step.end, ts)
+        elif state == "running":
+            step.end = None
 
     def _output(self, e: ev.Event) -> None:
         if "value" in e:  # a JSON value, not text
-            self.emitted.append(e["value"])
             self.chunks.append(json.dumps(e["value"]))
         else:
-            self.emitted.append(str(e.get("chunk", "")))
-            self.chunks.append(str(e.get("chunk", "")))
+            self.chunks.append(_text(e.get("chunk"), ""))
 
     def _state_patch(self, e: ev.Event) -> None:
         from ._state import apply
 
         name = str(e.get("name"))
-        self.published[name] = apply(self.published.get(name), e.get("patch") or [])
+        try:
+            self.published[name] = apply(self.published.get(name), e.get("patch") or [])
+        except Exception as error:  # a log cut short: keep the last good value, say why
+            self.publish_errors[name] = str(error) or type(error).__name__
+        else:
+            self.publish_errors.pop(name, None)
 
     def _truncated(self, e: ev.Event) -> None:
         self.truncated = True
 
     def _warning(self, e: ev.Event) -> None:
-        self.warnings.append(str(e.get("message", "")))
+        self.warnings.append(_text(e.get("message"), ""))
 
     def _waiting(self, e: ev.Event) -> None:
         self.status = "waiting"
@@ -252,11 +274,35 @@ class RunState:
         self.inputs[str(e.get("name"))] = e.get("value")
 
     def _child_started(self, e: ev.Event) -> None:
-        self.children[e["child_id"]] = {"workflow": e.get("workflow"), "status": "running"}
+        self.children[str(e["child_id"])] = {"workflow": e.get("workflow"), "status": "running"}
 
     def _child_ended(self, e: ev.Event) -> None:
-        child = self.children.setdefault(e["child_id"], {"workflow": None})
+        child = self.children.setdefault(str(e["child_id"]), {"workflow": None})
         child.update({k: v for k, v in e.items() if k not in ("type", "ts", "id", "child_id")})
+
+
+_RUN_FIELDS = (
+    "run_id", "status", "reason", "error", "error_type", "traceback", "output",
+    "created_at", "started_at", "ended_at", "restarts", "truncated",
+)  # fmt: skip
+
+
+def _given(value: Any, otherwise: Any) -> Any:
+    return otherwise if value is None else value
+
+
+def _text(value: Any, otherwise: str) -> str:
+    return otherwise if value is None else str(value)
+
+
+def _child_dict(child_id: str, child: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "child_id": child_id,
+        "workflow": child.get("workflow"),
+        "status": child.get("status", "running"),
+        "total_tokens": child.get("total_tokens", 0),
+        "cost_usd": child.get("cost_usd", 0),
+    }
 
 
 _HANDLERS = {

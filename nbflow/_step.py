@@ -13,6 +13,7 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
+from ._spanstate import CACHE_KEY
 from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class Step:
                 return step
         if comp.cache is not None:
             step.cache_key = _cache_key(comp, args, kwargs, bound)
+            frame.attrs[CACHE_KEY] = step.cache_key  # the inspector shows hit or miss
         step._start(bound)
         if step.cache_key is not None:
             step._try_cache()
@@ -99,6 +101,7 @@ class Step:
                     attempt=attempt,
                     error=describe_error(error),
                     error_type=type(error).__name__,
+                    traceback=format_traceback(error),
                     delay_s=round(delay, 4),
                 )
             )

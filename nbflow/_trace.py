@@ -58,9 +58,23 @@ class Trace:
         return self.state.status
 
     @property
-    def output(self) -> str:
-        """Everything the run streamed with ``nf.emit``, joined."""
-        return "".join(self.state.chunks)
+    def output(self) -> Any:
+        """The run's return value as its log records it (a JSON preview); None until it ends."""
+        return self.state.output
+
+    @property
+    def emitted(self) -> str:
+        """Everything the run streamed with ``nf.emit``, joined as text."""
+        return self.state.emitted
+
+    @property
+    def emits(self) -> list[Any]:
+        """Each ``nf.emit`` as it was made: text, or the JSON value it was given."""
+        return [
+            e["value"] if "value" in e else str(e.get("chunk", ""))
+            for e in self.raw_events
+            if e.get("type") == ev.OUTPUT
+        ]
 
     def timeline(self) -> go.Figure:
         """The spans as a plotly timeline (a Gantt chart)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._fold import RunState, SpanState
+from ._spanstate import start_order
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 SPAN_COLUMNS = [
     "run_id", "span_id", "parent_id", "name", "kind", "status", "start", "end", "duration_ms",
     "attempts", "cached", "model", "input_tokens", "output_tokens", "total_tokens", "cost_usd",
-    "error", "depth", "restarts", "step", "input", "output",
+    "error", "error_type", "depth", "restarts", "step", "input", "output", "cache_key",
+    "rollup_tokens", "rollup_cost_usd",
 ]  # fmt: skip
 
 STATUS_COLORS = {
@@ -31,7 +33,7 @@ STATUS_COLORS = {
 
 
 def _span_row(run_id: str, span: SpanState) -> dict[str, Any]:
-    inp, out = span.tokens("input_tokens"), span.tokens("output_tokens")
+    inp, out = span.input_tokens, span.output_tokens
     return {
         "run_id": run_id,
         "span_id": span.span_id,
@@ -50,11 +52,15 @@ def _span_row(run_id: str, span: SpanState) -> dict[str, Any]:
         "total_tokens": inp + out,
         "cost_usd": span.cost_usd,
         "error": span.error,
+        "error_type": span.error_type,
         "depth": span.depth,
         "restarts": span.restarts,
         "step": span.step,
         "input": span.input,
         "output": span.output,
+        "cache_key": span.cache_key,
+        "rollup_tokens": span.rollup["tokens"],
+        "rollup_cost_usd": span.rollup["cost_usd"],
     }
 
 
@@ -198,7 +204,7 @@ def span_table(state: RunState) -> str:
         children.setdefault(span.parent_id, []).append(span)
 
     def walk(parent: str | None, depth: int) -> None:
-        for span in sorted(children.get(parent, []), key=lambda s: s.start):
+        for span in sorted(children.get(parent, []), key=start_order):
             lines.append(_span_line(span, depth))
             walk(span.span_id, depth + 1)
 

@@ -192,9 +192,7 @@ def test_a_run_lands_in_phoenix_with_its_tree_tokens_and_models(
     assert kinds == ["CHAIN"] * 5 + ["LLM"] * 3 + ["TOOL"]
     llm = [s for s in spans if s["span_kind"] == "LLM"]
     expected = sorted(
-        (s.tokens("input_tokens"), s.tokens("output_tokens"))
-        for s in state.spans.values()
-        if s.kind == "llm"
+        (s.input_tokens, s.output_tokens) for s in state.spans.values() if s.kind == "llm"
     )
     assert (
         sorted(

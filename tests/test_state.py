@@ -61,7 +61,8 @@ def test_in_process_the_run_rebuilds_each_published_state_and_keeps_json_emits(
     run = nf.last_run()
     assert run.state("plan") == final
     assert run.trace().state.published == {"plan": final}
-    assert run.trace().state.emitted == [{"final": True, "steps": 5}, "text;"]
+    assert run.trace().emits == [{"final": True, "steps": 5}, "text;"]
+    assert run.trace().emitted == '{"final": true, "steps": 5}text;'
     patches = [e for e in run.events() if e["type"] == "state.patch"]
     assert len(patches) == 10
     summary_ops = [op for p in patches for op in p["patch"] if op["path"] == "/summary"]

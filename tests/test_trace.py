@@ -253,3 +253,111 @@ def test_repr_names_run_status_and_counts(mixed_trace):
     assert mixed_trace.run_id in text
     assert "status=succeeded" in text
     assert f"spans={len(mixed_trace.spans)}" in text
+
+
+# --- what the span inspector shows, from a real in-process run ---------------------------
+
+
+def test_each_retried_attempt_keeps_its_error_and_a_traceback_through_the_users_code():
+    calls: list[int] = []
+
+    @nf.component(retry={"attempts": 3, "on": ConnectionError})
+    def fetch(url: str) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError(f"reset {len(calls)}")
+        return "page"
+
+    fetch("https://example.org")
+    (span,) = nf.last_run().trace().state.spans.values()
+    assert [r["attempt"] for r in span.retries] == [1, 2]
+    assert [r["error"] for r in span.retries] == [
+        "ConnectionError: reset 1",
+        "ConnectionError: reset 2",
+    ]
+    for retry in span.retries:
+        assert retry["error_type"] == "ConnectionError"
+        assert "in fetch" in retry["traceback"] and "ConnectionError" in retry["traceback"]
+        assert retry["delay_s"] == 0 and retry["ts"] >= span.start
+    assert (span.status, span.attempts, span.error, span.traceback) == ("ok", 3, None, None)
+    assert span.input == {"url": "https://example.org"} and span.output == "page"
+
+
+def test_a_cache_miss_and_its_hit_carry_the_same_cache_key():
+    @nf.component(cache=True)
+    def lookup(key: str) -> str:
+        return key.upper()
+
+    @nf.workflow
+    def flow() -> None:
+        lookup("a")
+        lookup("a")
+        lookup("b")
+
+    flow()
+    spans = nf.last_run().trace().spans.set_index("span_id")
+    looked = spans[spans["name"] == "lookup"]
+    assert list(looked["cached"]) == [False, True, False]
+    keys = list(looked["cache_key"])
+    assert keys[0] == keys[1] and keys[0] != keys[2]
+    assert all(isinstance(k, str) and len(k) >= 16 for k in keys)
+    assert spans.loc[spans["name"] == "flow", "cache_key"].isna().all()
+
+
+def test_tokens_and_cost_roll_up_to_every_parent_and_the_run_equals_its_root():
+    @nf.component
+    def plan() -> None:
+        chat_model("m", 10, 5)("a")
+        chat_model("m", 20, 1)("b")
+
+    @nf.workflow
+    def flow() -> None:
+        plan()
+        chat_model("n", 3, 4)("c")
+
+    flow()
+    state = nf.last_run().trace().state
+    by_name = {s.name: s for s in state.spans.values()}
+    assert by_name["plan"].tokens == 0 and by_name["plan"].rollup["tokens"] == 36
+    assert by_name["flow"].rollup["tokens"] == 43 == nf.last_run().trace().usage["total_tokens"]
+    assert by_name["chat-n"].rollup == {
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "tokens": 7,
+        "cost_usd": 0.0,
+    }
+
+
+def test_output_is_the_return_value_and_emitted_the_streamed_text():
+    @nf.workflow
+    def flow() -> dict[str, int]:
+        nf.emit("Hello, ")
+        nf.emit({"n": 1})
+        return {"n": 2}
+
+    flow()
+    trace = nf.last_run().trace()
+    assert trace.output == {"n": 2}
+    assert trace.emitted == 'Hello, {"n": 1}'
+
+
+def test_progress_steps_are_timed_by_the_fold():
+    @nf.workflow
+    def flow() -> None:
+        nf.progress("later", state="pending")
+        nf.progress("first", detail="go")
+        nf.progress("second")
+
+    flow()
+    steps = nf.last_run().trace().state.steps
+    first, second, later = steps["first"], steps["second"], steps["later"]
+    assert (first.state, first.detail, second.state, later.state) == (
+        "done",
+        "go",
+        "done",
+        "pending",
+    )
+    assert first.start is not None and first.end == second.start
+    assert second.end is not None and second.end >= second.start
+    assert first.duration_ms == (first.end - first.start) * 1000
+    assert later.start is None and later.end is None

@@ -267,7 +267,7 @@ def test_progress_marks_named_steps_and_a_new_step_ends_the_last():
 
     flow()
     trace = nf.last_run().trace()
-    steps = trace.state.progress
+    steps = trace.state.steps
     assert {name: s.state for name, s in steps.items()} == {"outline": "done", "draft": "done"}
     assert steps["draft"].detail == "2 of 3"
     events = [e for e in nf.last_run().events() if e["type"] == "progress"]
@@ -287,7 +287,7 @@ def test_progress_of_a_failed_run_marks_the_running_step_failed():
 
     with pytest.raises(RuntimeError):
         flow()
-    assert nf.last_run().trace().state.progress["fetch"].state == "failed"
+    assert nf.last_run().trace().state.steps["fetch"].state == "failed"
 
 
 def test_progress_rejects_unknown_states():
@@ -315,7 +315,7 @@ def test_emit_streams_output_chunks_in_order():
     run = nf.last_run()
     outputs = [e for e in run.events() if e["type"] == "output"]
     assert [e["chunk"] for e in outputs] == ["Hello", ", ", "world"]
-    assert run.trace().output == "Hello, world"
+    assert run.trace().emitted == "Hello, world"
     assert outputs[1]["span_id"] == span_of("write")["span_id"]
 
 

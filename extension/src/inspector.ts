@@ -2,53 +2,8 @@
 // received (tool calls included) with model, finish reason, tokens, time to first
 // token and cost; every attempt's error and traceback; the cache key and whether it
 // hit; and every attribute. Framework-free DOM, drawn when the span changes.
-import { RunState, Span } from './fold';
+import { Retry, RunState, Span } from './fold';
 import { JsonView } from './jsonview';
-
-/** Tokens and cost of a span with everything under it. */
-export interface Rollup {
-  input_tokens: number;
-  output_tokens: number;
-  tokens: number;
-  cost_usd: number;
-}
-
-export interface Retry {
-  attempt: number;
-  error_type?: string | null;
-  error?: string | null;
-  traceback?: string | null;
-  delay_s?: number | null;
-  ts?: number | null;
-}
-
-/** What the fold tells of a span beyond its row in the tree. */
-export interface SpanDetail {
-  input?: unknown;
-  output?: unknown;
-  attrs?: Record<string, unknown>;
-  error_type?: string | null;
-  traceback?: string | null;
-  retries?: Retry[];
-  restarts?: number;
-  cache_key?: string | null;
-  rollup?: Rollup;
-}
-
-export function detail(span: Span): Span & SpanDetail {
-  return span as Span & SpanDetail;
-}
-
-export function rollup(span: Span): Rollup {
-  return (
-    detail(span).rollup ?? {
-      input_tokens: span.input_tokens,
-      output_tokens: span.output_tokens,
-      tokens: span.tokens,
-      cost_usd: span.cost_usd
-    }
-  );
-}
 
 export class SpanInspector {
   readonly node: HTMLElement;
@@ -68,10 +23,10 @@ export class SpanInspector {
     this.key = key;
     this.node.hidden = !span;
     this.node.dataset.span = span?.span_id ?? '';
-    this.node.replaceChildren(...(span ? this.sections(state, detail(span)) : []));
+    this.node.replaceChildren(...(span ? this.sections(state, span) : []));
   }
 
-  private sections(state: RunState, span: Span & SpanDetail): HTMLElement[] {
+  private sections(state: RunState, span: Span): HTMLElement[] {
     const close = el('button', 'nbflow-inspector-close', '×') as HTMLButtonElement;
     close.type = 'button';
     close.title = 'close';
@@ -91,21 +46,21 @@ export class SpanInspector {
       ...(llm ? conversation(span) : []),
       ...(llm ? [] : [jsonSection('Input', 'input', span.input), jsonSection('Output', 'output', span.output)]),
       ...attempts(span),
-      attributes(span.attrs ?? {})
+      attributes(span.attrs)
     ].filter((node): node is HTMLElement => node !== null);
   }
 }
 
-function versionOf(span: Span & SpanDetail): string {
-  const attrs = span.attrs ? Object.keys(span.attrs).length : 0;
-  return [span.span_id, span.status, span.end, span.attempts, span.retries?.length, span.restarts, span.cached, attrs, span.tokens].join('|');
+function versionOf(span: Span): string {
+  const attrs = Object.keys(span.attrs).length;
+  return [span.span_id, span.status, span.end, span.attempts, span.retries.length, span.restarts, span.cached, attrs, span.tokens].join('|');
 }
 
 /** Facts as label/value pairs: timing, attempts, cache, and for a call its model and usage. */
-function facts(state: RunState, span: Span & SpanDetail): HTMLElement {
-  const attrs = span.attrs ?? {};
+function facts(state: RunState, span: Span): HTMLElement {
+  const attrs = span.attrs;
   const started = span.start !== null && state.startedAt !== null ? span.start - state.startedAt : null;
-  const total = rollup(span);
+  const total = span.rollup;
   const reasons = attrs['gen_ai.response.finish_reasons'];
   const ttft = attrs['nbflow.ttft_ms'];
   const rows: [string, string][] = [
@@ -135,7 +90,7 @@ function facts(state: RunState, span: Span & SpanDetail): HTMLElement {
 }
 
 /** An LLM call: the messages sent (from the request) and what came back. */
-function conversation(span: Span & SpanDetail): HTMLElement[] {
+function conversation(span: Span): HTMLElement[] {
   const request = isObject(span.input) ? span.input : {};
   const sent = messagesOf(request);
   const box = section('Messages', 'messages');
@@ -200,10 +155,10 @@ function messageNode(message: Record<string, unknown>, way: 'sent' | 'received')
 }
 
 /** Every failed attempt: its error and traceback, and how long the retry waited. */
-function attempts(span: Span & SpanDetail): HTMLElement[] {
-  const failures: Retry[] = [...(span.retries ?? [])];
+function attempts(span: Span): HTMLElement[] {
+  const failures: Retry[] = [...span.retries];
   if (span.status === 'error' && (span.error || span.traceback)) {
-    failures.push({ attempt: span.attempts, error: span.error, error_type: span.error_type, traceback: span.traceback });
+    failures.push({ attempt: span.attempts, error: span.error, error_type: span.error_type, traceback: span.traceback, delay_s: null, ts: span.end });
   }
   if (!failures.length) {
     return [];

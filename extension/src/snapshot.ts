@@ -1,6 +1,6 @@
 // The notebook output a kernel leaves behind (application/vnd.nbflow.run+json):
 // enough to draw the run at once, before (or without) reconnecting to its log.
-import { Child, RunState, Usage } from './fold';
+import { Child, RunState, Usage, emptySpend } from './fold';
 import { Wait } from './waits';
 
 export const MIME_TYPE = 'application/vnd.nbflow.run+json';
@@ -30,7 +30,8 @@ export interface RunOutput {
     progress: Record<string, string>;
     spans: SnapshotSpan[];
     usage: Partial<Usage>;
-    output_tail: string;
+    emitted_tail?: string;
+    output_tail?: string; // the name of emitted_tail in notebooks saved before 0.2
     error: string | null;
     wait?: Wait | null; // what a waiting run waited for when the output was left
     children?: Child[];
@@ -43,13 +44,13 @@ export function fromSnapshot(data: RunOutput): RunState {
   state.workflow = data.workflow ?? '';
   state.status = snap.status ?? data.status ?? 'queued';
   state.error = snap.error ?? null;
-  state.output = snap.output_tail ?? '';
+  state.emitted = snap.emitted_tail ?? snap.output_tail ?? '';
   state.wait = snap.wait ?? null;
   for (const child of snap.children ?? []) {
     state.children.set(child.child_id, { ...child });
   }
-  for (const [step, value] of Object.entries(snap.progress ?? {})) {
-    state.progress.set(step, String(value));
+  for (const [name, value] of Object.entries(snap.progress ?? {})) {
+    state.steps.set(name, { name, state: String(value), detail: null, start: null, end: null, duration_ms: null });
   }
   for (const s of snap.spans ?? []) {
     state.addSpan({
@@ -57,19 +58,29 @@ export function fromSnapshot(data: RunOutput): RunState {
       parent_id: s.parent_id,
       name: s.name,
       kind: s.kind,
+      step: '',
       status: s.status,
       start: null,
       end: null,
       duration_ms: s.duration_ms,
+      depth: 0,
       attempts: s.attempts ?? 1,
+      restarts: 0,
       cached: Boolean(s.cached),
+      cache_key: null,
+      input: null,
+      output: null,
       error: null,
+      error_type: null,
+      traceback: null,
+      retries: [],
+      attrs: {},
+      model: null,
       input_tokens: 0,
       output_tokens: 0,
       tokens: s.tokens ?? 0,
       cost_usd: 0,
-      model: null,
-      depth: 0,
+      rollup: { ...emptySpend(), tokens: s.tokens ?? 0 },
       children: []
     });
   }

@@ -3,7 +3,7 @@
 // list follows the newest rows (until the reader scrolls up; back at the bottom, it
 // follows again). Only the rows in view are drawn, so 10,000 spans stay cheap.
 import { RunState, Span } from './fold';
-import { formatCost, formatDuration, rollup } from './inspector';
+import { formatCost, formatDuration } from './inspector';
 
 export const ROW_PX = 22;
 const OVERSCAN_ROWS = 10;
@@ -168,7 +168,7 @@ export class SpanList {
     const extra = (span.cached ? ' (cached)' : '') + (span.attempts > 1 ? ` ×${span.attempts}` : '');
     setText(name, span.name + extra + (span.error ? ` — ${span.error}` : ''));
     setText(durCell, formatDuration(span.duration_ms === null ? null : span.duration_ms / 1000));
-    const total = rollup(span);
+    const total = span.rollup;
     setText(tokCell, total.tokens ? total.tokens.toLocaleString() : '');
     setText(costCell, total.cost_usd ? formatCost(total.cost_usd) : '');
     const bar = timeCell.firstElementChild as HTMLElement;

@@ -8,7 +8,7 @@
 // and the span tree draws only the rows in view, so a 10,000-span run or a run
 // emitting hundreds of events a second keeps the page responsive.
 import { ApiError, RunSource } from './client';
-import { Child, RunEvent, RunState } from './fold';
+import { Child, RunEvent, RunState, Step } from './fold';
 import { InputForm } from './form';
 import { formatCost, formatDuration, SpanInspector } from './inspector';
 import { JsonView } from './jsonview';
@@ -267,15 +267,15 @@ export class TraceView {
   /** Progress steps as chips: name, state and detail (nf.progress(step, detail)); the latest
    *  ones, the earlier ones counted. */
   private renderSteps(): void {
-    const steps = stepsOf(this.state);
-    const key = JSON.stringify(steps);
+    const steps = Array.from(this.state.steps.values());
+    const key = JSON.stringify(steps.map(st => [st.name, st.state, st.detail]));
     if (this.els.steps.dataset.key === key) {
       return;
     }
     this.els.steps.dataset.key = key;
-    const chip = (step: StepChip) => {
-      const el = textNode('span', `nbflow-step nbflow-step-${step.state}`, `${step.step}: ${step.state}`);
-      el.dataset.step = step.step;
+    const chip = (step: Step) => {
+      const el = textNode('span', `nbflow-step nbflow-step-${step.state}`, `${step.name}: ${step.state}`);
+      el.dataset.step = step.name;
       if (step.detail !== null && step.detail !== undefined && step.detail !== '') {
         el.append(textNode('span', 'nbflow-step-detail', ` · ${typeof step.detail === 'string' ? step.detail : JSON.stringify(step.detail)}`));
       }
@@ -290,9 +290,9 @@ export class TraceView {
 
   private renderOutput(): void {
     const out = this.els.output;
-    out.hidden = !this.state.output;
-    if (out.textContent !== this.state.output) {
-      out.textContent = this.state.output;
+    out.hidden = !this.state.emitted;
+    if (out.textContent !== this.state.emitted) {
+      out.textContent = this.state.emitted;
       if (this.followOutput) {
         out.scrollTop = out.scrollHeight;
       }
@@ -341,27 +341,6 @@ class StateBox {
 
 function formatBytes(bytes: number): string {
   return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
-}
-
-interface StepChip {
-  step: string;
-  state: string;
-  detail?: unknown;
-}
-
-/** The run's steps in order; a step a cancellation ended reads as cancelled. */
-function stepsOf(s: RunState): StepChip[] {
-  const given = (s as unknown as { steps?: unknown }).steps;
-  const listed: StepChip[] = Array.isArray(given)
-    ? given
-    : given instanceof Map
-      ? Array.from(given, ([step, value]) => ({ ...value, step }))
-      : Array.from(s.progress, ([step, state]) => ({ step, state }));
-  return listed.map(step => ({
-    step: String(step.step),
-    state: s.status === 'cancelled' && step.state === 'failed' ? 'cancelled' : String(step.state),
-    detail: step.detail
-  }));
 }
 
 function runSeconds(s: RunState): number | null {

@@ -27,8 +27,8 @@ test('folds a run like nbflow/_fold.py: spans, usage, progress, output, terminal
   expect(state.spans.get('a')!.depth).toBe(1);
   expect(state.spans.get('a')!.duration_ms).toBe(1000);
   expect(state.spans.get('w')!.status).toBe('error'); // still running when the run failed
-  expect(Array.from(state.progress)).toEqual([['outline', 'done'], ['draft', 'failed']]);
-  expect(state.output).toBe('hello');
+  expect(Array.from(state.steps.values(), st => [st.name, st.state])).toEqual([['outline', 'done'], ['draft', 'failed']]);
+  expect(state.emitted).toBe('hello');
 });
 
 test('rows are in tree order and skip collapsed subtrees', () => {
@@ -50,7 +50,7 @@ test('a snapshot draws at once: status, spans and usage from the notebook output
   const state = fromSnapshot({
     version: 1, run_id: 'r2', workflow: 'blog', status: 'running', mode: 'runtime', last_event_id: '5-0',
     snapshot: {
-      status: 'running', progress: { outline: 'running' }, output_tail: 'hi', error: null,
+      status: 'running', progress: { outline: 'running' }, emitted_tail: 'hi', error: null,
       spans: [{ span_id: 'w', parent_id: null, name: 'blog', kind: 'workflow', status: 'running', duration_ms: null }],
       usage: { total_tokens: 42 }
     }

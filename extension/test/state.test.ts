@@ -1,37 +1,5 @@
-/// <reference types="node" />
-import { readFileSync } from 'fs';
-import { join } from 'path';
-
 import { RunState } from '../src/fold';
 import { applyStatePatch, pyJson } from '../src/state';
-
-// The same vectors as tests/test_fold_vectors.py: both folds must rebuild these values.
-const vectors = JSON.parse(readFileSync(join(__dirname, '../../tests/vectors/fold_state.json'), 'utf8'));
-
-const cases: [string, any][] = vectors.cases.map((c: any) => [c.name, c]);
-
-describe.each(cases)('state vector: %s', (_name: string, c: any) => {
-  test('the TypeScript fold rebuilds each published state and the output text', () => {
-    const state = new RunState('r');
-    c.events.forEach((e: any) => state.apply(e));
-    const got: Record<string, unknown> = {
-      status: state.status,
-      published: Object.fromEntries(state.published),
-      output: state.output
-    };
-    for (const key of Object.keys(c.expected)) {
-      expect([key, got[key]]).toEqual([key, c.expected[key]]);
-    }
-    expect(state.publishErrors.size).toBe(0);
-  });
-
-  test('folding leaves the events as they were (the state shares no objects with them)', () => {
-    const events = JSON.parse(JSON.stringify(c.events));
-    const state = new RunState('r');
-    events.forEach((e: any) => state.apply(e));
-    expect(events).toEqual(c.events);
-  });
-});
 
 test('a state.patch bumps publishedVersion, so a view knows to redraw', () => {
   const state = new RunState('r');

@@ -2,31 +2,8 @@
 import { readFileSync } from 'fs';
 import { join } from 'path';
 
-import { RunState } from '../src/fold';
 import { fromSnapshot } from '../src/snapshot';
 import { describeWait, fieldKind, parseField } from '../src/waits';
-
-// The same vectors as tests/test_fold_vectors.py: both folds must reach these states.
-const vectors = JSON.parse(readFileSync(join(__dirname, '../../tests/vectors/fold_waits.json'), 'utf8'));
-
-const cases: [string, any][] = vectors.cases.map((c: any) => [c.name, c]);
-
-describe.each(cases)('fold vector: %s', (_name: string, c: any) => {
-  test('the TypeScript fold reaches the expected state', () => {
-    const state = new RunState('r');
-    c.events.forEach((e: any) => state.apply(e));
-    const got: Record<string, unknown> = {
-      status: state.status,
-      wait: state.wait,
-      inputs: Object.fromEntries(state.inputs),
-      children: Array.from(state.children.values()),
-      warnings: state.warnings
-    };
-    for (const key of Object.keys(c.expected)) {
-      expect([key, got[key]]).toEqual([key, c.expected[key]]);
-    }
-  });
-});
 
 test('a wait reads as one line, as nbflow/_waitinfo.py says it', () => {
   const now = new Date(2026, 0, 2, 12, 0, 0);

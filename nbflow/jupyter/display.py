@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _events as ev
 from .._fold import RunState, SpanState
+from .._spanstate import start_order
 from .._waitinfo import describe_wait
 
 MIME = "application/vnd.nbflow.run+json"
@@ -23,7 +24,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 VERSION = 1
 MAX_SNAPSHOT_SPANS = 200
 MAX_SNAPSHOT_CHILDREN = 200
-OUTPUT_TAIL_CHARS = 2_000
+EMITTED_TAIL_CHARS = 2_000
 STATIC = Path(__file__).parent / "static"
 
 
@@ -59,10 +60,10 @@ def run_data(state: RunState, *, mode: str, workflow: str | None = None) -> dict
 def snapshot(state: RunState) -> dict[str, Any]:
     return {
         "status": state.status,
-        "progress": {step: p.state for step, p in state.progress.items()},
+        "progress": {name: step.state for name, step in state.steps.items()},
         "spans": [span_dict(s) for s in pick_spans(state, MAX_SNAPSHOT_SPANS)],
         "usage": state.usage(),
-        "output_tail": "".join(state.chunks)[-OUTPUT_TAIL_CHARS:],
+        "emitted_tail": state.emitted[-EMITTED_TAIL_CHARS:],
         "error": state.error,
         "wait": state.wait if state.status == "waiting" else None,
         "children": children_list(state, MAX_SNAPSHOT_CHILDREN),
@@ -79,7 +80,7 @@ def span_dict(span: SpanState) -> dict[str, Any]:
         "duration_ms": None if span.duration_ms is None else round(span.duration_ms, 1),
         "attempts": span.attempts,
         "cached": span.cached,
-        "tokens": span.tokens("input_tokens") + span.tokens("output_tokens"),
+        "tokens": span.tokens,
     }
 
 
@@ -87,9 +88,9 @@ def pick_spans(state: RunState, limit: int) -> list[SpanState]:
     """At most ``limit`` spans in start order: failed and running first, then the shallowest."""
     spans = list(state.spans.values())
     if len(spans) > limit:
-        spans.sort(key=lambda s: (s.status not in ("error", "running"), s.depth, s.start))
+        spans.sort(key=lambda s: (s.status not in ("error", "running"), s.depth, start_order(s)))
         spans = spans[:limit]
-    return sorted(spans, key=lambda s: s.start)
+    return sorted(spans, key=start_order)
 
 
 def bundle(data: dict[str, Any], *, traceback: str | None = None) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def render_html(data: dict[str, Any], *, traceback: str | None = None) -> str:
         _wait_html(snap.get("wait"), data["run_id"]),
         _children_html(snap.get("children") or []),
         _spans_html(snap["spans"]),
-        _output_html(snap["output_tail"]),
+        _output_html(snap["emitted_tail"]),
         _error_html(snap["error"], traceback),
         "</div>",
     ]

@@ -18,7 +18,7 @@ from nbflow import _context as ctx
 from nbflow import _events as ev
 from nbflow._component import Component
 from nbflow._local import LocalRun, start_local
-from nbflow._step import Step, describe_error
+from nbflow._step import Step, describe_error, format_traceback
 from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given
 
 
@@ -131,6 +131,7 @@ class CallSpan:
             attempt=attempt,
             error=describe_error(error),
             error_type=type(error).__name__,
+            traceback=format_traceback(error),
             delay_s=round(delay_s, 4),
             **fields,
         )

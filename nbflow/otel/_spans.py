@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from nbflow._fold import RunState, SpanState
+from nbflow._spanstate import start_order
 from nbflow._version import __version__
 
 Attrs = dict[str, Any]
@@ -118,11 +119,11 @@ class SpanMaker:
             context=context,
             kind=SpanKind.CLIENT if span.kind == "llm" else SpanKind.INTERNAL,
             attributes=span_attributes(span, run, root=parent is None),
-            start_time=_ns(span.start),
+            start_time=_ns(span.start if span.start is not None else span.end),
         )
         for retry in span.retries:
             otel.add_event("nbflow.retry", _scalars(retry), timestamp=_ns(retry.get("ts")))
-        end_s = span.end if span.end is not None else max(now_s, span.start)
+        end_s = span.end if span.end is not None else max(now_s, span.start or 0.0)
         if span.status == "error":
             otel.add_event("exception", _exception(span), timestamp=_ns(end_s))
             otel.set_status(Status(StatusCode.ERROR, span.error or span.error_type or "error"))
@@ -137,12 +138,12 @@ def _parents_first(state: RunState) -> Iterator[tuple[SpanState, SpanState | Non
     for span in state.spans.values():
         parent_id = span.parent_id if span.parent_id in state.spans else None
         children.setdefault(parent_id, []).append(span)
-    roots = sorted(children.get(None, []), key=lambda s: s.start)
+    roots = sorted(children.get(None, []), key=start_order)
     stack: list[tuple[SpanState, SpanState | None]] = [(s, None) for s in reversed(roots)]
     while stack:
         node, above = stack.pop()
         yield node, above
-        below = sorted(children.get(node.span_id, []), key=lambda s: s.start)
+        below = sorted(children.get(node.span_id, []), key=start_order)
         stack.extend((child, node) for child in reversed(below))
 
 
@@ -222,7 +223,7 @@ def _io(prefix: str, value: Any) -> Attrs:
 
 
 def llm_attributes(span: SpanState) -> Attrs:
-    inp, out = span.tokens("input_tokens"), span.tokens("output_tokens")
+    inp, out = span.input_tokens, span.output_tokens
     attrs: Attrs = {
         "llm.model_name": span.model,
         "llm.system": "openai",  # the API the client speaks, whoever serves it

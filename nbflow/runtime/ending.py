@@ -30,7 +30,7 @@ def ending(
     """The terminal event of a run that ended with ``status``, and its metadata fields."""
     fields: dict[str, Any] = {"ended_at": repr(time.time())}
     if progress:
-        final = "done" if status == "succeeded" else "failed"
+        final = {"succeeded": "done", "cancelled": "cancelled"}.get(status, "failed")  # as the fold
         steps = {k: final if v in ("running", "retrying") else v for k, v in progress.items()}
         fields["progress"] = dumps(steps)
     if status == "succeeded":

@@ -14,7 +14,7 @@ from nbflow._fold import fold
 from nbflow.jupyter import display as dsp
 
 SNAPSHOT_KEYS = {
-    "status", "progress", "spans", "usage", "output_tail", "error", "wait", "children",
+    "status", "progress", "spans", "usage", "emitted_tail", "error", "wait", "children",
 }  # fmt: skip
 SPAN_KEYS = {
     "span_id", "parent_id", "name", "kind", "status", "duration_ms", "attempts", "cached", "tokens",
@@ -54,7 +54,7 @@ def test_bundle_has_the_contracts_keys_and_bounds() -> None:
     assert len(snap["spans"]) == dsp.MAX_SNAPSHOT_SPANS
     assert all(set(s) == SPAN_KEYS for s in snap["spans"])
     assert snap["spans"][0]["name"] == "wide"  # the root is kept: shallowest first
-    assert len(snap["output_tail"]) == dsp.OUTPUT_TAIL_CHARS
+    assert len(snap["emitted_tail"]) == dsp.EMITTED_TAIL_CHARS
     assert snap["progress"] == {"fan out": "done"} and snap["error"] is None
     assert data["last_event_id"] == nf.last_run().sink.events[-1]["id"]
 
@@ -129,7 +129,7 @@ def test_snapshot_html_escapes_hostile_values_in_every_field() -> None:
         "progress": {HOSTILE: HOSTILE},
         "spans": [_hostile_span(HOSTILE, None), _hostile_span(["x"], {"y": 1})],
         "usage": {"total_tokens": HOSTILE, "llm_calls": HOSTILE, "cost_usd": HOSTILE},
-        "output_tail": HOSTILE,
+        "emitted_tail": HOSTILE,
         "error": HOSTILE,
         "wait": {"kind": "input", "name": HOSTILE, "prompt": HOSTILE, "until": HOSTILE},
         "children": [{k: HOSTILE for k in ("child_id", "workflow", "status", "total_tokens")}

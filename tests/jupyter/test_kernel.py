@@ -111,7 +111,7 @@ def test_attach_after_kernel_restart_sees_the_whole_log_in_order_then_the_end(
         "import json\nfrom nbflow.jupyter import view\nv = view.views()[-1]\n"
         "assert v.wait(30)\n"
         "print(json.dumps({'run': v.run.id, 'ids': v.event_ids, 'status': v.state.status,"
-        " 'output': ''.join(v.state.chunks), 'last': nf.last_run().id}))"
+        " 'emitted': v.state.emitted, 'last': nf.last_run().id}))"
     )
     seen = json.loads(execute(kernel, probe)["stdout"])
     log = list(run.events(follow=False))
@@ -121,7 +121,7 @@ def test_attach_after_kernel_restart_sees_the_whole_log_in_order_then_the_end(
     assert seen["ids"] == [e["id"] for e in log]  # nothing missing
     assert log[0]["type"] == "run.queued" and log[-1]["type"] == "run.succeeded"
     assert seen["status"] == "succeeded"
-    assert seen["output"] == "".join(f"{i} " for i in range(PARTS))
+    assert seen["emitted"] == "".join(f"{i} " for i in range(PARTS))
     assert run.result(timeout_s=5) == PARTS
 
 

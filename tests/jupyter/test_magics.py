@@ -89,7 +89,7 @@ def test_local_workflow_cell_returns_its_last_expression_and_sets_last_run(
     assert names == ["twice", "double"]
     bundle = run._repr_mimebundle_()
     assert bundle[dsp.MIME]["mode"] == "local"
-    assert bundle[dsp.MIME]["snapshot"]["output_tail"] == "working"
+    assert bundle[dsp.MIME]["snapshot"]["emitted_tail"] == "working"
 
 
 def test_local_workflow_cell_raises_the_cells_error(shell: InteractiveShell) -> None:

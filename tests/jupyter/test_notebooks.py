@@ -86,7 +86,7 @@ def test_notebook_runs_top_to_bottom(name: str, embedded_home: Path, tmp_path: P
     if name == "blog_post_agent":
         blog = next(r for r in runs if r["workflow"] == "blog_post")
         assert blog["snapshot"]["usage"]["llm_calls"] >= 5
-        assert "## " in blog["snapshot"]["output_tail"]
+        assert "## " in blog["snapshot"]["emitted_tail"]
         assert set(blog["snapshot"]["progress"]) == {"research", "outline", "write"}
     if name == "ingest_site":
         ingest = [r for r in runs if r["workflow"] == "ingest"]

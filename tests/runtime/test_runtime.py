@@ -63,7 +63,7 @@ def test_submitted_run_returns_the_workflow_value_and_the_same_trace_as_in_proce
     assert remote[["name", "kind", "status"]].values.tolist() == local.values.tolist()
     root = remote.iloc[0]
     assert root["parent_id"] is None or root["parent_id"] != root["parent_id"]  # None/NaN
-    assert run.trace().output == "y=6"
+    assert run.trace().emitted == "y=6"
     assert run.meta()["progress"] == {"double": "done"}
 
 

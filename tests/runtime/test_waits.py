@@ -57,7 +57,7 @@ def test_a_run_waits_for_input_without_a_worker_and_resumes_exactly_where_it_sto
     run.send_input("approve", True)
     assert run.result(timeout_s=10) == "published"
     assert r.get("ok:before") == b"1" and r.get("ok:after") == b"1"  # nothing ran twice
-    assert run.trace().output == "asking;answered;"  # nor was anything said twice
+    assert run.trace().emitted == "asking;answered;"  # nor was anything said twice
     types = [e["type"] for e in run.events()]
     assert types.count("run.waiting") == 1 and types.count("input.received") == 1
     assert run.trace().state.inputs == {"approve": True}

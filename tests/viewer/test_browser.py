@@ -88,7 +88,7 @@ def snapshot_output(run_id: str, *, mode: str = "runtime", **snapshot: Any) -> A
                 },
             ],
             "usage": {"total_tokens": 0},
-            "output_tail": "",
+            "emitted_tail": "",
             "error": None,
             **snapshot,
         },
@@ -108,7 +108,7 @@ def test_run_output_stays_live_across_kernel_restart_and_page_reload(
     run_id = start_run_elsewhere(redis_url, TEST_SECRET, "paced", n=80, sleep_s=0.25)
     cell = nbformat.v4.new_code_cell("run = paced.submit(n=80)", outputs=[snapshot_output(run_id)])
     local = snapshot_output(
-        "localrun", mode="local", status="succeeded", output_tail="hello from the kernel",
+        "localrun", mode="local", status="succeeded", emitted_tail="hello from the kernel",
         usage={"total_tokens": 42, "input_tokens": 30, "output_tokens": 12},
     )  # fmt: skip
     kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
