@@ -192,7 +192,9 @@ def test_live_view_in_jupyterlab_survives_a_kernel_restart(
             again.screenshot(path=artifact("jupyterlab_run_view.png"))
             assert again.locator(".nbflow-span-count").text_content() == f"{PARTS + 1} spans"
             # The span inspector, in the widget as everywhere: a step's input and output.
-            again.locator(".nbflow-span-row .nbflow-name", has_text=re.compile("^count$")).first.click()
+            again.locator(
+                ".nbflow-span-row .nbflow-name", has_text=re.compile("^count$")
+            ).first.click()
             inspector = again.locator(".nbflow-inspector")
             inspector.wait_for(timeout=10_000)
             assert '"i"' in (inspector.locator('[data-section="input"]').text_content() or "")
