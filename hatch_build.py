@@ -21,8 +21,9 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 EXTENSION_DIR = "extension"
 BUILT_DIR = "nbflow/labextension"
-# A usable build has both: the JupyterLab extension and the viewer `nbflow api` serves at /ui.
-BUILT_FILES = ("package.json", "ui/viewer.js")
+# A usable build has all three: the JupyterLab extension, the viewer `nbflow api` serves at
+# /ui, and the same viewer as the notebook widget's ES module.
+BUILT_FILES = ("package.json", "ui/viewer.js", "ui/widget.js")
 SHARED_DATA = {
     BUILT_DIR: "share/jupyter/labextensions/nbflow",
     f"{EXTENSION_DIR}/install.json": "share/jupyter/labextensions/nbflow/install.json",

@@ -20,6 +20,10 @@ CACHE_KEY = PREFIX + ":cache:{key}"
 DEPLOYED = f"{PREFIX}:deployed"  # hash workflow name -> code digest
 RATE_KEY = PREFIX + ":rate:{scope}"
 # `nbflow export`: per exporter name, where it has read up to and which runs it sent.
+# A notebook output that nbflow's JupyterLab renderer draws from the server: the kernel
+# that displayed it stops following its run until the run ends.
+OUTPUT_DRAWN = PREFIX + ":output:{view}"
+OUTPUT_DRAWN_TTL_S = 24 * 3600
 EXPORT_CURSOR = PREFIX + ":export:{name}:cursor"  # created_at (s) of the oldest run not yet sent
 EXPORT_DONE = PREFIX + ":export:{name}:done"  # zset run_id -> sent at (s), trimmed by retention
 

@@ -106,6 +106,13 @@ def last_run() -> LocalRun | Run:
     return run
 
 
+def last_local_run() -> LocalRun:
+    """``nf.last_run()`` in a test that has just run a workflow in-process."""
+    run = last_run()
+    assert isinstance(run, LocalRun), f"the last run is on the runtime: {run!r}"
+    return run
+
+
 def wait_until(predicate: Callable[[], Any], timeout_s: float, *, interval_s: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -120,12 +120,12 @@ def test_source_install_without_node_succeeds_and_says_the_extension_was_skipped
     assert "Successfully installed" in shown
     version = run([str(venv / "bin" / "nbflow"), "--version"], path=no_node_path)
     assert version.stdout.startswith("nbflow ")
+    # Without the viewer bundle, runs show as HTML snapshots that the kernel updates.
     views = run(
-        [str(venv / "bin" / "python"), "-c", "import nbflow.jupyter.view as v; print(v.STATIC)"],
+        [str(venv / "bin" / "python"), "-c", "import nbflow.jupyter.view as v; print(v.ASSETS)"],
         path=no_node_path,
     )
-    static = Path(views.stdout.strip())
-    assert static.is_relative_to(venv) and (static / "run_view.js").is_file()  # kernel-side views
+    assert views.stdout.strip() == "None"
     assert "nbflow" not in lab_extensions(venv, no_node_path)
 
 
@@ -149,6 +149,9 @@ def test_a_wheel_built_with_node_installs_the_extension_where_node_is_missing(
     find_viewer = "from nbflow.api.ui import assets_dir; print(assets_dir())"
     viewer = run([str(venv / "bin" / "python"), "-c", find_viewer], path=no_node_path)
     assert viewer.stdout.strip().startswith(str(venv / "share" / "jupyter" / "labextensions"))
+    find_widget = "import nbflow.jupyter.view as v; print(v.ASSETS / 'widget.js')"
+    widget = run([str(venv / "bin" / "python"), "-c", find_widget], path=no_node_path)
+    assert widget.stdout.strip().startswith(str(venv / "share" / "jupyter" / "labextensions"))
 
     # Built once, the extension ships from the tree even where node is missing.
     rebuilt, shown = build_wheel(clone, tmp_path / "again", path=no_node_path)

@@ -27,7 +27,16 @@ export class ApiError extends Error {
 
 const RETRY_MS = [250, 1000, 2000, 5000];
 
-export class RunsClient {
+/** Where a trace view reads a run's log and sends what a person asks of the run: the
+ *  server's routes (``RunsClient``, over SSE) or the kernel (the notebook widget). A
+ *  source without ``cancel`` has no Cancel button (an in-process run). */
+export interface RunSource {
+  follow(runId: string, after: string, onEvents: (events: RunEvent[]) => void, signal: AbortSignal): Promise<void>;
+  sendInput(runId: string, name: string, value: unknown): Promise<unknown>;
+  cancel?(runId: string): Promise<unknown>;
+}
+
+export class RunsClient implements RunSource {
   /** ``fetch`` takes paths relative to the routes' base ("runs", "runs/<id>/events"). */
   constructor(readonly fetch: Fetch) {}
 
@@ -52,6 +61,12 @@ export class RunsClient {
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ value })
     });
+  }
+
+  /** Say that this page draws the notebook output ``view`` of a run from the server, so
+   *  the kernel that displayed it stops following the run (server extension only). */
+  claimOutput(runId: string, view: string): Promise<any> {
+    return this.json(`runs/${encodeURIComponent(runId)}/outputs/${encodeURIComponent(view)}`, { method: 'POST' });
   }
 
   /**

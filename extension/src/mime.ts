@@ -1,6 +1,7 @@
 // The renderer for run outputs (application/vnd.nbflow.run+json): draws the
 // snapshot the kernel left, then follows the run through the server extension.
-// It needs no kernel, so it stays live after a kernel restart or a page reload.
+// It needs no kernel, so it stays live after a kernel restart or a page reload, and
+// it tells the kernel that displayed the output to stop following the run meanwhile.
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
@@ -25,10 +26,15 @@ export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
     this.view?.dispose();
     this.runId = data.run_id;
     const live = data.mode === 'runtime';
-    this.view = new TraceView(fromSnapshot(data), live ? jupyterClient() : null, { compact: true });
+    const client = jupyterClient();
+    this.view = new TraceView(fromSnapshot(data), live ? client : null, { compact: true });
     this.node.replaceChildren(this.view.node);
     if (live) {
       this.view.connect();
+      if (data.view && data.status !== 'succeeded' && data.status !== 'failed' && data.status !== 'cancelled') {
+        // This output is drawn from here now: the kernel need not follow the run too.
+        client.claimOutput(data.run_id, data.view).catch(() => undefined);
+      }
     }
   }
 

@@ -24,6 +24,7 @@ export interface RunOutput {
   status: string;
   mode: 'runtime' | 'local';
   last_event_id: string;
+  view?: string; // the kernel's name for this output, while it follows the run
   snapshot: {
     status: string;
     progress: Record<string, string>;

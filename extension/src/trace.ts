@@ -1,40 +1,41 @@
 // One run's trace: header (status, duration, tokens, cost, cancel), progress
-// steps, errors, published states (nf.publish) as collapsible JSON, a span tree
-// with its timeline, and the streamed output.
-// Framework-free DOM, shared by the JupyterLab panel, the notebook renderer and /ui.
+// steps with their details, errors, published states (nf.publish) as collapsible
+// JSON, the span tree with its timeline and a span inspector, and the streamed output.
+// Framework-free DOM, shared by every view of a run: the JupyterLab panel and
+// notebook renderer, /ui, and the notebook widget.
 //
 // Events fold as they arrive; drawing happens at most once per animation frame,
 // and the span tree draws only the rows in view, so a 10,000-span run or a run
 // emitting hundreds of events a second keeps the page responsive.
-import { ApiError, RunsClient } from './client';
-import { Child, RunEvent, RunState, Span } from './fold';
+import { ApiError, RunSource } from './client';
+import { Child, RunEvent, RunState, Step } from './fold';
 import { InputForm } from './form';
+import { formatCost, formatDuration, SpanInspector } from './inspector';
 import { JsonView } from './jsonview';
+import { SpanList } from './spanlist';
 import { describeWait } from './waits';
 
-export const ROW_PX = 22;
-const OVERSCAN_ROWS = 10;
+export { formatDuration } from './inspector';
+
 const SHOWN_STEPS = 12; // progress chips: the latest ones, the others counted
 
 export interface TraceOptions {
-  compact?: boolean; // a notebook output: a shorter span list
+  compact?: boolean; // a notebook output: the span list grows with the run, up to a height
   openRun?: (runId: string) => void; // where a click on a child run takes you
 }
 
 export class TraceView {
   readonly node: HTMLElement;
   state: RunState;
-  private client: RunsClient | null;
-  private collapsed = new Set<string>();
-  private rows: Span[] = [];
-  private rowsStructure = -1;
+  private client: RunSource | null;
+  private spans: SpanList;
+  private inspector: SpanInspector;
   private frame = 0;
   private abort = new AbortController();
   private live = false;
   private replaced = false;
   private notice = '';
   private els: Record<string, HTMLElement> = {};
-  private pool: HTMLElement[] = [];
   private followOutput = true;
   private ticker = 0;
   private form: InputForm | null = null;
@@ -42,10 +43,15 @@ export class TraceView {
   private states = new Map<string, StateBox>(); // by name; kept across redraws and replays
   private statesDrawn: [RunState | null, number] = [null, -1];
 
-  constructor(state: RunState, client: RunsClient | null, options: TraceOptions = {}) {
+  constructor(state: RunState, client: RunSource | null, options: TraceOptions = {}) {
     this.state = state;
     this.client = client;
     this.openRun = options.openRun ?? null;
+    this.spans = new SpanList(Boolean(options.compact), () => this.schedule());
+    this.inspector = new SpanInspector(() => {
+      this.spans.selected = null;
+      this.schedule();
+    });
     this.node = document.createElement('div');
     this.node.className = 'nbflow-trace' + (options.compact ? ' nbflow-compact' : '');
     this.build();
@@ -79,7 +85,6 @@ export class TraceView {
       // The replay from the first event supersedes any snapshot we drew meanwhile.
       this.replaced = true;
       this.state = new RunState(this.state.runId);
-      this.rowsStructure = -1;
     }
     for (const event of events) {
       this.state.apply(event);
@@ -109,6 +114,7 @@ export class TraceView {
         <span class="nbflow-workflow" data-el="workflow"></span>
         <code class="nbflow-runid" data-el="runid"></code>
         <span class="nbflow-live" data-el="live"></span>
+        <span class="nbflow-restarts" data-el="restarts"></span>
         <span class="nbflow-fill"></span>
         <span class="nbflow-metric" data-el="duration"></span>
         <span class="nbflow-metric" data-el="tokens"></span>
@@ -121,21 +127,16 @@ export class TraceView {
       <pre class="nbflow-error" data-el="error"></pre>
       <div class="nbflow-children" data-el="children"></div>
       <div class="nbflow-states" data-el="states"></div>
-      <div class="nbflow-span-head">
-        <span class="nbflow-col-name">Span</span><span class="nbflow-col-dur">Duration</span>
-        <span class="nbflow-col-tok">Tokens</span><span class="nbflow-col-time">Timeline</span>
-      </div>
-      <div class="nbflow-scroll" data-el="scroll"><div class="nbflow-spacer" data-el="spacer"></div></div>
+      <div class="nbflow-body" data-el="body"></div>
       <pre class="nbflow-output" data-el="output"></pre>`;
     for (const el of Array.from(this.node.querySelectorAll<HTMLElement>('[data-el]'))) {
       this.els[el.dataset.el!] = el;
     }
-    this.els.scroll.addEventListener('scroll', () => this.schedule(), { passive: true });
+    this.els.body.append(this.spans.node, this.inspector.node);
     const out = this.els.output;
     out.addEventListener('scroll', () => {
       this.followOutput = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
     });
-    this.els.spacer.addEventListener('click', event => this.toggle(event));
     this.els.cancel.addEventListener('click', () => this.cancel());
     this.els.children.addEventListener('click', event => {
       const row = (event.target as HTMLElement).closest<HTMLElement>('.nbflow-child');
@@ -149,24 +150,11 @@ export class TraceView {
     const button = this.els.cancel as HTMLButtonElement;
     button.disabled = true;
     try {
-      await this.client?.cancel(this.state.runId);
+      await this.client?.cancel?.(this.state.runId);
     } catch (error) {
       this.notice = `cancel failed: ${error}`;
       button.disabled = false;
     }
-    this.schedule();
-  }
-
-  private toggle(event: Event): void {
-    const row = (event.target as HTMLElement).closest<HTMLElement>('.nbflow-span-row');
-    const id = row?.dataset.span;
-    if (!id || !(event.target as HTMLElement).classList.contains('nbflow-toggle')) {
-      return;
-    }
-    if (!this.collapsed.delete(id)) {
-      this.collapsed.add(id);
-    }
-    this.rowsStructure = -1;
     this.schedule();
   }
 
@@ -179,15 +167,18 @@ export class TraceView {
     node.dataset.spans = String(s.spans.size);
     node.dataset.events = String(s.count);
     node.dataset.live = this.live ? '1' : '0';
+    node.dataset.restarts = String(s.restarts);
     setText(this.els.status, s.status);
     this.els.status.className = `nbflow-badge nbflow-status-${s.status}`;
     setText(this.els.workflow, s.workflow);
     setText(this.els.runid, s.runId);
     setText(this.els.live, this.live ? (s.done ? 'replayed' : 'live') : '');
+    // A run whose worker was lost goes back to the queue and is picked up again.
+    setText(this.els.restarts, s.restarts ? `restarted ×${s.restarts}${s.reason ? ` (${s.reason})` : ''}` : '');
     setText(this.els.duration, formatDuration(runSeconds(s)));
     setText(this.els.tokens, `${usage.total_tokens.toLocaleString()} tokens (${usage.input_tokens} in / ${usage.output_tokens} out)`);
-    setText(this.els.cost, `$${usage.cost_usd.toFixed(4)}`);
-    this.els.cancel.hidden = s.done || !this.client;
+    setText(this.els.cost, formatCost(usage.cost_usd));
+    this.els.cancel.hidden = s.done || !this.client?.cancel;
     this.renderSteps();
     this.renderWait();
     setText(this.els.notice, this.notice);
@@ -196,7 +187,9 @@ export class TraceView {
     this.els.error.hidden = !error;
     this.renderChildren();
     this.renderStates();
-    this.renderRows();
+    this.spans.draw(s, this.live);
+    this.inspector.show(s, this.spans.selected);
+    node.dataset.selected = this.spans.selected ?? '';
     this.renderOutput();
   }
 
@@ -219,7 +212,9 @@ export class TraceView {
     }
     const client = this.client;
     if (wait.kind === 'input' && client) {
-      this.form = new InputForm(wait, (name, value) => client.sendInput(s.runId, name, value));
+      this.form = new InputForm(wait, async (name, value) => {
+        await client.sendInput(s.runId, name, value);
+      });
       box.replaceChildren(this.form.node);
       return;
     }
@@ -269,23 +264,27 @@ export class TraceView {
     }
   }
 
+  /** Progress steps as chips: name, state and detail (nf.progress(step, detail)); the latest
+   *  ones, the earlier ones counted. */
   private renderSteps(): void {
-    const key = Array.from(this.state.steps.values(), st => `${st.name}=${st.state}`).join('|');
+    const steps = Array.from(this.state.steps.values());
+    const key = JSON.stringify(steps.map(st => [st.name, st.state, st.detail]));
     if (this.els.steps.dataset.key === key) {
       return;
     }
     this.els.steps.dataset.key = key;
-    const steps = Array.from(this.state.steps.values(), st => [st.name, st.state]);
-    const chip = (text: string, state: string) => {
-      const el = document.createElement('span');
-      el.className = `nbflow-step nbflow-step-${state}`;
-      el.textContent = text;
+    const chip = (step: Step) => {
+      const el = textNode('span', `nbflow-step nbflow-step-${step.state}`, `${step.name}: ${step.state}`);
+      el.dataset.step = step.name;
+      if (step.detail !== null && step.detail !== undefined && step.detail !== '') {
+        el.append(textNode('span', 'nbflow-step-detail', ` · ${typeof step.detail === 'string' ? step.detail : JSON.stringify(step.detail)}`));
+      }
       return el;
     };
     const earlier = steps.length - SHOWN_STEPS;
     this.els.steps.replaceChildren(
-      ...(earlier > 0 ? [chip(`${earlier} earlier steps`, 'earlier')] : []),
-      ...steps.slice(Math.max(earlier, 0)).map(([step, state]) => chip(`${step}: ${state}`, state))
+      ...(earlier > 0 ? [textNode('span', 'nbflow-step nbflow-step-earlier', `${earlier} earlier steps`)] : []),
+      ...steps.slice(Math.max(earlier, 0)).map(chip)
     );
   }
 
@@ -298,60 +297,6 @@ export class TraceView {
         out.scrollTop = out.scrollHeight;
       }
     }
-  }
-
-  private renderRows(): void {
-    const s = this.state;
-    if (this.rowsStructure !== s.structure) {
-      this.rows = s.rows(this.collapsed);
-      this.rowsStructure = s.structure;
-      this.els.spacer.style.height = `${this.rows.length * ROW_PX}px`;
-    }
-    const scroll = this.els.scroll;
-    const first = Math.max(0, Math.floor(scroll.scrollTop / ROW_PX) - OVERSCAN_ROWS);
-    const visible = Math.ceil((scroll.clientHeight || 400) / ROW_PX) + 2 * OVERSCAN_ROWS;
-    const last = Math.min(this.rows.length, first + visible);
-    const scale = timeScale(s);
-    while (this.pool.length < last - first) {
-      const row = document.createElement('div');
-      row.className = 'nbflow-span-row';
-      row.innerHTML =
-        '<span class="nbflow-col-name"><span class="nbflow-toggle"></span><span class="nbflow-kind"></span><span class="nbflow-name"></span></span>' +
-        '<span class="nbflow-col-dur"></span><span class="nbflow-col-tok"></span>' +
-        '<span class="nbflow-col-time"><span class="nbflow-bar"></span></span>';
-      this.els.spacer.appendChild(row);
-      this.pool.push(row);
-    }
-    this.pool.forEach((row, n) => {
-      const span = this.rows[first + n];
-      row.hidden = span === undefined;
-      if (span) {
-        this.drawRow(row, span, first + n, scale);
-      }
-    });
-  }
-
-  private drawRow(row: HTMLElement, span: Span, index: number, scale: Scale): void {
-    row.style.top = `${index * ROW_PX}px`;
-    row.dataset.span = span.span_id;
-    row.className = `nbflow-span-row nbflow-span-${span.status}`;
-    row.title = span.error ? `${span.name}: ${span.error}` : span.name;
-    const [nameCell, durCell, tokCell, timeCell] = Array.from(row.children) as HTMLElement[];
-    nameCell.style.paddingLeft = `${4 + span.depth * 14}px`;
-    const [toggle, kind, name] = Array.from(nameCell.children) as HTMLElement[];
-    setText(toggle, span.children.length ? (this.collapsed.has(span.span_id) ? '▸' : '▾') : '');
-    setText(kind, span.kind);
-    kind.className = `nbflow-kind nbflow-kind-${span.kind}`;
-    const extra = (span.cached ? ' (cached)' : '') + (span.attempts > 1 ? ` ×${span.attempts}` : '');
-    setText(name, span.name + extra + (span.error ? ` — ${span.error}` : ''));
-    setText(durCell, formatDuration(span.duration_ms === null ? null : span.duration_ms / 1000));
-    setText(tokCell, span.tokens ? span.tokens.toLocaleString() : '');
-    const bar = timeCell.firstElementChild as HTMLElement;
-    const [left, width] = scale(span);
-    bar.hidden = left === null;
-    bar.style.left = `${left ?? 0}%`;
-    bar.style.width = `${width}%`;
-    bar.className = `nbflow-bar nbflow-bar-${span.status}`;
   }
 }
 
@@ -398,51 +343,11 @@ function formatBytes(bytes: number): string {
   return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
 }
 
-type Scale = (span: Span) => [number | null, number];
-
-function timeScale(s: RunState): Scale {
-  let t0 = s.startedAt ?? Infinity;
-  let t1 = s.endedAt ?? -Infinity;
-  const now = Date.now() / 1000;
-  for (const span of s.spans.values()) {
-    if (span.start !== null) {
-      t0 = Math.min(t0, span.start);
-      t1 = Math.max(t1, span.end ?? (s.done ? span.start : now));
-    }
-  }
-  if (!isFinite(t0)) {
-    return () => [null, 0];
-  }
-  const total = Math.max(t1 - t0, 1e-3);
-  return span => {
-    if (span.start === null) {
-      return [null, 0];
-    }
-    const end = span.end ?? (s.done ? span.start : now);
-    const left = ((span.start - t0) / total) * 100;
-    return [left, Math.max(((end - span.start) / total) * 100, 0.3)];
-  };
-}
-
 function runSeconds(s: RunState): number | null {
   if (s.startedAt === null) {
     return null;
   }
   return (s.endedAt ?? (s.done ? s.startedAt : Date.now() / 1000)) - s.startedAt;
-}
-
-export function formatDuration(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined || !isFinite(seconds)) {
-    return '';
-  }
-  if (seconds < 1) {
-    return `${Math.round(seconds * 1000)} ms`;
-  }
-  if (seconds < 60) {
-    return `${seconds.toFixed(1)} s`;
-  }
-  const minutes = Math.floor(seconds / 60);
-  return minutes < 60 ? `${minutes} m ${Math.round(seconds % 60)} s` : `${Math.floor(minutes / 60)} h ${minutes % 60} m`;
 }
 
 function childRow(child: Child, clickable: boolean): HTMLElement {

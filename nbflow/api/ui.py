@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from .._assets import viewer_dir
 from .errors import error_response
 
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
@@ -43,11 +44,7 @@ MISSING = (
 
 def assets_dir() -> Path | None:
     """Where the bundle is: beside the package (a source tree), or where pip put the extension."""
-    from jupyter_core.paths import jupyter_path
-
-    here = Path(__file__).resolve().parents[1] / "labextension" / "ui"
-    shared = [Path(p) / "nbflow" / "ui" for p in jupyter_path("labextensions")]
-    return next((d for d in (here, *shared) if (d / "viewer.js").is_file()), None)
+    return viewer_dir("viewer.js")
 
 
 def install(app: FastAPI) -> None:

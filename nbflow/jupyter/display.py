@@ -138,7 +138,7 @@ def render_plain(data: dict[str, Any]) -> str:
 # --- text/html ----------------------------------------------------------------
 @cache
 def stylesheet() -> str:
-    return (STATIC / "run_view.css").read_text()
+    return (STATIC / "snapshot.css").read_text()
 
 
 def esc(value: Any) -> str:

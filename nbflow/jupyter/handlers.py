@@ -162,6 +162,26 @@ class InputHandler(NbflowHandler):
         self.write_json(accepted.model_dump(mode="json"))
 
 
+class OutputHandler(NbflowHandler):
+    """``POST runs/{id}/outputs/{view}``: the renderer draws this notebook output from here,
+    so the kernel that displayed it stops following the run (it watches for its end only)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, run_id: str, view: str) -> None:
+        svc = await self.backend.service()
+        try:
+            if not (view.isascii() and view.isalnum()) or len(view) > 64:
+                raise ApiError(400, "bad_request", "an output's view key is short hex")
+            await svc.exists(run_id)
+        except ApiError as error:
+            self.write_api_error(error)
+            return
+        key = c.OUTPUT_DRAWN.format(view=view)
+        await svc.redis.set(key, run_id, ex=c.OUTPUT_DRAWN_TTL_S)
+        self.write_json({"run_id": run_id, "view": view})
+
+
 class EventsHandler(NbflowHandler):
     """Server-Sent Events: ``id:`` is the stream id; resumes after Last-Event-ID or ?after=."""
 
@@ -222,5 +242,6 @@ def routes() -> list[tuple[str, type[NbflowHandler]]]:
         f"{run}/events": EventsHandler,
         f"{run}/cancel": CancelHandler,
         f"{run}/input/(?P<name>[^/]+)": InputHandler,
+        f"{run}/outputs/(?P<view>[^/]+)": OutputHandler,
     }
     return [(f"/{BASE}/{path}", handler) for path, handler in paths.items()]

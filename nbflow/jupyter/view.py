@@ -1,11 +1,15 @@
 """The live run view: a run's ``Follower`` shown as a widget, or as HTML where none draws.
 
-The widget gets a small ``summary`` trait and, as custom messages, only the
-spans that changed since the last tick; the front end (``static/run_view.js``,
-plain ESM, no build step) keeps the spans in a tree it collapses and
-virtualises. Where the widget cannot render (no widget manager, a converted
-notebook) the display falls back to an HTML snapshot that is replaced in place
-as the run goes.
+The widget is the JupyterLab extension's own run viewer (the trace view of the
+runs panel, the output renderer and ``/ui``), bundled as an ES module that
+anywidget loads (``labextension/ui/widget.js``, built with the extension and
+shipped in the wheel). The kernel is its transport: it sends the run's events as
+it folds them, and the viewer folds them with its own fold. Where the widget
+cannot render (no widget manager, a converted notebook, a source install without
+Node.js, so without the bundle) the display falls back to an HTML snapshot that
+is replaced in place as the run goes. Where nbflow's JupyterLab renderer draws the
+output from the server instead, it says so (a key in Redis), and the kernel stops
+following the run until it ends.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import os
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import anywidget
 import traitlets
 from redis.exceptions import RedisError
 
+from .. import constants as c
+from .._assets import viewer_dir
 from .._fold import RunState
 from ..errors import NbflowError
 from . import display as dsp
@@ -29,9 +34,10 @@ from .follower import Follower, Tick
 
 HTML_TICK_S = 0.5  # the HTML fallback re-sends the whole snapshot: less often
 FALLBACK_AFTER_S = 5.0  # no front end drew the widget by then: switch to HTML
-SPANS_PER_MESSAGE = 2_000
+OWNER_CHECK_S = 2.0  # how often a view asks whether a renderer draws its output
+EVENTS_PER_MESSAGE = 5_000
 ENV_VIEW = "NBFLOW_VIEW"  # "widget" (default where possible), "html" or "none"
-STATIC = Path(__file__).parent / "static"
+ASSETS = viewer_dir("widget.js")
 
 
 def kernel_shell() -> Any:
@@ -49,22 +55,19 @@ def view_mode() -> str:
 
 
 def widgets_available() -> bool:
-    return view_mode() == "widget" and kernel_shell() is not None
+    return view_mode() == "widget" and ASSETS is not None and kernel_shell() is not None
 
 
 class RunView(anywidget.AnyWidget):
-    """The widget: a summary trait, spans and output as incremental custom messages."""
+    """The widget: the viewer bundle, fed the run's events as custom messages."""
 
-    _esm = STATIC / "run_view.js"
-    _css = STATIC / "run_view.css"
+    _esm = ASSETS / "widget.js" if ASSETS else "export default {};"
+    _css = ASSETS / "viewer.css" if ASSETS else ""
     run_id = traitlets.Unicode("").tag(sync=True)
-    key = traitlets.Unicode("").tag(sync=True)  # the front end's store of this widget
-    summary = traitlets.Dict().tag(sync=True)
+    mode = traitlets.Unicode("").tag(sync=True)  # "runtime" runs can be cancelled from it
 
     def __init__(self, follower: Follower, **kwargs: Any) -> None:
-        super().__init__(
-            run_id=follower.run.id, key=uuid.uuid4().hex, summary=follower.summary(), **kwargs
-        )
+        super().__init__(run_id=follower.run.id, mode=follower.mode, **kwargs)
         self.follower = follower
         self.drawn = threading.Event()
         follower.listen(self._tick)
@@ -74,24 +77,29 @@ class RunView(anywidget.AnyWidget):
         kind = content.get("kind") if isinstance(content, dict) else None
         if kind == "sync":
             self.drawn.set()
-            with self.follower.lock:
-                self._push(self.follower.full(), reset=True)
+            self._replay(str(content.get("token")))
         elif kind == "input":
             self.send(answer(self.follower.run, content))
+        elif kind == "cancel":
+            self.send(cancel(self.follower.run, content))
+
+    def _replay(self, token: str) -> None:
+        # Under the lock, after telling every view what is new: the replay holds every
+        # event told so far, and the next tick starts where it ends.
+        follower = self.follower
+        with follower.lock:
+            with contextlib.suppress(RedisError):
+                follower.step()
+            events = follower.replay()
+            for start in range(0, max(len(events), 1), EVENTS_PER_MESSAGE):
+                done = start + EVENTS_PER_MESSAGE >= len(events)
+                chunk = events[start : start + EVENTS_PER_MESSAGE]
+                self.send({"kind": "events", "events": chunk, "replay": token, "done": done})
 
     def _tick(self, tick: Tick) -> None:
-        self._push(tick, reset=False)
-
-    def _push(self, tick: Tick, *, reset: bool) -> None:
-        # The summary goes last: a front end that shows a run ended has all of its
-        # spans and output (the messages arrive in the order they were sent).
-        spans = tick["spans"]
-        for start in range(0, max(len(spans), 1 if reset else 0), SPANS_PER_MESSAGE):
-            chunk = spans[start : start + SPANS_PER_MESSAGE]
-            self.send({"kind": "spans", "spans": chunk, "reset": reset and start == 0})
-        if tick["emitted"] or reset:
-            self.send({"kind": "emitted", "text": tick["emitted"], "reset": reset})
-        self.summary = tick["summary"]
+        events = tick["events"]
+        for start in range(0, len(events), EVENTS_PER_MESSAGE):
+            self.send({"kind": "events", "events": events[start : start + EVENTS_PER_MESSAGE]})
 
 
 def answer(run: Any, content: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +117,18 @@ def answer(run: Any, content: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+def cancel(run: Any, content: dict[str, Any]) -> dict[str, Any]:
+    """Cancel the run (the widget's Cancel button); the reply says what went wrong, if anything."""
+    reply: dict[str, Any] = {"kind": "cancel_result", "token": content.get("token")}
+    try:
+        run.cancel()
+    except NbflowError as error:
+        reply["error"] = str(error)
+    except RedisError as error:
+        reply["error"] = f"the runtime cannot be reached: {error}"
+    return reply
+
+
 class LiveView:
     """One display of a run: the widget, or an HTML snapshot replaced in place."""
 
@@ -118,9 +138,13 @@ class LiveView:
         use_widget = widgets_available() if widget is None else widget
         self.widget: RunView | None = RunView(self.follower) if use_widget else None
         self.display_id = f"nbflow-{run.id}-{uuid.uuid4().hex[:8]}"
+        self.view_key = uuid.uuid4().hex  # what a renderer drawing this output names it by
         self.html_mode = self.widget is None
+        self.drawn_elsewhere = False  # a renderer draws this output from the server
         self._shown = False
         self._last_html = 0.0
+        self._owner_checked = 0.0
+        self.follower.paused = self._paused
         self.follower.listen(self._tick)
         _register(self)
 
@@ -178,9 +202,29 @@ class LiveView:
 
     def _bundle(self) -> dict[str, Any]:
         data = self.follower.bundle()
+        if self.follower.mode == "runtime":
+            data[dsp.MIME]["view"] = self.view_key
         if not self.html_mode and self.widget is not None:
             data[dsp.WIDGET_MIME] = self.mime()
         return data
+
+    def _paused(self) -> bool:
+        """True while a renderer draws this output from the server and no widget view of it
+        is drawn here: then neither its events nor HTML snapshots need sending."""
+        if self.widget is not None and self.widget.drawn.is_set():
+            return False
+        return self._drawn_elsewhere()
+
+    def _drawn_elsewhere(self) -> bool:
+        if self.drawn_elsewhere or self.follower.mode != "runtime":
+            return self.drawn_elsewhere
+        now = time.monotonic()
+        if now - self._owner_checked >= OWNER_CHECK_S:
+            self._owner_checked = now
+            key = c.OUTPUT_DRAWN.format(view=self.view_key)
+            with contextlib.suppress(RedisError):
+                self.drawn_elsewhere = bool(self.run.runtime.redis.exists(key))
+        return self.drawn_elsewhere
 
     def _arm_fallback(self) -> None:
         timer = threading.Timer(FALLBACK_AFTER_S, self._fall_back_unless_drawn)
@@ -201,7 +245,9 @@ class LiveView:
     def _tick(self, tick: Tick) -> None:
         if not self._shown or kernel_shell() is None:
             return
-        if tick["final"] or (self.html_mode and time.monotonic() - self._last_html >= HTML_TICK_S):
+        due = time.monotonic() - self._last_html >= HTML_TICK_S
+        # The final update always: the saved notebook keeps the run's final state.
+        if tick["final"] or (self.html_mode and not self.drawn_elsewhere and due):
             self._update()
 
     def _update(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -120,7 +121,7 @@ KERNEL_IDLE = """() => {
   return !!kernel && kernel.status === 'idle';
 }"""
 SCROLL_TO_END = """async (cell) => {
-  const tree = cell.querySelector('.nbf-tree');
+  const tree = cell.querySelector('.nbflow-scroll');
   const t0 = performance.now();
   tree.scrollTop = tree.scrollHeight;
   await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
@@ -156,16 +157,16 @@ def test_live_view_in_jupyterlab_survives_a_kernel_restart(
                 page.evaluate(RUN_CELL, index)
                 page.wait_for_function(KERNEL_IDLE, timeout=60_000)
             page.evaluate(RUN_CELL, 2)
-            live = cells.nth(2).locator(".nbf-run.nbf-live")
+            live = cells.nth(2).locator(".nbflow-widget .nbflow-trace")
             live.wait_for(timeout=60_000)
-            output = live.locator(".nbf-output")
+            output = live.locator(".nbflow-output")
             wait_until(lambda: len(output.text_content() or "") > 10, timeout_s=30)
             first = output.text_content() or ""
             time.sleep(1.0)
             later = output.text_content() or ""
             assert len(later) > len(first) and later.startswith(first)  # it updates live
-            assert live.locator(".nbf-badge").text_content() == "running"
-            assert live.locator(".nbf-step").count() >= 1
+            assert live.get_attribute("data-status") == "running"
+            assert live.locator(".nbflow-step").count() >= 1
             page.screenshot(path=artifact("jupyterlab_live_view.png"))
 
             run_id = runtime.run_ids(limit=1)[0]
@@ -177,31 +178,41 @@ def test_live_view_in_jupyterlab_survives_a_kernel_restart(
             assert runtime.attach(run_id).status() == "running"  # the run outlives its kernel
 
             page.evaluate(RUN_CELL, 3)
-            again = cells.nth(3).locator(".nbf-run.nbf-live")
+            again = cells.nth(3).locator(".nbflow-widget .nbflow-trace")
             again.wait_for(timeout=60_000)
             assert "full history, then live" in (cells.nth(3).text_content() or "")
             half = "".join(f"{i} " for i in range(PARTS // 2))
-            wait_until(lambda: again.locator(".nbf-output").text_content() == half, 30)
+            wait_until(lambda: again.locator(".nbflow-output").text_content() == half, 30)
             gate.touch()  # the run goes on: the re-attached view follows it live
-            badge = again.locator(".nbf-badge")
-            wait_until(lambda: badge.text_content() == "succeeded", timeout_s=60)
-            text = again.locator(".nbf-output").text_content()
+            wait_until(lambda: again.get_attribute("data-status") == "succeeded", timeout_s=60)
+            text = again.locator(".nbflow-output").text_content()
             assert text == "".join(f"{i} " for i in range(PARTS))  # all of it, once, in order
-            assert again.locator(".nbf-step").count() == PARTS // 10
+            assert again.locator(".nbflow-step").count() == PARTS // 10
             page.screenshot(path=artifact("jupyterlab_reattached.png"))
             again.screenshot(path=artifact("jupyterlab_run_view.png"))
-            assert again.locator(".nbf-section").text_content() == f"{PARTS + 1} spans"
+            assert again.locator(".nbflow-span-count").text_content() == f"{PARTS + 1} spans"
+            # The span inspector, in the widget as everywhere: a step's input and output.
+            again.locator(
+                ".nbflow-span-row .nbflow-name", has_text=re.compile("^count$")
+            ).first.click()
+            inspector = again.locator(".nbflow-inspector")
+            inspector.wait_for(timeout=10_000)
+            assert '"i"' in (inspector.locator('[data-section="input"]').text_content() or "")
+            assert "0 " in (inspector.locator('[data-section="output"]').text_content() or "")
+            again.screenshot(path=artifact("jupyterlab_widget_inspector.png"))
 
             page.wait_for_function(KERNEL_IDLE, timeout=60_000)
             page.evaluate(RUN_CELL, 4)
-            big = cells.nth(4).locator(".nbf-run.nbf-live")
+            big = cells.nth(4).locator(".nbflow-widget .nbflow-trace")
             big.wait_for(timeout=60_000)
-            wait_until(lambda: big.locator(".nbf-badge").text_content() == "succeeded", 90)
-            wait_until(lambda: big.locator(".nbf-section").text_content() == "10,001 spans", 30)
-            assert big.locator(".nbf-row").count() < 100  # drawn virtually: rows in sight only
+            wait_until(lambda: big.get_attribute("data-status") == "succeeded", 90)
+            count = big.locator(".nbflow-span-count")
+            wait_until(lambda: count.text_content() == "10,001 spans", 30)
+            rows = big.locator(".nbflow-span-row:not([hidden])")
+            assert rows.count() < 100  # drawn virtually: rows in sight only
             took_ms = page.evaluate(SCROLL_TO_END, cells.nth(4).element_handle())
             assert took_ms < 1_000
-            assert "leaf" in (big.locator(".nbf-row").last.text_content() or "")
+            wait_until(lambda: "leaf" in (rows.last.text_content() or ""), 5)
             big.screenshot(path=artifact("jupyterlab_10k_spans.png"))
 
             # The text/html snapshot saved with the output, as a browser shows it without JS.

@@ -54,29 +54,30 @@ def test_the_widgets_form_answers_through_the_kernel_and_shows_a_refusal(
             for index in (0, 1):
                 page.evaluate(RUN_CELL, index)
                 page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            view = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".nbf-run.nbf-live")
+            view = (
+                page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".nbflow-widget .nbflow-trace")
+            )
             view.wait_for(timeout=60_000)
-            approve = view.locator('.nbf-ask[data-input="approve"]')
+            approve = view.locator('.nbflow-ask[data-input="approve"]')
             approve.wait_for(timeout=30_000)
-            assert approve.locator(".nbf-ask-prompt").text_content() == "Publish otters?"
-            assert view.locator(".nbf-badge").text_content() == "waiting"
+            assert approve.locator(".nbflow-ask-prompt").text_content() == "Publish otters?"
+            assert view.get_attribute("data-status") == "waiting"
             page.screenshot(path=artifact("waits-widget-approve.png"))
-            approve.locator(".nbf-ask-true").click()
+            approve.locator(".nbflow-ask-true").click()
 
-            copies = view.locator('.nbf-ask[data-input="copies"]')
+            copies = view.locator('.nbflow-ask[data-input="copies"]')
             copies.wait_for(timeout=30_000)
             copies.locator("input").fill("0")
-            copies.locator(".nbf-ask-send").click()
-            error = copies.locator(".nbf-ask-error")
+            copies.locator(".nbflow-ask-send").click()
+            error = copies.locator(".nbflow-ask-error")
             wait_until(lambda: "minimum" in (error.text_content() or ""), timeout_s=20)
             assert error.text_content() == "input 'copies': 0 is less than the minimum of 1"
             page.screenshot(path=artifact("waits-widget-refused.png"))
             copies.locator("input").fill("3")
             copies.locator("input").press("Enter")  # the form's, not the notebook's shortcut
 
-            badge = view.locator(".nbf-badge")
-            wait_until(lambda: badge.text_content() == "succeeded", timeout_s=30)
-            assert view.locator(".nbf-ask").count() == 0
+            wait_until(lambda: view.get_attribute("data-status") == "succeeded", timeout_s=30)
+            assert view.locator(".nbflow-ask").count() == 0
             run_id = runtime.run_ids(limit=1)[0]
             assert runtime.attach(run_id).result(timeout_s=5) == "3 copies"
         finally:

@@ -13,7 +13,6 @@ import pytest
 import nbflow as nf
 from nbflow._fold import fold
 from nbflow.jupyter import display as dsp
-from nbflow.jupyter.follower import Follower
 from nbflow.jupyter.view import answer, mimebundle
 from nbflow.runtime.client import Runtime
 from nbflow.runtime.run import Run
@@ -88,16 +87,6 @@ def test_a_prompt_and_a_child_name_are_escaped_in_the_html_snapshot() -> None:
     page = dsp.render_html(dsp.run_data(fold(events, "r"), mode="runtime"))
     assert "<script>" not in page and "<b>x</b>" not in page and "<c>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-
-
-def test_the_live_summary_gives_the_widget_the_wait_its_text_and_its_field(
-    waiting: Run,
-) -> None:
-    follower = Follower(waiting)
-    follower.catch_up()
-    wait = follower.summary()["wait"]
-    assert (wait["name"], wait["prompt"], wait["field"]) == ("approve", "Publish?", "boolean")
-    assert wait["text"] == "input 'approve': Publish?"
 
 
 def test_the_widgets_answer_reaches_the_run_and_a_refused_one_says_why(waiting: Run) -> None:

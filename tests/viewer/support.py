@@ -62,6 +62,28 @@ def wait_status(r: redis.Redis, run_id: str, statuses: set[str], timeout_s: floa
     raise AssertionError(f"run {run_id} never reached {statuses}")
 
 
+def write_log(r: redis.Redis, run_id: str, events: list[dict[str, Any]], *, status: str) -> None:
+    """A run's log and metadata written straight into Redis, as its worker would have."""
+    from nbflow import constants as c
+    from nbflow.runtime.protocol import encode_event
+
+    now = time.time()
+    meta: dict[str, str | float] = {
+        "run_id": run_id,
+        "workflow": "written",
+        "status": status,
+        "created_at": repr(now),
+    }
+    pipe = r.pipeline(transaction=False)
+    pipe.hset(c.run_meta(run_id), mapping={**meta, "started_at": repr(now)})
+    pipe.zadd(c.RUNS_INDEX, {run_id: now})
+    for n, event in enumerate(events):
+        pipe.xadd(c.run_log(run_id), {"e": encode_event(event)})
+        if n % 5_000 == 4_999:
+            pipe.execute()
+    pipe.execute()
+
+
 def sse_events(text: str) -> list[dict[str, Any]]:
     events = []
     for frame in text.split("\n\n"):

@@ -42,6 +42,10 @@ def test_runs_panel_lists_a_run_started_elsewhere_and_follows_it(
     page.wait_for_selector(f'.nbflow-run-row[data-run="{run_id}"][data-status="succeeded"]')
     assert page.locator(f"{TRACE} .nbflow-span-row:not([hidden])").count() == 13
     assert "finished step 11" in page.inner_text(f"{TRACE} .nbflow-output")
+    page.locator(f"{TRACE} .nbflow-span-row .nbflow-name", has_text="step").nth(3).click()
+    inspector = page.locator(f"{TRACE} .nbflow-inspector")
+    inspector.wait_for()
+    assert '"i": 3' in inspector.locator('[data-section="input"]').inner_text()
     page.screenshot(path=artifact("viewer-lab-panel-succeeded.png"))
 
 
@@ -138,6 +142,11 @@ def test_run_output_stays_live_across_kernel_restart_and_page_reload(
     page.screenshot(path=artifact("viewer-output-after-reload.png"))
     page.wait_for_selector(f'{output}[data-status="succeeded"]', timeout=60_000)
     assert page.locator(f"{output} .nbflow-span-row:not([hidden])").count() > 1
+    page.locator(f"{output} .nbflow-span-row .nbflow-name", has_text="step").first.click()
+    inspector = page.locator(f"{output} .nbflow-inspector")
+    inspector.wait_for()
+    assert '"sleep_s": 0.25' in inspector.locator('[data-section="input"]').inner_text()
+    page.screenshot(path=artifact("viewer-output-inspector.png"))
 
 
 def test_ui_shows_the_same_viewer(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from openai.types.chat import ChatCompletionMessageParam
+
 import nbflow as nf
 
 
@@ -82,3 +84,44 @@ def planner(n: int = 4, sleep_s: float = 0.2) -> int:
     plan["done"] = True
     nf.publish("plan", plan)
     return n
+
+
+_tries: dict[str, int] = {}
+
+
+@nf.component
+def lookup(city: str) -> dict[str, Any]:
+    """Fails twice for each city (a flaky API), then answers."""
+    _tries[city] = _tries.get(city, 0) + 1
+    if _tries[city] < 3:
+        raise TimeoutError(f"the weather API timed out ({city}, try {_tries[city]})")
+    return {"city": city, "temp_c": 21}
+
+
+flaky_lookup = lookup.with_retry(attempts=3, initial_s=0.01, on=(TimeoutError,))
+
+
+@nf.component
+def slow_square(x: int) -> int:
+    return x * x
+
+
+cached_square = slow_square.with_cache(ttl_s=60)
+
+
+@nf.workflow
+def inspected(base_url: str, city: str = "Oslo") -> str:
+    """One of each thing the span inspector shows: an LLM call (messages, model, tokens,
+    cost), a step retried after errors, a cache miss then a hit, and progress details."""
+    nf.progress("weather", f"asking about {city}")
+    weather = flaky_lookup(city)
+    nf.progress("squares", "2 of 2")
+    cached_square(7)
+    cached_square(7)
+    client = nf.openai.OpenAI(base_url=base_url, api_key="offline")
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": f"Weather in {weather['city']}?"},
+    ]
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    return str(reply.choices[0].message.content)

@@ -165,3 +165,34 @@ async def test_input_answers_a_waiting_run_and_refuses_what_does_not_fit(
     with pytest.raises(HTTPClientError) as caught:
         await answer('{"value": true}')
     assert caught.value.code == 409
+
+
+async def test_a_renderer_drawing_an_output_stops_the_kernels_follower_until_the_end(
+    jp_fetch: Fetch, runtime: Runtime, worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from nbflow.jupyter import view
+
+    monkeypatch.setattr(view, "OWNER_CHECK_S", 0.1)
+    worker(app="tests.viewer.viewer_apps")
+    run = runtime.start("paced", {"n": 12, "sleep_s": 0.25})
+    live = view.LiveView(run, widget=False).start()
+    await asyncio.sleep(0.5)
+    assert not live.drawn_elsewhere and live.follower.events  # following the log
+    path = ("nbflow", "api", "runs", run.id, "outputs", live.view_key)
+    await jp_fetch(*path, method="POST", body="")
+    for _ in range(50):
+        if live.drawn_elsewhere:
+            break
+        await asyncio.sleep(0.05)
+    assert live.drawn_elsewhere and run.status() == "running"
+    read = len(live.follower.events)
+    await asyncio.sleep(1.0)
+    assert len(live.follower.events) == read  # no longer reading the log
+    assert await asyncio.to_thread(live.wait, 30)
+    assert live.state.status == "succeeded"  # the end, and everything before it, folded once
+    assert live.event_ids == [e["id"] for e in run.events(follow=False)]
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch(*path[:-1], "not-hex", method="POST", body="")
+    assert caught.value.code == 400
