@@ -68,7 +68,7 @@ def write_log(r: redis.Redis, run_id: str, events: list[dict[str, Any]], *, stat
     from nbflow.runtime.protocol import encode_event
 
     now = time.time()
-    meta: dict[str, str | float] = {
+    meta: dict[Any, Any] = {  # redis-py types a mapping as keyed by bytes or str
         "run_id": run_id,
         "workflow": "written",
         "status": status,
