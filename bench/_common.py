@@ -82,6 +82,7 @@ class Bench:
         return self
 
     def _start_tcp_node(self) -> str:
+        from nbflow import constants as c
         from nbflow.runtime import embedded
 
         assert self.home is not None
@@ -98,6 +99,8 @@ class Bench:
                 "save": "",
                 "appendonly": "no",
                 "logfile": str(node_dir / "valkey.log"),
+                # as on the embedded server (see nbflow.constants)
+                "stream-node-max-bytes": str(c.STREAM_NODE_MAX_BYTES),
             },
         )
         self.node = subprocess.Popen(
