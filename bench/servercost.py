@@ -11,7 +11,8 @@ INFO read once. Divided by the number of jobs:
 - commands: every command the server executed (``total_commands_processed``,
   commands inside Lua scripts included), and how many of them were script calls;
 - bytes in and out (``total_net_input_bytes``, ``total_net_output_bytes``);
-- bytes kept: ``used_memory`` after the jobs ended, over before them (what stays
+- bytes kept: ``used_memory`` after the jobs ended, over before them, each read once
+  the server has nothing lazily freed left to free (what stays
   on the server per finished job until it expires: nbflow keeps every run's whole
   log, metadata and result for its retention).
 
@@ -49,11 +50,11 @@ def measure_cost(bench: cm.Bench, system: System, kind: str, jobs: int, timeout_
         time.sleep(system.settle_s)
         r = redis.Redis.from_url(bench.url)
         try:
-            before = int(r.info("memory")["used_memory"])
+            before = settled_memory(r)
             r.config_resetstat()
             system.wait(system.submit(kind, jobs), timeout_s)
             stats, calls = r.info("stats"), r.info("commandstats")
-            after = int(r.info("memory")["used_memory"])
+            after = settled_memory(r)
         finally:
             r.close()
     scripts = sum(int(calls.get(name, {}).get("calls", 0)) for name in SCRIPT_CALLS)
@@ -67,6 +68,17 @@ def measure_cost(bench: cm.Bench, system: System, kind: str, jobs: int, timeout_
         bytes_out=int(stats["total_net_output_bytes"]) / jobs,
         bytes_kept=(after - before) / jobs,
     )
+
+
+def settled_memory(r: redis.Redis, timeout_s: float = 10.0) -> int:
+    """``used_memory`` once the server has no lazily freed objects left to free (a flush
+    frees in the background on Valkey 8 and later, which would count as negative cost)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = r.info("memory")
+        if not int(info.get("lazyfree_pending_objects", 0)) or time.monotonic() > deadline:
+            return int(info["used_memory"])
+        time.sleep(0.05)
 
 
 def cost_rows(costs: dict[tuple[str, str], Cost]) -> list[list[Any]]:
