@@ -363,7 +363,8 @@ def main() -> int:
         for index in range(args.rounds):
             run_round(bench, systems, index, args, results)
         costs = {} if args.cost_jobs <= 0 else measure_costs(bench, systems, args)
-    report(systems, results)
+    if results.best:  # (--rounds 0: the server's cost alone)
+        report(systems, results)
     report_costs(costs, args.cost_jobs)
     return 0
 
