@@ -82,6 +82,7 @@ class Bench:
         return self
 
     def _start_tcp_node(self) -> str:
+        from nbflow import constants as c
         from nbflow.runtime import embedded
 
         assert self.home is not None
@@ -98,6 +99,8 @@ class Bench:
                 "save": "",
                 "appendonly": "no",
                 "logfile": str(node_dir / "valkey.log"),
+                # as on the embedded server (see nbflow.constants)
+                "stream-node-max-bytes": str(c.STREAM_NODE_MAX_BYTES),
             },
         )
         self.node = subprocess.Popen(
@@ -170,22 +173,31 @@ class Bench:
         concurrency: int | None = None,
         lease_ms: int | None = None,
         app: str = "bench_apps",
+        url: str | None = None,
     ) -> list[subprocess.Popen[bytes]]:
-        argv = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", self.url, "--app", app]
+        """``n`` worker processes on this bench's server (or ``url``), once all registered."""
+        url = url or self.url
+        argv = [sys.executable, "-m", "nbflow.cli", "worker", "--redis", url, "--app", app]
         if concurrency is not None:  # else nbflow's default
             argv += ["--concurrency", str(concurrency)]
         if lease_ms is not None:
             argv += ["--lease-ms", str(lease_ms)]
         procs = [self.spawn(argv) for _ in range(n)]
-        self.wait_nbflow_workers(n, procs)
+        self.wait_nbflow_workers(n, procs, url=url)
         return procs
 
     def wait_nbflow_workers(
-        self, n: int, procs: list[subprocess.Popen[bytes]], timeout_s: float = 30
+        self,
+        n: int,
+        procs: list[subprocess.Popen[bytes]],
+        timeout_s: float = 30,
+        *,
+        url: str | None = None,
     ) -> None:
         from nbflow import constants as c
+        from nbflow.runtime.connection import sync_client
 
-        r = redis.Redis.from_url(self.url)
+        r = sync_client(url or self.url)
         pids = {str(p.pid) for p in procs}
         deadline = time.monotonic() + timeout_s
         try:

@@ -54,6 +54,13 @@ def chatter(n: int = 100_000) -> int:
     return n
 
 
+@nf.workflow
+async def async_sleep(sleep_s: float) -> float:
+    """An async run that holds its worker slot ``sleep_s`` without a thread."""
+    await asyncio.sleep(sleep_s)
+    return sleep_s
+
+
 @nf.component
 def long_sync_step(sleep_s: float) -> str:
     time.sleep(sleep_s)

@@ -80,6 +80,8 @@ PAUSE_S = 0.005  # between jobs: one job at a time on a quiet system
 WARM_JOBS = 5
 GOAL_FLOOR_RATIO = 2.0
 GOAL_P99_MS = 2.0
+GOAL_VS_TASKIQ = 0.8  # nbflow's p50 over taskiq's, at most
+GOAL_VS_PROTOCOL = 1.3  # nbflow's p50 over the protocol floor's, at most
 
 Samples = dict[str, list[float]]  # figure -> one value (ms) per job
 
@@ -335,7 +337,28 @@ def goal_lines(results: Results) -> list[str]:
         f" {code.p99:.2f} ms, {met(code.p99 < GOAL_P99_MS)}",
         f"  event-based {QUEUED_TO_STARTED}: {events.p99:.2f} ms",
         *protocol_lines(floor, results.get(FLOOR_SYSTEM, PROTOCOL_FLOOR)),
+        *relative_goal_lines(code, results),
     ]
+
+
+def relative_goal_lines(code: Figure, results: Results) -> list[str]:
+    """nbflow's p50 against taskiq's and against the protocol floor (lowest of the rounds)."""
+    lines = []
+    taskiq = results.get("taskiq", CODE_STARTS)
+    if taskiq is not None:
+        ratio = code.p50 / taskiq.p50
+        lines.append(
+            f"goal p50 <= {GOAL_VS_TASKIQ}x taskiq's: nbflow {code.p50:.2f} ms / taskiq"
+            f" {taskiq.p50:.2f} ms = {ratio:.2f}x, {met(ratio <= GOAL_VS_TASKIQ)}"
+        )
+    protocol = results.get(FLOOR_SYSTEM, PROTOCOL_FLOOR)
+    if protocol is not None:
+        ratio = code.p50 / protocol.p50
+        lines.append(
+            f"goal p50 <= {GOAL_VS_PROTOCOL}x the protocol floor: nbflow {code.p50:.2f} ms /"
+            f" {protocol.p50:.2f} ms = {ratio:.2f}x, {met(ratio <= GOAL_VS_PROTOCOL)}"
+        )
+    return lines
 
 
 def protocol_lines(floor: Figure, protocol: Figure | None) -> list[str]:

@@ -35,8 +35,8 @@ statistic here because noise only ever slows a run down (other work takes CPU
 from it, never gives it any), so the fastest round is the closest to what the
 system can do; a mean or median would keep part of the noise.
 
-    python bench/throughput.py [--rounds 1] [--jobs 2000] [--steps-jobs 1000]
-        [--submits 5000] [--timeout 60] [--redis URL] [--no-peers]
+    .venv/bin/python bench/throughput.py [--rounds 1] [--jobs 2000] [--steps-jobs 1000]
+        [--submits 5000] [--cost-jobs 500] [--timeout 60] [--redis URL] [--no-peers]
 """
 
 from __future__ import annotations
@@ -50,17 +50,36 @@ from typing import Any
 
 import _common as cm
 import redis
-from systems import Nbflow, System, available_peers, load_apps, running
+import scaling
+from servercost import COST_HEADER, Cost, cost_goal_line, cost_rows, measure_cost
+from systems import BY_VALUE, Nbflow, System, available_peers, load_apps, running
 
-KINDS = ("one-step", "three-step")
-FIGURES = [("one-step", 1), ("one-step", 2), ("three-step", 1), ("three-step", 2)]
+import nbflow as nf
+
+KINDS = ("one-step", "three-step", BY_VALUE)
+FIGURES = [
+    ("one-step", 1),
+    (BY_VALUE, 1),
+    ("one-step", 2),
+    ("three-step", 1),
+    ("three-step", 2),
+]
 SUBMIT_MANY = "submit_many, 500 a call"
 START_BY_NAME = "start by name"
 DRAIN = "one-step, queued first"  # nbflow only: the worker side without the client's submits
 ROUND_TRIPS = "PING round trips"  # the ceiling of any call that waits for its reply
 SUBMIT_VS_PING = "submit / PING rate"  # in the same round
+SUBMIT_BY_VALUE = "submit, by value"
+Costs = dict[tuple[str, str], Cost]
 GOAL_RATIO = 2.0
 GOAL_SUBMITS = 5000
+
+
+@nf.workflow
+def noop_here() -> int:
+    """The one-step workflow, defined in this script: it travels by value, as a workflow
+    defined in a notebook does (the peers' one-step job is the same for them)."""
+    return 1
 
 
 @dataclass
@@ -124,11 +143,13 @@ def nbflow_submissions(bench: cm.Bench, apps: ModuleType, n: int) -> dict[str, f
     bench.flush()
     rt = Runtime(bench.url, secret=cm.SECRET.encode())
     try:
-        rt.submit(apps.noop, (), {})
-        t0 = time.perf_counter()
-        for _ in range(n):
-            rt.submit(apps.noop, (), {})
-        by_value = n / (time.perf_counter() - t0)
+        rates = {}
+        for measure, wf in (("submit", apps.noop), (SUBMIT_BY_VALUE, noop_here)):
+            rt.submit(wf, (), {})
+            t0 = time.perf_counter()
+            for _ in range(n):
+                rt.submit(wf, (), {})
+            rates[measure] = n / (time.perf_counter() - t0)
         t0 = time.perf_counter()
         for _ in range(n):
             rt.start("noop", {})
@@ -137,33 +158,7 @@ def nbflow_submissions(bench: cm.Bench, apps: ModuleType, n: int) -> dict[str, f
         for start in range(0, n, 500):
             rt.submit_many(apps.noop, [((), {})] * min(500, n - start))
         batched = n / (time.perf_counter() - t0)
-        return {"submit": by_value, SUBMIT_MANY: batched, START_BY_NAME: by_name}
-    finally:
-        rt.close()
-        bench.flush()
-
-
-def nbflow_drain(bench: cm.Bench, apps: ModuleType, n: int, timeout_s: float) -> float:
-    """The worker side alone: ``n`` no-op runs queued (submit_many) before one worker
-    starts; runs/s from the first run's start to the last run's end (run metadata)."""
-    from nbflow.runtime.client import Runtime
-
-    bench.flush()
-    rt = Runtime(bench.url, secret=cm.SECRET.encode())
-    try:
-        runs = []
-        for start in range(0, n, 500):
-            runs += rt.submit_many(apps.noop, [((), {})] * min(500, n - start))
-        procs = bench.nbflow_workers(1)
-        try:
-            Nbflow(apps).wait(runs, timeout_s)
-        finally:
-            for proc in procs:
-                bench.stop(proc)
-        metas = rt.metas([run.id for run in runs])
-        first = min(float(m["started_at"]) for m in metas)
-        last = max(float(m["ended_at"]) for m in metas)
-        return n / (last - first)
+        return {**rates, SUBMIT_MANY: batched, START_BY_NAME: by_name}
     finally:
         rt.close()
         bench.flush()
@@ -203,7 +198,8 @@ def run_round(
     print(f"  {'submissions':<13} nbflow  {listed}  ({args.submits} each, no worker)", flush=True)
     print(f"  {'round trips':<13} redis   PING {pings:,.0f}/s on one connection", flush=True)
     try:
-        drain = nbflow_drain(bench, systems[0].apps, args.jobs, args.timeout)
+        bench.flush()
+        drain, _cpu = scaling.drain(bench.url, bench, systems[0].apps, args.jobs, 1, args.timeout)
     except Exception as error:
         results.fail(f"  {'drain x1':<13} nbflow  failed: {type(error).__name__}: {error}")
     else:
@@ -212,9 +208,10 @@ def run_round(
     shift = index % len(systems)
     order = systems[shift:] + systems[:shift]
     for kind, workers in FIGURES:
-        jobs = args.jobs if kind == "one-step" else args.steps_jobs
+        jobs = args.steps_jobs if kind == "three-step" else args.jobs
         for system in order:
-            run_figure(bench, system, kind, workers, jobs, args.timeout, results)
+            if kind != BY_VALUE or system.name == "nbflow":
+                run_figure(bench, system, kind, workers, jobs, args.timeout, results)
 
 
 def run_figure(
@@ -237,6 +234,7 @@ def run_figure(
     details = f"{jobs} in {timing.total_s:.2f} s"
     if kind == "one-step":
         results.keep(system.name, system.submit_call, workers, timing.submit_rate)
+    if kind in ("one-step", BY_VALUE):
         details += f"; {system.submit_call} loop {timing.submit_rate:,.0f}/s"
     if timing.note:
         details += f"; {timing.note}"
@@ -249,7 +247,8 @@ def run_figure(
 def throughput_rows(systems: list[System], results: Results) -> list[list[Any]]:
     rows = []
     for system in systems:
-        for measure in [*KINDS, DRAIN, system.submit_call, SUBMIT_MANY, START_BY_NAME]:
+        measures = [*KINDS, DRAIN, system.submit_call, SUBMIT_BY_VALUE, SUBMIT_MANY, START_BY_NAME]
+        for measure in measures:
             if measure in KINDS:
                 figure = f"{measure} {system.unit(measure)}"
             elif measure == DRAIN:
@@ -278,7 +277,8 @@ def ratio_rows(peers: list[System], results: Results) -> list[list[Any]]:
     rows = []
     for kind, workers in FIGURES:
         ours = results.get("nbflow", kind, workers)
-        best = best_peer(peers, results, kind, workers)
+        # the peers' one-step job is the same whether nbflow's workflow is by value or not
+        best = best_peer(peers, results, "one-step" if kind == BY_VALUE else kind, workers)
         if ours is None or best is None:
             continue
         peer_rate, peer_name = best
@@ -349,6 +349,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds any one figure may take")
     ap.add_argument("--redis", help="use this server (TCP URL) instead of starting one")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--cost-jobs", type=int, default=500, help="jobs per cost figure; 0: none")
     args = ap.parse_args()
 
     print(f"nbflow throughput benchmark: {cm.machine()}")
@@ -356,13 +357,44 @@ def main() -> int:
     with cm.Bench(url=args.redis, tcp=True) as bench:
         print(f"server: {bench.url}")
         apps = load_apps(bench.url)
-        systems = [Nbflow(apps)]
+        systems: list[System] = [Nbflow(apps, by_value=noop_here)]
         if not args.no_peers:
             systems += available_peers(apps, results.fail)
         for index in range(args.rounds):
             run_round(bench, systems, index, args, results)
-    report(systems, results)
+        costs = {} if args.cost_jobs <= 0 else measure_costs(bench, systems, args)
+    if results.best:  # (--rounds 0: the server's cost alone)
+        report(systems, results)
+    report_costs(costs, args.cost_jobs)
     return 0
+
+
+def measure_costs(bench: cm.Bench, systems: list[System], args: argparse.Namespace) -> Costs:
+    """Each system's cost to the server per job, one-step and three-step, one worker."""
+    print(f"server cost per job, {args.cost_jobs} jobs each, 1 worker", flush=True)
+    costs: Costs = {}
+    for kind in ("one-step", "three-step"):
+        for system in systems:
+            label = f"  {kind:<10} {system.name:<6}"
+            try:
+                cost = measure_cost(bench, system, kind, args.cost_jobs, args.timeout)
+            except Exception as error:
+                print(f"{label}  failed: {type(error).__name__}: {error}", flush=True)
+                continue
+            costs[(system.name, kind)] = cost
+            print(f"{label}  {cost.round_trips:.2f} round trips, {cost.commands:.1f} commands")
+    return costs
+
+
+def report_costs(costs: Costs, jobs: int) -> None:
+    if not costs:
+        return
+    cm.table(
+        f"Server cost per job ({jobs} jobs, 1 worker; INFO stats)", COST_HEADER, cost_rows(costs)
+    )
+    line = cost_goal_line(costs)
+    if line:
+        print(f"\n{line}")
 
 
 if __name__ == "__main__":

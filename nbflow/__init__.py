@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._component import Component, component
@@ -76,6 +77,19 @@ def runs(
     )  # fmt: skip
 
 
+def wait(runs: Iterable[Run], *, timeout_s: float | None = None) -> list[str]:
+    """Block until every run in ``runs`` has ended; their statuses, in the same order.
+
+    Cheaper than ``run.wait()`` on each: one round trip reads every status, and
+    one blocking read follows the logs of many unfinished runs. A failed or
+    cancelled run is a status here, not an exception (``run.result()`` raises).
+    TimeoutError if some have not ended within ``timeout_s``.
+    """
+    from .runtime.waiting import wait_all
+
+    return wait_all(runs, timeout_s)
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext nbflow``: the ``%%component``, ``%%workflow`` and ``%nbflow`` magics."""
     from .jupyter.magics import load_ipython_extension as load
@@ -144,6 +158,7 @@ __all__ = [
     "sleep_until",
     "tool",
     "tool_definitions",
+    "wait",
     "wait_for_input",
     "workflow",
 ]

@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
+from nbflow import constants
 from nbflow.runtime import detached, embedded
 
 CLUSTER_SLOTS = 16384
@@ -46,6 +47,7 @@ def start_node(
         "save": "",
         "appendonly": "no",
         "logfile": str(node_dir / "valkey.log"),
+        "stream-node-max-bytes": str(constants.STREAM_NODE_MAX_BYTES),  # as nbflow's own server
     }
     if cluster:
         options["cluster-enabled"] = "yes"

@@ -23,6 +23,7 @@ from .._local import new_run_id, set_last
 from .._preview import preview
 from ..errors import ArgumentsTooLarge, ConfigError, PayloadRejected, RunNotFound
 from . import codeship, scripts
+from .codestate import CodeState
 from .connection import RawConnection, SyncRedis, is_cluster, sync_client
 from .listing import RunQuery, fill_page
 from .locality import ship_by_value_unless_importable
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .._workflow import Workflow
 
 Request = tuple[str, dict[str, Any], ev.Event]  # run id, metadata, run.queued
+KEPT_BY_VALUE = 256  # workflows shipped by value whose last pickle a client remembers
 
 
 class Runtime:
@@ -55,6 +57,8 @@ class Runtime:
         # The embedded runtime's home: its pool may not import what this process can.
         self.pool_home: Path | None = None
         self._by_name: dict[tuple[str, str], str] = {}  # module, name -> digest
+        # id of a workflow shipped by value -> it, the state its pickle was made from, digest
+        self._by_value: dict[int, tuple[Workflow, CodeState, str]] = {}
 
     def __repr__(self) -> str:
         return f"<nbflow Runtime {self.url}>"
@@ -105,8 +109,7 @@ class Runtime:
         if self._enqueue(requests):
             return self._accepted(requests)
         # The server lost the code this client had shipped: ship it again.
-        self._shipped.discard(code)
-        self._by_name = {k: v for k, v in self._by_name.items() if v != code}
+        self._forget_code(code)
         code = self.ship(wf)
         for _run_id, meta, _queued in requests:
             meta["code"] = code
@@ -129,16 +132,18 @@ class Runtime:
     def ship(self, wf: Workflow) -> str:
         """Store the workflow's code, signed and content-addressed; its digest.
 
-        A workflow defined in a notebook is pickled by value on every call, so
-        that the notebook's edits to the globals it uses always reach the
-        workers. One its importable module defines travels by name, and that
-        payload never changes: it is made once.
+        A workflow its importable module defines travels by name, and that
+        payload never changes: it is made once. One defined in a notebook travels
+        by value, so that the notebook's edits to the globals it uses reach the
+        workers: it is pickled again whenever anything its last pickle was made
+        from has changed since (see codestate), and always if that cannot be told.
         """
         if self.pool_home is not None:
             ship_by_value_unless_importable(wf.__dict__.get("__module__"), self.pool_home)
         where = wf.module_reference()
-        digest = self._by_name.get(where) if where else None
+        digest = self._by_name.get(where) if where else self._unchanged_by_value(wf)
         if digest is None:
+            state = None if where else CodeState.of(wf)
             blob = codeship.pack(wf, self.secret, codeship.code_for(wf.name))
             digest = codeship.digest(blob)
             if digest not in self._shipped:
@@ -146,7 +151,27 @@ class Runtime:
                 self._shipped.add(digest)
             if where:
                 self._by_name[where] = digest
+            elif state is not None:
+                self._keep_by_value(wf, state, digest)
         return digest
+
+    def _unchanged_by_value(self, wf: Workflow) -> str | None:
+        """The digest of ``wf``'s last pickle, if nothing it was made from has changed."""
+        kept = self._by_value.get(id(wf))
+        if kept is None or kept[0] is not wf or not kept[1].unchanged():
+            return None
+        return kept[2]
+
+    def _keep_by_value(self, wf: Workflow, state: CodeState, digest: str) -> None:
+        if len(self._by_value) >= KEPT_BY_VALUE and id(wf) not in self._by_value:
+            del self._by_value[next(iter(self._by_value))]  # the oldest
+        self._by_value[id(wf)] = (wf, state, digest)
+
+    def _forget_code(self, digest: str) -> None:
+        """The server lost this code: the next ship stores it again."""
+        self._shipped.discard(digest)
+        self._by_name = {k: v for k, v in self._by_name.items() if v != digest}
+        self._by_value = {k: v for k, v in self._by_value.items() if v[2] != digest}
 
     def deploy(self, wf: Workflow) -> str:
         """Publish ``wf`` by name for the REST API and other clients; its code digest."""

@@ -193,6 +193,7 @@ def _server_options(root: Path, sock: Path) -> dict[str, str]:
         "save": "",  # the AOF is the persistence; RDB snapshots would only duplicate it
         "logfile": str(root / constants.SERVER_LOG_FILE),
         "daemonize": "no",  # spawn_detached detaches it and must know the server's own pid
+        "stream-node-max-bytes": str(constants.STREAM_NODE_MAX_BYTES),  # runs' logs are small
     }
 
 

@@ -183,23 +183,7 @@ class Run:
         return last
 
     def _patiently(self, call: Callable[..., T], *args: Any) -> T:
-        """``call(*args)``, retried through a lost connection for up to RECONNECT_PATIENCE_S."""
-        given_up_at = None
-        retry = Backoff(initial_s=_RECONNECT_FIRST_S, max_s=_RECONNECT_MAX_S)
-        while True:
-            try:
-                return call(*args)
-            except (RedisConnectionError, RedisTimeoutError) as error:
-                now = time.monotonic()
-                given_up_at = given_up_at or now + RECONNECT_PATIENCE_S
-                if now >= given_up_at:
-                    raise RuntimeUnavailable(
-                        f"lost the runtime while following run {self.id}: no answer for "
-                        f"{RECONNECT_PATIENCE_S:g} s ({error})"
-                    ) from error
-                delay = retry.next_delay()
-                log.info("run %s: connection lost (%s); retrying in %.1f s", self.id, error, delay)
-                time.sleep(delay)
+        return patiently(f"run {self.id}", call, *args)
 
     def result(self, timeout_s: float | None = None) -> Any:
         """The workflow's return value; RunFailed (remote traceback) or RunCancelled otherwise.
@@ -278,6 +262,27 @@ class Run:
     def _last_id(self) -> str:
         newest = self._r.xrevrange(c.run_log(self.id), count=1)
         return newest[0][0].decode() if newest else "0-0"
+
+
+def patiently(what: str, call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)``, retried through a lost connection for up to RECONNECT_PATIENCE_S;
+    then RuntimeUnavailable, naming ``what`` was being followed."""
+    given_up_at = None
+    retry = Backoff(initial_s=_RECONNECT_FIRST_S, max_s=_RECONNECT_MAX_S)
+    while True:
+        try:
+            return call(*args)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            now = time.monotonic()
+            given_up_at = given_up_at or now + RECONNECT_PATIENCE_S
+            if now >= given_up_at:
+                raise RuntimeUnavailable(
+                    f"lost the runtime while following {what}: no answer for "
+                    f"{RECONNECT_PATIENCE_S:g} s ({error})"
+                ) from error
+            delay = retry.next_delay()
+            log.info("%s: connection lost (%s); retrying in %.1f s", what, error, delay)
+            time.sleep(delay)
 
 
 def _inside_a_durable_run() -> bool:

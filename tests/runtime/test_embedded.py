@@ -106,6 +106,16 @@ def test_second_ensure_server_reuses_the_running_server(home: Path) -> None:
         assert client.config_get("port") == {"port": "0"}  # no TCP listener
 
 
+def test_the_embedded_server_keeps_small_logs_small(home: Path) -> None:
+    """A new stream node is allocated at stream-node-max-bytes: 1 KiB, not 4 KiB."""
+    url = embedded.ensure_server(home)
+    with redis.Redis.from_url(url) as client:
+        wanted = str(constants.STREAM_NODE_MAX_BYTES)
+        assert client.config_get("stream-node-max-bytes") == {"stream-node-max-bytes": wanted}
+        client.xadd("log", {"e": "x" * 100})
+        assert client.memory_usage("log", samples=0) < 2 * constants.STREAM_NODE_MAX_BYTES
+
+
 def test_concurrent_starters_share_one_server(home: Path) -> None:
     code = (
         "import sys; from nbflow.runtime import embedded as e; print(e.ensure_server(sys.argv[1]))"

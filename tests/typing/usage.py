@@ -112,6 +112,7 @@ def runs_and_waits() -> None:
     run.send_input("approve", True)
     runs = blog.submit_many([("a",), {"topic": "b"}])
     assert_type(runs, list[nf.Run])
+    assert_type(nf.wait(runs, timeout_s=60), list[str])
     assert_type(nf.attach(run.id), nf.Run)
     runtime = nf.connect()
     assert_type(runtime, nf.Runtime)
