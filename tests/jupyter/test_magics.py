@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,18 +16,7 @@ from nbflow.jupyter import display as dsp
 from nbflow.jupyter import follower, magics, view
 from nbflow.runtime.run import Run
 
-
-@pytest.fixture
-def shell() -> Iterator[InteractiveShell]:
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext nbflow", store_history=False)
-    sh.user_ns["nf"] = nf
-    yield sh
-    sh.reset(new_session=False)
-
-
-def cell(sh: InteractiveShell, line: str, body: str) -> Any:
-    return sh.run_cell_magic(line.split()[0], " ".join(line.split()[1:]), body)
+from .conftest import cell
 
 
 def test_component_magic_wraps_every_function_with_the_options(shell: InteractiveShell) -> None:

@@ -458,7 +458,7 @@ function render({ model, el }) {
     error.style.display = "";
     const details = h("details");
     details.append(h("summary", "", "traceback"), h("pre", "", s.traceback || ""));
-    error.replaceChildren(h("b", "", `${s.error_type ? `${s.error_type}: ` : ""}${s.error}`), details);
+    error.replaceChildren(h("b", "", s.error), details); // the error line names its type
   }
 
   /** @param {string} id */
