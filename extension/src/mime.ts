@@ -1,16 +1,23 @@
 // The renderer for run outputs (application/vnd.nbflow.run+json): draws the
 // snapshot the kernel left, then follows the run through the server extension.
 // It needs no kernel, so it stays live after a kernel restart or a page reload.
+// When the run ends it writes the run's final bundle (MIME data, HTML snapshot,
+// text) into the output, so the saved notebook shows the end, not "running".
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
+import { RunsClient } from './client';
+import { TERMINAL_STATUS } from './fold';
 import { jupyterClient } from './jupyter';
 import { MIME_TYPE, RunOutput, fromSnapshot } from './snapshot';
 import { TraceView } from './trace';
 
+const END_CHECK_MS = 1000;
+
 export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
   private view: TraceView | null = null;
   private runId = '';
+  private endCheck = 0;
 
   constructor() {
     super();
@@ -23,16 +30,38 @@ export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
       return; // the same run, already followed live: a newer snapshot adds nothing
     }
     this.view?.dispose();
+    window.clearInterval(this.endCheck);
     this.runId = data.run_id;
     const live = data.mode === 'runtime';
-    this.view = new TraceView(fromSnapshot(data), live ? jupyterClient() : null, { compact: true });
-    this.node.replaceChildren(this.view.node);
-    if (live) {
-      this.view.connect();
+    const client = live ? jupyterClient() : null;
+    const view = new TraceView(fromSnapshot(data), client, { compact: true });
+    this.view = view;
+    this.node.replaceChildren(view.node);
+    if (client) {
+      view.connect();
+      if (!TERMINAL_STATUS.has(data.status)) {
+        this.endCheck = window.setInterval(() => view.state.done && this.saveEnd(model, client), END_CHECK_MS);
+      }
     }
   }
 
+  /** The run ended: its output becomes the bundle of its whole log (once). */
+  private saveEnd(model: IRenderMime.IMimeModel, client: RunsClient): void {
+    window.clearInterval(this.endCheck);
+    const runId = this.runId;
+    client
+      .fetch(`runs/${encodeURIComponent(runId)}/bundle`)
+      .then(response => (response.ok ? response.json() : Promise.reject(new Error(`HTTP ${response.status}`))))
+      .then(body => {
+        if (!this.isDisposed && runId === this.runId) {
+          model.setData({ data: body.data });
+        }
+      })
+      .catch(() => undefined); // the live view still shows the end; a later open saves it
+  }
+
   dispose(): void {
+    window.clearInterval(this.endCheck);
     this.view?.dispose();
     super.dispose();
   }

@@ -120,6 +120,7 @@ class LiveView:
         self.display_id = f"nbflow-{run.id}-{uuid.uuid4().hex[:8]}"
         self.html_mode = self.widget is None
         self._shown = False
+        self._final_pending = False  # the final bundle went out while no cell ran
         self._last_html = 0.0
         self.follower.listen(self._tick)
         _register(self)
@@ -201,8 +202,18 @@ class LiveView:
     def _tick(self, tick: Tick) -> None:
         if not self._shown or kernel_shell() is None:
             return
-        if tick["final"] or (self.html_mode and time.monotonic() - self._last_html >= HTML_TICK_S):
+        if tick["final"]:
+            self._send_final()
+        elif self.html_mode and time.monotonic() - self._last_html >= HTML_TICK_S:
             self._update()
+
+    def _send_final(self) -> None:
+        # A display update belongs to the cell running when it is sent; one sent while
+        # none runs is dropped by nbclient (and by front ends that route updates by
+        # cell), so the next cell's end sends it again: the saved output is the end.
+        with _delivery:
+            self._update()
+            self._final_pending = not _executing.is_set()
 
     def _update(self) -> None:
         from IPython.display import update_display
@@ -215,20 +226,25 @@ class LiveView:
 
 _hooked: set[int] = set()
 _executing = threading.Event()  # a cell is running: front-end messages are queued
+_delivery = threading.RLock()  # a final update is sent and marked in one step
 
 
 def install_hooks(shell: Any) -> None:
     """Show runs through ``watch`` (a live, updatable display) and settle views after each cell.
 
     Settling folds what is new for every unfinished view before the cell's reply, so
-    a run that ended during the cell leaves its final snapshot in that output.
+    a run that ended during the cell leaves its final snapshot in that output, and
+    sends again the final snapshot of a run that ended while no cell ran.
     """
     if id(shell) in _hooked:
         return
     _hooked.add(id(shell))
+    from .._local import LocalRun
+    from ..runtime.run import Run
+
     formatter = shell.display_formatter.ipython_display_formatter
-    formatter.for_type_by_name("nbflow.runtime.run", "Run", _display_run)
-    formatter.for_type_by_name("nbflow._local", "LocalRun", _display_run)
+    formatter.for_type(Run, _display_run)
+    formatter.for_type(LocalRun, _display_run)
     shell.events.register("pre_run_cell", _cell_started)
     shell.events.register("post_run_cell", _settle)
 
@@ -242,11 +258,15 @@ def _display_run(run: Any) -> None:
 
 
 def _settle(*_result: Any) -> None:
-    _executing.clear()
-    for live in views():
-        if live._shown and not live.follower.finished.is_set():
-            with contextlib.suppress(RedisError):  # its own thread will catch up
-                live.follower.step()
+    with _delivery:
+        for live in views():
+            if live._shown and not live.follower.finished.is_set():
+                with contextlib.suppress(RedisError):  # its own thread will catch up
+                    live.follower.step()
+            if live._final_pending:
+                live._final_pending = False
+                live._update()
+        _executing.clear()
 
 
 _views: list[LiveView] = []

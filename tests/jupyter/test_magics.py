@@ -61,6 +61,13 @@ def test_workflow_line_parses_args_literals_and_flags() -> None:
         magics.parse_workflow_line("--topic x")
 
 
+@pytest.mark.parametrize("line", ["blog --n", "blog --n --local", "blog --topic x --n"])
+def test_workflow_argument_without_a_value_is_an_error_not_true(line: str) -> None:
+    with pytest.raises(UsageError, match=r"--n needs a value \(--n VALUE, or --n=VALUE\)"):
+        magics.parse_workflow_line(line)
+    assert magics.parse_workflow_line("blog --flag=True --n -3")[1] == {"flag": True, "n": -3}
+
+
 def test_local_workflow_cell_returns_its_last_expression_and_sets_last_run(
     shell: InteractiveShell,
 ) -> None:
