@@ -211,6 +211,10 @@ class LiveView:
         # A display update belongs to the cell running when it is sent; one sent while
         # none runs is dropped by nbclient (and by front ends that route updates by
         # cell), so the next cell's end sends it again: the saved output is the end.
+        # A widget no front end drew is left out of it: converted and saved notebooks
+        # (nbconvert, GitHub) would show that instead of the snapshot, as nothing.
+        if self.widget is not None and not self.widget.drawn.is_set():
+            self.html_mode = True
         with _delivery:
             self._update()
             self._final_pending = not _executing.is_set()
