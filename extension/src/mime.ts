@@ -18,6 +18,7 @@ export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
   private view: TraceView | null = null;
   private runId = '';
   private endCheck = 0;
+  private model: IRenderMime.IMimeModel | null = null; // the latest: a notebook may swap it
 
   constructor() {
     super();
@@ -26,6 +27,7 @@ export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
     const data = model.data[MIME_TYPE] as unknown as RunOutput;
+    this.model = model;
     if (this.view && data.run_id === this.runId && data.mode === 'runtime') {
       return; // the same run, already followed live: a newer snapshot adds nothing
     }
@@ -40,13 +42,13 @@ export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
     if (client) {
       view.connect();
       if (!TERMINAL_STATUS.has(data.status)) {
-        this.endCheck = window.setInterval(() => view.state.done && this.saveEnd(model, client), END_CHECK_MS);
+        this.endCheck = window.setInterval(() => view.state.done && this.saveEnd(client), END_CHECK_MS);
       }
     }
   }
 
   /** The run ended: its output becomes the bundle of its whole log (once). */
-  private saveEnd(model: IRenderMime.IMimeModel, client: RunsClient): void {
+  private saveEnd(client: RunsClient): void {
     window.clearInterval(this.endCheck);
     const runId = this.runId;
     client
@@ -54,7 +56,7 @@ export class RunOutputWidget extends Widget implements IRenderMime.IRenderer {
       .then(response => (response.ok ? response.json() : Promise.reject(new Error(`HTTP ${response.status}`))))
       .then(body => {
         if (!this.isDisposed && runId === this.runId) {
-          model.setData({ data: body.data });
+          this.model?.setData({ data: body.data });
         }
       })
       .catch(() => undefined); // the live view still shows the end; a later open saves it
