@@ -262,11 +262,15 @@ def _display_run(run: Any) -> None:
 
 
 def _settle(*_result: Any) -> None:
+    shown = [live for live in views() if live._shown]
+    for live in shown:
+        if not live.follower.finished.is_set():
+            with contextlib.suppress(RedisError):  # its own thread will catch up
+                live.follower.step()
+    # Not held while a follower steps: a follower's last tick takes this lock while it
+    # holds its own. The views resent here have ended: no thread holds their locks.
     with _delivery:
-        for live in views():
-            if live._shown and not live.follower.finished.is_set():
-                with contextlib.suppress(RedisError):  # its own thread will catch up
-                    live.follower.step()
+        for live in shown:
             if live._final_pending:
                 live._final_pending = False
                 live._update()
