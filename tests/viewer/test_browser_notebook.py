@@ -50,6 +50,8 @@ def test_lab_saves_a_runs_output_as_it_ended_and_restores_its_run_tab(
     page.wait_for_selector(f'{output}[data-status="succeeded"]', timeout=30_000)
     # The renderer writes the run's end into the notebook: the save holds it, no kernel ran.
     page.wait_for_function(OUTPUT_ENDED, arg=MIME, timeout=10_000)
+    page.add_style_tag(content=".Toastify { display: none; }")  # JupyterLab's news question
+    page.screenshot(path=artifact("viewer-lab-notebook-output.png"))
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     wait_until(lambda: saved_output(lab, "saved.ipynb")[MIME]["status"] == "succeeded", 15)
     data = saved_output(lab, "saved.ipynb")
