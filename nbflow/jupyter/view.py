@@ -121,6 +121,8 @@ class LiveView:
         self.html_mode = self.widget is None
         self._shown = False
         self._final_pending = False  # the final bundle went out while no cell ran
+        self._undecided = False  # ended in the cell that showed it, its widget not drawn yet
+        self._cell = 0  # the cell that showed it (cells started in this process)
         self._last_html = 0.0
         self.follower.listen(self._tick)
         _register(self)
@@ -171,6 +173,7 @@ class LiveView:
         self.follower.catch_up()
         display(self._bundle(), raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
         self._shown = True
+        self._cell = _cells[0]
         self._last_html = time.monotonic()
         if self.widget is not None:
             self._arm_fallback()
@@ -212,9 +215,16 @@ class LiveView:
         # none runs is dropped by nbclient (and by front ends that route updates by
         # cell), so the next cell's end sends it again: the saved output is the end.
         # A widget no front end drew is left out of it: converted and saved notebooks
-        # (nbconvert, GitHub) would show that instead of the snapshot, as nothing.
+        # (nbconvert, GitHub) would show that instead of the snapshot, as nothing. A
+        # front end asks for its widget's spans as soon as it draws it, and the kernel
+        # reads that request before the next cell: if a cell started since the display,
+        # nobody drew it. In the cell that showed it the request may still wait in the
+        # queue: the next cell decides (see _cell_started).
         if self.widget is not None and not self.widget.drawn.is_set():
-            self.html_mode = True
+            if _cells[0] > self._cell:
+                self.html_mode = True
+            else:
+                self._undecided = True
         with _delivery:
             self._update()
             self._final_pending = not _executing.is_set()
@@ -230,6 +240,7 @@ class LiveView:
 
 _hooked: set[int] = set()
 _executing = threading.Event()  # a cell is running: front-end messages are queued
+_cells = [0]  # how many cells started in this process
 _delivery = threading.RLock()  # a final update is sent and marked in one step
 
 
@@ -254,7 +265,12 @@ def install_hooks(shell: Any) -> None:
 
 
 def _cell_started(*_info: Any) -> None:
+    _cells[0] += 1
     _executing.set()
+    for live in views():
+        if live._undecided and live.widget is not None and not live.widget.drawn.is_set():
+            live.html_mode = live._final_pending = True  # this cell's end sends the snapshot
+        live._undecided = False
 
 
 def _display_run(run: Any) -> None:
