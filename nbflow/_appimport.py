@@ -3,13 +3,8 @@ their file and line, without the frames of nbflow and of the import machinery.""
 
 from __future__ import annotations
 
-import importlib
-import traceback
-from pathlib import Path
-
+from ._tracebacks import format_traceback
 from .errors import ConfigError, NbflowError
-
-_INTERNALS = (Path(__file__).resolve().parent, Path(importlib.__file__).resolve().parent)
 
 
 def import_app(name: str) -> None:
@@ -22,32 +17,5 @@ def import_app(name: str) -> None:
     except NbflowError:
         raise
     except Exception as error:
-        raise ConfigError(
-            f"cannot import the app module {name!r}:\n{user_traceback(error)}"
-        ) from None
-
-
-def user_traceback(error: BaseException) -> str:
-    """``error``'s traceback without the frames of nbflow and of the import machinery."""
-    shown = traceback.TracebackException.from_exception(error)
-    _drop_internal_frames(shown, set())
-    return "".join(shown.format()).rstrip()
-
-
-def _drop_internal_frames(shown: traceback.TracebackException, seen: set[int]) -> None:
-    if id(shown) in seen:
-        return
-    seen.add(id(shown))
-    shown.stack = traceback.StackSummary.from_list(
-        [frame for frame in shown.stack if not _internal(frame.filename)]
-    )
-    for linked in (shown.__cause__, shown.__context__):
-        if linked is not None:
-            _drop_internal_frames(linked, seen)
-
-
-def _internal(filename: str) -> bool:
-    if filename.startswith("<frozen "):
-        return True
-    path = Path(filename).resolve()
-    return any(path.is_relative_to(root) for root in _INTERNALS)
+        shown = format_traceback(error, say_folded=False).rstrip()
+        raise ConfigError(f"cannot import the app module {name!r}:\n{shown}") from None

@@ -11,7 +11,8 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import local_cache
 from ._preview import preview
-from ._step import bound_arguments, describe_error, format_traceback
+from ._step import bound_arguments, describe_error
+from ._tracebacks import format_traceback
 from .errors import RunCancelled
 
 if TYPE_CHECKING:

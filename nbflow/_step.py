@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import traceback
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +13,12 @@ from . import _events as ev
 from ._cache import canonical, digest
 from ._preview import preview, truncate
 from ._spanstate import CACHE_KEY
+from ._tracebacks import format_traceback
 from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
     from ._component import Component
 
-MAX_TRACEBACK_CHARS = 8_000
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -196,9 +195,3 @@ def describe_error(error: BaseException) -> str:
     """An error as spans and run events show it: ``Type: message``, cut if long."""
     text = str(error)
     return truncate(f"{type(error).__name__}: {text}" if text else type(error).__name__)
-
-
-def format_traceback(error: BaseException) -> str:
-    """An error's traceback as run events keep it: the end of it if long."""
-    text = "".join(traceback.format_exception(error))
-    return text if len(text) <= MAX_TRACEBACK_CHARS else "…" + text[-MAX_TRACEBACK_CHARS:]

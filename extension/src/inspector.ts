@@ -167,7 +167,7 @@ function attempts(span: Span): HTMLElement[] {
   for (const failure of failures) {
     const item = el('div', 'nbflow-attempt');
     item.dataset.attempt = String(failure.attempt);
-    const what = `${failure.error_type ? `${failure.error_type}: ` : ''}${failure.error ?? ''}`;
+    const what = failure.error ?? failure.error_type ?? ''; // the error line names its type already
     const wait = typeof failure.delay_s === 'number' ? ` — retried after ${formatDuration(failure.delay_s)}` : '';
     item.append(el('div', 'nbflow-attempt-head', `attempt ${failure.attempt}: ${what}${wait}`));
     if (failure.traceback) {

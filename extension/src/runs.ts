@@ -5,6 +5,7 @@ import { formatDuration } from './trace';
 import { describeWait } from './waits';
 
 export const POLL_MS = 2000;
+export const NOTEBOOK_CHARS = 36; // a notebook path longer than this is cut in the middle
 const STATUSES = ['', 'queued', 'running', 'waiting', 'succeeded', 'failed', 'cancelled'];
 
 export class RunsView {
@@ -132,7 +133,9 @@ function row(run: RunSummary): HTMLElement {
   q('.nbflow-run-workflow').textContent = run.workflow;
   q('.nbflow-run-duration').textContent = formatDuration(run.duration_s);
   q('code').textContent = run.run_id.slice(0, 12);
-  q('.nbflow-run-notebook').textContent = run.notebook ?? '';
+  const notebook = q('.nbflow-run-notebook');
+  notebook.textContent = shortPath(run.notebook ?? '');
+  notebook.title = run.notebook ?? '';
   q('.nbflow-run-when').textContent = when;
   q('.nbflow-run-tokens').textContent = tokens ? `${tokens.toLocaleString()} tok` : '';
   if (run.status === 'waiting' && run.wait) {
@@ -142,4 +145,27 @@ function row(run: RunSummary): HTMLElement {
     el.appendChild(waits);
   }
   return el;
+}
+
+/**
+ * A path cut in the middle to at most ``max`` characters: its file name whole (or
+ * its end, if the name alone is too long), its first folder, then as many of the
+ * folders nearest the file as fit: ``work/…/agents/blog.ipynb``.
+ */
+export function shortPath(path: string, max = NOTEBOOK_CHARS): string {
+  if (path.length <= max) {
+    return path;
+  }
+  const parts = path.split('/');
+  const name = parts.pop() ?? '';
+  if (name.length + 2 > max) {
+    return '…' + name.slice(name.length - (max - 1));
+  }
+  const fits = (head: string, tail: string) => head.length + 2 + tail.length <= max;
+  const head = parts.length > 1 && fits(parts[0] + '/', name) ? parts.shift() + '/' : '';
+  let tail = name;
+  while (parts.length && fits(head, parts[parts.length - 1] + '/' + tail)) {
+    tail = parts.pop() + '/' + tail;
+  }
+  return `${head}…/${tail}`;
 }

@@ -1,6 +1,8 @@
 // /ui of `nbflow api`: the runs list and a run's trace, on the REST API's /runs
 // routes. A bearer token (when the API has one) comes from #token=... once and
-// is kept in this browser's local storage.
+// is kept in this browser's local storage. The Jupyter server extension serves
+// the same page at /nbflow/api/ui, where the login cookie and the XSRF header
+// (Jupyter's, for POSTs) authenticate instead.
 import { RunsClient } from './client';
 import { RunState } from './fold';
 import { RunsView } from './runs';
@@ -23,6 +25,10 @@ function client(): RunsClient {
     const headers = new Headers(init.headers);
     if (token) {
       headers.set('Authorization', `Bearer ${token}`);
+    }
+    const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+    if (xsrf) {
+      headers.set('X-XSRFToken', decodeURIComponent(xsrf[1]));
     }
     return fetch(base + path, { ...init, headers });
   };

@@ -182,7 +182,7 @@ export class TraceView {
     this.renderSteps();
     this.renderWait();
     setText(this.els.notice, this.notice);
-    const error = s.error ? `${s.errorType ? s.errorType + ': ' : ''}${s.error}${s.traceback ? '\n\n' + s.traceback : ''}` : '';
+    const error = s.error ? `${s.error}${s.traceback ? '\n\n' + s.traceback : ''}` : ''; // the error line names its type
     setText(this.els.error, error);
     this.els.error.hidden = !error;
     this.renderChildren();

@@ -48,7 +48,7 @@ class RunStarted(BaseModel):
 
 class RunError(BaseModel):
     type: str = Field(description="the exception's class name")
-    message: str
+    message: str = Field(description="the exception's message, without its class name")
     reason: str | None = Field(None, description="e.g. 'error', 'unknown_workflow', 'max_restarts'")
     traceback: str | None = None
 

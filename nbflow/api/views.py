@@ -80,9 +80,11 @@ def output(meta: dict[str, Any], blob: bytes | None, secret: bytes) -> Any:
 def error(meta: dict[str, Any]) -> RunError | None:
     if meta.get("status") != "failed":
         return None
+    kind = str(meta.get("error_type") or "Error")
+    text = str(meta.get("error") or meta.get("reason") or "")
     return RunError(
-        type=str(meta.get("error_type") or "Error"),
-        message=str(meta.get("error") or meta.get("reason") or ""),
+        type=kind,
+        message=text.removeprefix(f"{kind}: "),  # the log's error line starts with the type
         reason=meta.get("reason"),
         traceback=meta.get("traceback"),
     )

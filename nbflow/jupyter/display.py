@@ -81,6 +81,7 @@ def span_dict(span: SpanState) -> dict[str, Any]:
         "attempts": span.attempts,
         "cached": span.cached,
         "tokens": span.tokens,
+        "error": span.error,
     }
 
 
@@ -145,10 +146,10 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def number(value: Any, digits: int = 0) -> str:
+def number(value: Any, digits: int = 0, *, thousands: bool = False) -> str:
     """A number as text; anything else (a log can hold any JSON) escaped as it is."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:.{digits}f}"
+        return f"{value:,.{digits}f}" if thousands else f"{value:.{digits}f}"
     return esc(value)
 
 
@@ -205,7 +206,8 @@ def _spans_html(spans: list[dict[str, Any]]) -> str:
         depth[_id(span["span_id"])] = level
         rows.append(_span_row_html(span, level))
     head = (
-        "<tr><th>span</th><th>kind</th><th>status</th><th>ms</th><th>tries</th><th>tokens</th></tr>"
+        "<tr><th>span</th><th>kind</th><th>status</th><th>time</th><th>tries</th>"
+        "<th>tokens</th></tr>"
     )
     table = f'<table class="nbf-spans">{head}{"".join(rows)}</table>'
     return f'<div class="nbf-table-box">{table}</div>'
@@ -216,15 +218,33 @@ def _id(value: Any) -> str | None:
 
 
 def _span_row_html(span: dict[str, Any], level: int) -> str:
-    ms = "…" if span["duration_ms"] is None else number(span["duration_ms"])
+    # Indented with text, not only with style: GitHub and other sanitisers drop styles.
+    indent = "\u00a0\u00a0\u00a0" * (level - 1) + "└\u00a0" if level else ""
     cached = ' <span class="nbf-cached">cached</span>' if span["cached"] else ""
-    tokens = number(span["tokens"]) if span["tokens"] else ""
+    tokens = number(span["tokens"], thousands=True) if span["tokens"] else ""
+    error = span.get("error")
+    detail = f'<div class="nbf-span-error">{esc(error)}</div>' if error else ""
     return (
         f'<tr class="nbf-{esc(span["status"])}">'
-        f'<td style="padding-left:{4 + 14 * level}px">{esc(span["name"])}{cached}</td>'
-        f"<td>{esc(span['kind'])}</td><td>{esc(span['status'])}</td><td>{ms}</td>"
+        f'<td class="nbf-span-name">{indent}{esc(span["name"])}{cached}{detail}</td>'
+        f"<td>{esc(span['kind'])}</td><td>{esc(span['status'])}</td>"
+        f"<td>{duration(span['duration_ms'])}</td>"
         f"<td>{number(span['attempts'])}</td><td>{tokens}</td></tr>"
     )
+
+
+def duration(ms: Any) -> str:
+    """A span's duration as people read it: ``340 ms``, ``1.2 s``, ``2 m 5 s``; ``…`` running."""
+    if ms is None:
+        return "…"
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return esc(ms)
+    if ms < 1_000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1_000:.1f} s"
+    minutes, seconds = divmod(round(ms / 1_000), 60)
+    return f"{minutes} m {seconds} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} m"
 
 
 def _output_html(tail: str) -> str:

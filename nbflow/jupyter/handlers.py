@@ -3,6 +3,10 @@
 They read Redis directly (never a kernel), so the runs panel and run outputs stay
 live while no kernel runs. The pieces the REST API uses to read runs and follow
 their logs (``Service``, its ``Hub`` and the SSE framing) are reused as they are.
+Two more: ``runs/{id}/bundle``, a run's notebook output as its log says now (the
+renderer saves it into the notebook when the run ends), and ``ui``, the viewer as
+a page of its own (where Notebook 7 opens a run: its main area shows only the
+notebook).
 """
 
 from __future__ import annotations
@@ -15,20 +19,21 @@ from typing import Any
 
 from anyio import to_thread
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from pydantic import ValidationError
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import constants as c
 from .._events import parse_id
-from ..api import views
+from ..api import ui, views
 from ..api.errors import ApiError, field_errors, invalid_input
 from ..api.models import InputBody, RunFilter
 from ..api.service import Service, check_id
 from ..api.sse import HEADERS, KEEP_ALIVE_S, SSE, SSE_KEEP_ALIVE, sse_frame
 from ..runtime.client import Runtime
 from ..runtime.run import Run
+from .display import run_bundle
 
 BASE = "nbflow/api"
 POLL_CLOSED_S = 1.0  # how often a quiet event stream checks that its client is still there
@@ -182,6 +187,45 @@ class OutputHandler(NbflowHandler):
         self.write_json({"run_id": run_id, "view": view})
 
 
+class BundleHandler(NbflowHandler):
+    """``{"data": bundle}``: the MIME bundle a kernel would show for the run now."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        svc = await self.backend.service()
+        try:
+            await svc.exists(run_id)
+        except ApiError as error:
+            self.write_api_error(error)
+            return
+        run = Run(svc.runtime, check_id(run_id))
+        data, _state = await to_thread.run_sync(run_bundle, run)
+        self.write_json({"data": data})
+
+
+class PageHandler(JupyterHandler):
+    """The viewer page (runs list, a run's trace at ``#run=ID``) and its two assets."""
+
+    auth_resource = "nbflow"
+
+    @web.authenticated
+    @authorized
+    def get(self, name: str = "") -> None:
+        where = ui.assets_dir()
+        if where is None:
+            raise web.HTTPError(503, ui.MISSING)
+        if not name:
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(ui.PAGE)
+            return
+        if name not in ui.ASSETS:
+            raise web.HTTPError(404)
+        self.set_header("Content-Type", ui.ASSETS[name])
+        self.set_header("Cache-Control", "no-cache")
+        self.finish((where / name).read_bytes())
+
+
 class EventsHandler(NbflowHandler):
     """Server-Sent Events: ``id:`` is the stream id; resumes after Last-Event-ID or ?after=."""
 
@@ -233,7 +277,7 @@ class EventsHandler(NbflowHandler):
                 await self.flush()
 
 
-def routes() -> list[tuple[str, type[NbflowHandler]]]:
+def routes() -> list[tuple[str, type[JupyterHandler]]]:
     """Route patterns under the server's base URL (the extension app prepends it)."""
     run = r"runs/(?P<run_id>[^/]+)"
     paths = {
@@ -243,5 +287,10 @@ def routes() -> list[tuple[str, type[NbflowHandler]]]:
         f"{run}/cancel": CancelHandler,
         f"{run}/input/(?P<name>[^/]+)": InputHandler,
         f"{run}/outputs/(?P<view>[^/]+)": OutputHandler,
+        f"{run}/bundle": BundleHandler,
     }
-    return [(f"/{BASE}/{path}", handler) for path, handler in paths.items()]
+    pages: list[tuple[str, type[JupyterHandler]]] = [
+        (f"/{BASE}/ui", PageHandler),
+        (f"/{BASE}/ui/(?P<name>[^/]+)", PageHandler),
+    ]
+    return [(f"/{BASE}/{path}", handler) for path, handler in paths.items()] + pages

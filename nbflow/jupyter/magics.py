@@ -66,7 +66,12 @@ def parse_workflow_line(line: str) -> tuple[str, dict[str, Any], set[str]]:
             flags.add(key)
             continue
         if not eq:
-            value = rest.pop(0) if rest and not rest[0].startswith("--") else "True"
+            if not rest or rest[0].startswith("--"):
+                raise UsageError(
+                    f"%%workflow: --{key} needs a value (--{key} VALUE, or --{key}=VALUE); "
+                    f"the flags that take none are --{', --'.join(WORKFLOW_FLAGS)}"
+                )
+            value = rest.pop(0)
         if not key.isidentifier():
             raise UsageError(f"%%workflow: {key!r} is not a valid argument name")
         inputs[key] = _literal(value)

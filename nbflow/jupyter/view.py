@@ -142,6 +142,9 @@ class LiveView:
         self.html_mode = self.widget is None
         self.drawn_elsewhere = False  # a renderer draws this output from the server
         self._shown = False
+        self._final_pending = False  # the final bundle went out while no cell ran
+        self._undecided = False  # ended in the cell that showed it, its widget not drawn yet
+        self._cell = 0  # the cell that showed it (cells started in this process)
         self._last_html = 0.0
         self._owner_checked = 0.0
         self.follower.paused = self._paused
@@ -194,6 +197,7 @@ class LiveView:
         self.follower.catch_up()
         display(self._bundle(), raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
         self._shown = True
+        self._cell = _cells[0]
         self._last_html = time.monotonic()
         if self.widget is not None:
             self._arm_fallback()
@@ -245,10 +249,32 @@ class LiveView:
     def _tick(self, tick: Tick) -> None:
         if not self._shown or kernel_shell() is None:
             return
-        due = time.monotonic() - self._last_html >= HTML_TICK_S
-        # The final update always: the saved notebook keeps the run's final state.
-        if tick["final"] or (self.html_mode and not self.drawn_elsewhere and due):
+        if tick["final"]:
+            self._send_final()
+        elif self.html_mode and not self.drawn_elsewhere and self._html_due():
             self._update()
+
+    def _html_due(self) -> bool:
+        return time.monotonic() - self._last_html >= HTML_TICK_S
+
+    def _send_final(self) -> None:
+        # A display update belongs to the cell running when it is sent; one sent while
+        # none runs is dropped by nbclient (and by front ends that route updates by
+        # cell), so the next cell's end sends it again: the saved output is the end.
+        # A widget no front end drew is left out of it: converted and saved notebooks
+        # (nbconvert, GitHub) would show that instead of the snapshot, as nothing. A
+        # front end asks for its widget's spans as soon as it draws it, and the kernel
+        # reads that request before the next cell: if a cell started since the display,
+        # nobody drew it. In the cell that showed it the request may still wait in the
+        # queue: the next cell decides (see _cell_started).
+        if self.widget is not None and not self.widget.drawn.is_set():
+            if _cells[0] > self._cell:
+                self.html_mode = True
+            else:
+                self._undecided = True
+        with _delivery:
+            self._update()
+            self._final_pending = not _executing.is_set()
 
     def _update(self) -> None:
         from IPython.display import update_display
@@ -261,26 +287,37 @@ class LiveView:
 
 _hooked: set[int] = set()
 _executing = threading.Event()  # a cell is running: front-end messages are queued
+_cells = [0]  # how many cells started in this process
+_delivery = threading.RLock()  # a final update is sent and marked in one step
 
 
 def install_hooks(shell: Any) -> None:
     """Show runs through ``watch`` (a live, updatable display) and settle views after each cell.
 
     Settling folds what is new for every unfinished view before the cell's reply, so
-    a run that ended during the cell leaves its final snapshot in that output.
+    a run that ended during the cell leaves its final snapshot in that output, and
+    sends again the final snapshot of a run that ended while no cell ran.
     """
     if id(shell) in _hooked:
         return
     _hooked.add(id(shell))
+    from .._local import LocalRun
+    from ..runtime.run import Run
+
     formatter = shell.display_formatter.ipython_display_formatter
-    formatter.for_type_by_name("nbflow.runtime.run", "Run", _display_run)
-    formatter.for_type_by_name("nbflow._local", "LocalRun", _display_run)
+    formatter.for_type(Run, _display_run)
+    formatter.for_type(LocalRun, _display_run)
     shell.events.register("pre_run_cell", _cell_started)
     shell.events.register("post_run_cell", _settle)
 
 
 def _cell_started(*_info: Any) -> None:
+    _cells[0] += 1
     _executing.set()
+    for live in views():
+        if live._undecided and live.widget is not None and not live.widget.drawn.is_set():
+            live.html_mode = live._final_pending = True  # this cell's end sends the snapshot
+        live._undecided = False
 
 
 def _display_run(run: Any) -> None:
@@ -288,11 +325,19 @@ def _display_run(run: Any) -> None:
 
 
 def _settle(*_result: Any) -> None:
-    _executing.clear()
-    for live in views():
-        if live._shown and not live.follower.finished.is_set():
+    shown = [live for live in views() if live._shown]
+    for live in shown:
+        if not live.follower.finished.is_set():
             with contextlib.suppress(RedisError):  # its own thread will catch up
                 live.follower.step()
+    # Not held while a follower steps: a follower's last tick takes this lock while it
+    # holds its own. The views resent here have ended: no thread holds their locks.
+    with _delivery:
+        for live in shown:
+            if live._final_pending:
+                live._final_pending = False
+                live._update()
+        _executing.clear()
 
 
 _views: list[LiveView] = []

@@ -18,7 +18,8 @@ from nbflow import _context as ctx
 from nbflow import _events as ev
 from nbflow._component import Component
 from nbflow._local import LocalRun, start_local
-from nbflow._step import Step, describe_error, format_traceback
+from nbflow._step import Step, describe_error
+from nbflow._tracebacks import format_traceback
 from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given
 
 

@@ -10,6 +10,9 @@ arguments, result, step, cache entry) and what it belongs to (the workflow's
 name, the run, the run's step, the cache key). A signed blob copied to another
 place (one run's arguments given to another run, arguments where code belongs)
 is refused, as a forged one is.
+
+Code pickled by value (a notebook's cells) keeps where it came from: its file
+name and, for tracebacks in the worker, its source lines (see ``_tracebacks``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import io
 import json
 import json.encoder
+import linecache
 import os
 import pickle
 import sys
+import types
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,7 @@ from typing import Any
 import cloudpickle
 
 from .._component import Component
+from .._tracebacks import label, register_source
 from ..constants import ENV_SECRET
 from ..errors import PayloadRejected
 
@@ -89,14 +97,18 @@ def cache_for(key: str) -> Binding:
 
 def pack(obj: Any, secret: bytes, binding: Binding) -> bytes:
     payload = (
-        pickle.dumps(obj, protocol=PROTOCOL)
-        if _plain(obj) or _by_reference(obj)
-        else cloudpickle.dumps(obj, PROTOCOL)
+        pickle.dumps(obj, protocol=PROTOCOL) if _plain(obj) or _by_reference(obj) else _dumps(obj)
     )
     sig = _sign(secret, PYTHON, binding.role, binding.owner, payload)
     role, owner = _quote(binding.role), _quote(binding.owner)
     header = f'{{"py":"{PYTHON}","role":{role},"for":{owner},"sig":"{sig}"}}'.encode()
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
+
+
+def _dumps(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    _SourcedPickler(buffer, protocol=PROTOCOL).dump(obj)
+    return buffer.getvalue()
 
 
 def pickle_depth_check(obj: Any) -> None:
@@ -139,6 +151,41 @@ def _plain(value: Any) -> bool:
 def _by_reference(value: Any) -> bool:
     """A component its module defines: the standard pickler writes its name."""
     return isinstance(value, Component) and value.module_reference() is not None
+
+
+# --- code that keeps its source ------------------------------------------------
+MAX_SHIPPED_SOURCE_CHARS = 1_000_000
+_DYNAMIC = "<dynamic-code>"  # the file name cloudpickle gives all code it pickles
+_cloud_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code: types.CodeType) -> Any:
+    """Pickle code with its file name and source lines; cloudpickle drops both."""
+    if code.co_filename == _DYNAMIC:
+        return _cloud_code_reduce(code)
+    lines = _source_lines(code.co_filename)
+    stripped = code.replace(co_filename=_DYNAMIC)
+    return _sourced_code, (stripped, code.co_filename, label(code.co_filename), lines)
+
+
+def _source_lines(filename: str) -> list[str] | None:
+    # The same list for every code object of a file: the pickle holds it once.
+    lines = linecache.getlines(filename)
+    return lines if lines and sum(map(len, lines)) <= MAX_SHIPPED_SOURCE_CHARS else None
+
+
+def _sourced_code(
+    code: types.CodeType, filename: str, shown_as: str, lines: list[str] | None
+) -> types.CodeType:
+    """Unpickling: the code under its own file name, its source kept for tracebacks."""
+    if lines is not None:
+        register_source(filename, lines, shown_as if shown_as != filename else "")
+    return code.replace(co_filename=filename)
+
+
+class _SourcedPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
+    # A pickler reads its dispatch table once, when it is made: a class attribute.
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
 
 
 def verify(blob: bytes, secret: bytes, binding: Binding) -> bytes:

@@ -9,7 +9,8 @@ from typing import Any
 
 from .. import _events as ev
 from .._preview import preview
-from .._step import describe_error, format_traceback
+from .._step import describe_error
+from .._tracebacks import format_traceback
 from . import codeship
 from .protocol import dumps
 

@@ -22,6 +22,7 @@ SNAPSHOT_KEYS = {
 }  # fmt: skip
 SPAN_KEYS = {
     "span_id", "parent_id", "name", "kind", "status", "duration_ms", "attempts", "cached", "tokens",
+    "error",
 }  # fmt: skip
 
 

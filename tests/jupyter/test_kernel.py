@@ -168,3 +168,34 @@ def _displays(into: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
 
 def _final(updates: list[dict[str, Any]]) -> bool:
     return bool(updates) and updates[-1][MIME]["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_after_a_restart_load_ext_then_attach_follows_the_notebooks_run_to_its_end(
+    kernel: KernelManager, runtime: Runtime, worker: Callable[..., Any], tmp_path: Path
+) -> None:
+    """What the README says to do after a restart: ``%load_ext nbflow``, ``%nbflow attach``."""
+    worker()
+    gate = tmp_path / "gate"
+    execute(kernel, "import nbflow as nf\n%load_ext nbflow")
+    started = execute(kernel, f"%%workflow counting --n 8 --gate {gate}\n{LONG_CELL}")
+    run_id = started["displays"][0][MIME]["run_id"]
+    kernel.restart_kernel(now=True)
+    fresh = execute(kernel, "print(get_ipython().find_line_magic('nbflow'))")
+    assert fresh["stdout"].strip() == "None"  # a fresh kernel knows no nbflow magic yet
+    assert runtime.attach(run_id).status() == "running"
+
+    execute(kernel, "%load_ext nbflow")
+    out = execute(kernel, "%nbflow attach")
+    assert out["error"] is None, out["error"]
+    assert f"attached to run {run_id} (running)" in out["stdout"]
+    assert out["displays"][0][MIME]["run_id"] == run_id
+    gate.touch()
+    probe = (
+        "from nbflow.jupyter import view\n"
+        "assert view.views()[-1].wait(30)\nprint(view.views()[-1].state.status)"
+    )
+    ended = execute(kernel, probe)
+    assert ended["stdout"].strip() == "succeeded"
+    finals = [d for d in ended["displays"] if d[MIME]["status"] == "succeeded"]
+    assert finals and finals[-1][MIME]["run_id"] == run_id  # the attached view ends final

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,19 +17,7 @@ from nbflow.jupyter import follower, magics, view
 from nbflow.runtime.run import Run
 
 from ..conftest import last_local_run, last_run
-
-
-@pytest.fixture
-def shell() -> Iterator[InteractiveShell]:
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext nbflow", store_history=False)
-    sh.user_ns["nf"] = nf
-    yield sh
-    sh.reset(new_session=False)
-
-
-def cell(sh: InteractiveShell, line: str, body: str) -> Any:
-    return sh.run_cell_magic(line.split()[0], " ".join(line.split()[1:]), body)
+from .conftest import cell
 
 
 def test_component_magic_wraps_every_function_with_the_options(shell: InteractiveShell) -> None:
@@ -72,6 +60,13 @@ def test_workflow_line_parses_args_literals_and_flags() -> None:
     assert flags == {"local", "new"}
     with pytest.raises(UsageError):
         magics.parse_workflow_line("--topic x")
+
+
+@pytest.mark.parametrize("line", ["blog --n", "blog --n --local", "blog --topic x --n"])
+def test_workflow_argument_without_a_value_is_an_error_not_true(line: str) -> None:
+    with pytest.raises(UsageError, match=r"--n needs a value \(--n VALUE, or --n=VALUE\)"):
+        magics.parse_workflow_line(line)
+    assert magics.parse_workflow_line("blog --flag=True --n -3")[1] == {"flag": True, "n": -3}
 
 
 def test_local_workflow_cell_returns_its_last_expression_and_sets_last_run(

@@ -103,6 +103,8 @@ def lab(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[La
         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={base / 'root'}", f"--LabApp.workspaces_dir={base / 'ws'}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
+        # window.jupyterapp, for the tests that run commands (save, Notebook 7's side panel)
+        "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
     ]  # fmt: skip
     lab_env = {
         **env(redis_url, TEST_SECRET),

@@ -66,6 +66,7 @@ def test_the_inspector_shows_messages_attempts_cache_and_cost(
     attempts = page.locator(f"{INSPECTOR} .nbflow-attempt")
     assert attempts.count() == 2  # two failed attempts, then the third succeeded
     assert "TimeoutError: the weather API timed out (Oslo, try 1)" in attempts.nth(0).inner_text()
+    assert "TimeoutError: TimeoutError" not in attempts.nth(0).inner_text()  # said once
     assert fact(page, "attempts") == "3"
     assert '"temp_c"' in page.inner_text(f'{INSPECTOR} [data-section="output"]')
     assert "Oslo" in page.inner_text(f'{INSPECTOR} [data-section="input"]')
