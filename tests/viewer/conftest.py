@@ -97,11 +97,17 @@ def lab(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[La
     extensions = {"ServerApp": {"jpserver_extensions": {"nbflow.jupyter.server": True}}}
     (base / "config" / "jupyter_server_config.json").write_text(json.dumps(extensions))
     (base / "root").mkdir()
+    # No news or update pop-ups over the views (the screenshots are the README's).
+    notification = base / "settings" / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    quiet = {"fetchNews": "false", "checkForUpdates": False}
+    (notification / "notification.jupyterlab-settings").write_text(json.dumps(quiet))
     port, token = free_port(), secrets.token_hex(16)
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={base / 'root'}", f"--LabApp.workspaces_dir={base / 'ws'}",
+        f"--LabApp.user_settings_dir={base / 'settings'}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
         # window.jupyterapp, for the tests that run commands (save, Notebook 7's side panel)
         "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
