@@ -157,22 +157,26 @@ class Component:
 
     # --- calling ----------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if ctx.current() is None:
+        parent = ctx.current()
+        if parent is None:
             from ._local import run_local
 
             return run_local(self, args, kwargs)
         if self.is_async:
             return self.run_as_step_async(args, kwargs)
-        return self.run_as_step(args, kwargs)
+        return self.run_as_step(args, kwargs, parent)
 
-    def run_as_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run as a span of the current run: retried, cached, timed, replayed if recorded."""
-        step = Step.open(self, args, kwargs)
+    def run_as_step(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], parent: ctx.Frame | None = None
+    ) -> Any:
+        """Run as a span of ``parent`` (the current span by default): retried, cached,
+        timed, replayed if recorded."""
+        step = Step.open(self, args, kwargs, parent)
         if step.done:
             return step.value
         attempt = 1
         while True:
-            token = ctx.enter(step.frame)
+            token = ctx.enter(step)
             try:
                 if self.timeout_s is None:
                     value = self.fn(*args, **kwargs)
@@ -199,7 +203,7 @@ class Component:
             return step.value
         attempt = 1
         while True:
-            token = ctx.enter(step.frame)
+            token = ctx.enter(step)
             try:
                 value = await self._invoke_async(args, kwargs)
             except BaseException as error:

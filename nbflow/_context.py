@@ -54,6 +54,18 @@ class RunContext:
     publisher: Any = None  # nf.publish's states (see _state.Publisher), made on first use
     # threads of steps abandoned by with_timeout (a thread cannot be stopped)
     abandoned: list[threading.Thread] = field(default_factory=list)
+    # span_id_for's hash with the run id read: each span id copies it, then reads the step
+    _span_hasher: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._span_hasher = hashlib.blake2b(f"{self.run_id}|".encode(), digest_size=8)
+
+    def span_id(self, step: str) -> str:
+        """The id of the span of ``step`` in this run: ``span_id_for(run_id, step)``."""
+        h = self._span_hasher.copy()
+        h.update(step.encode())
+        span_id: str = h.hexdigest()
+        return span_id
 
     def emit(self, event: Event) -> None:
         self.sink.emit(event)
@@ -121,16 +133,24 @@ class RunContext:
 class Frame:
     """One open span: where child spans and events attach."""
 
-    __slots__ = ("_calls", "_children", "_said", "attrs", "run", "span_id", "step")
+    __slots__ = ("_attrs", "_calls", "_children", "_said", "run", "span_id", "step")
 
     def __init__(self, run: RunContext, span_id: str | None, step: str) -> None:
         self.run = run
         self.span_id = span_id
         self.step = step
-        self.attrs: dict[str, Any] = {}
+        self._attrs: dict[str, Any] | None = None  # made on first use: most spans have none
         self._children: dict[str, int] | None = None  # made with the first child
         self._said = 0  # emits and progress marks so far: their positions
         self._calls = 0  # steps, waits and child runs so far (durable runs only)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The span's attributes (model, token counts, ...), recorded when it finishes."""
+        attrs = self._attrs
+        if attrs is None:
+            attrs = self._attrs = {}
+        return attrs
 
     def next_said(self) -> int:
         with _children_lock:

@@ -28,6 +28,20 @@ def preview(value: Any, *, redact: Iterable[str] = (), max_chars: int = MAX_PREV
     return _preview(value, frozenset(redact) if redact else _NOTHING, max_chars, 0)
 
 
+def fresh_preview(bound: dict[str, Any], redact: tuple[str, ...]) -> Any:
+    """``preview(bound, redact=redact)`` of a dict made for this call and never changed
+    after: when its preview would be an equal copy (plain values, no secrets), the dict
+    itself. Strings and the other values kept as they are cannot change, so it shows
+    the call's arguments as they were."""
+    if redact or len(bound) > _MAX_ITEMS:
+        return preview(bound, redact=redact)
+    for value in bound.values():
+        kind = type(value)
+        if kind not in _AS_IS and (kind is not str or len(value) > MAX_PREVIEW_CHARS):
+            return _preview_mapping(bound, _NOTHING, MAX_PREVIEW_CHARS, 0)
+    return bound
+
+
 def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> Any:
     kind = type(value)
     if kind in _AS_IS:

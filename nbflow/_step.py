@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import _context as ctx
 from . import _events as ev
 from ._cache import canonical, digest
-from ._preview import preview, truncate
+from ._preview import fresh_preview, preview, truncate
 from ._spanstate import CACHE_KEY
 from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
@@ -21,59 +21,91 @@ if TYPE_CHECKING:
 
 MAX_TRACEBACK_CHARS = 8_000
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_AS_IS = frozenset({int, float, bool, type(None)})  # values a preview keeps as they are
+_ARG_HASHER = hashlib.blake2b(digest_size=6)
 
 
-class Step:
-    __slots__ = ("cache_key", "comp", "done", "frame", "parent_id", "value")
+class Step(ctx.Frame):
+    """One call of a component inside a run: the span its code runs in (a Frame, where
+    child spans attach), its events, its cache entry and its record for replays."""
 
-    def __init__(self, comp: Component, frame: ctx.Frame, parent_id: str | None) -> None:
+    __slots__ = ("cache_key", "comp", "done", "parent_id", "value")
+
+    def __init__(
+        self, comp: Component, run: ctx.RunContext, step: str, parent_id: str | None
+    ) -> None:
+        # Frame.__init__'s fields, set here: one call less on every traced call.
+        self.run = run
+        self.span_id = run.span_id(step)
+        self.step = step
+        self._attrs = None
+        self._children = None
+        self._said = 0
+        self._calls = 0
         self.comp = comp
-        self.frame = frame
         self.parent_id = parent_id
         self.cache_key: str | None = None
         self.done = False
         self.value: Any = None
 
     @classmethod
-    def open(cls, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step:
-        parent = ctx.current()
-        assert parent is not None
+    def open(
+        cls,
+        comp: Component,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parent: ctx.Frame | None = None,
+    ) -> Step:
+        """The step of a call of ``comp`` under ``parent`` (the current span by default):
+        started, or done already (replayed from the memo, or a cache hit)."""
+        if parent is None:
+            parent = ctx.current()
+            assert parent is not None
         run = parent.run
-        run.check()
-        bound = bound_arguments(comp, args, kwargs)
-        step_key = run.call_step(parent, comp.name, arg_digest(bound))
-        frame = ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key)
-        step = cls(comp, frame, parent.span_id)
+        if run.cancelled.is_set():
+            run.check()
+        names = comp.positional_names
+        if names is not None and not kwargs and len(args) <= len(names):
+            bound = dict(zip(names, args, strict=False))  # bound_arguments' common case
+        else:
+            bound = bound_arguments(comp, args, kwargs)
+        digest = arg_digest(bound)
+        if run.runtime is None:  # what call_step answers for a run that is never replayed
+            key = parent.child_step(comp.name, digest)
+        else:
+            key = run.call_step(parent, comp.name, digest)
+        step = cls(comp, run, key, parent.span_id)
         if run.memo is not None:
-            step.done, step.value = run.memo.lookup(step_key)
+            step.done, step.value = run.memo.lookup(step.step)
             if step.done:
                 return step
         if comp.cache is not None:
             step.cache_key = _cache_key(comp, args, kwargs, bound)
-            frame.attrs[CACHE_KEY] = step.cache_key  # the inspector shows hit or miss
-        step._start(bound)
+            step.attrs[CACHE_KEY] = step.cache_key  # the inspector shows hit or miss
+        step.start(fresh_preview(bound, comp.redact))
         if step.cache_key is not None:
             step._try_cache()
         return step
 
-    def _start(self, bound: dict[str, Any]) -> None:
-        frame, comp = self.frame, self.comp
-        frame.run.sink.emit(
+    def start(self, shown: Any) -> None:
+        """Log the span's start, ``shown`` as its input."""
+        comp = self.comp
+        self.run.sink.emit(
             {
                 "type": ev.SPAN_STARTED,
                 "ts": time.time(),
-                "span_id": frame.span_id,
+                "span_id": self.span_id,
                 "parent_id": self.parent_id,
                 "name": comp.name,
                 "kind": comp.kind,
-                "step": frame.step,
-                "input": self._preview(bound),
+                "step": self.step,
+                "input": shown,
             }
         )
 
     def _try_cache(self) -> None:
         assert self.cache_key is not None
-        hit, value = self.frame.run.cache.get(self.cache_key)
+        hit, value = self.run.cache.get(self.cache_key)
         if hit:
             self.done, self.value = True, value
             self._finish("ok", attempts=0, cached=True, output=self._preview(value))
@@ -91,20 +123,10 @@ class Step:
             policy is not None
             and attempt < policy.attempts
             and policy.retries(error)
-            and not self.frame.run.cancelled.is_set()
+            and not self.run.cancelled.is_set()
         ):
             delay = policy.delay_s(attempt)
-            self.frame.run.emit(
-                ev.make(
-                    ev.SPAN_RETRY,
-                    span_id=self.frame.span_id,
-                    attempt=attempt,
-                    error=describe_error(error),
-                    error_type=type(error).__name__,
-                    traceback=format_traceback(error),
-                    delay_s=round(delay, 4),
-                )
-            )
+            self.retried(attempt, error, delay)
             return delay
         self._finish(
             "error",
@@ -115,38 +137,69 @@ class Step:
         )
         return None
 
+    def retried(self, attempt: int, error: BaseException, delay_s: float, **fields: Any) -> None:
+        """Log that ``attempt`` failed with ``error`` and the next one starts after
+        ``delay_s``; ``fields`` add to the event (an llm call names its providers)."""
+        self.run.emit(
+            ev.make(
+                ev.SPAN_RETRY,
+                span_id=self.span_id,
+                attempt=attempt,
+                error=describe_error(error),
+                error_type=type(error).__name__,
+                traceback=format_traceback(error),
+                delay_s=round(delay_s, 4),
+                **fields,
+            )
+        )
+
     def succeeded(self, value: Any, attempt: int) -> Future[None] | None:
-        run = self.frame.run
-        run.flush_published()
+        """Finish ok (``value`` cached if so configured); a future that is done once the
+        result is durable, or None when there is nothing to wait for."""
+        run, comp = self.run, self.comp
+        if run.publisher is not None:
+            run.flush_published()
         if self.cache_key is not None:
-            assert self.comp.cache is not None
-            run.cache.set(self.cache_key, value, self.comp.cache.ttl_s)
-        event = self._event("ok", attempts=attempt, output=self._preview(value))
+            assert comp.cache is not None
+            run.cache.set(self.cache_key, value, comp.cache.ttl_s)
+        # What finished_event("ok", ...) makes, written out: this ends every call.
+        event = {
+            "type": ev.SPAN_FINISHED,
+            "ts": time.time(),
+            "span_id": self.span_id,
+            "status": "ok",
+            "attempts": attempt,
+            "output": value if type(value) in _AS_IS else preview(value, redact=comp.redact),
+            "cached": False,
+        }
+        if self._attrs:
+            event["attrs"] = dict(self._attrs)
         if self.parent_id is None:
             # The run's own span: its result is recorded with the run's end, so
             # there is no step to commit and nothing to wait for.
             run.emit(event)
             return None
-        return run.sink.commit_step(event, self.frame.step, value)
+        return run.sink.commit_step(event, self.step, value)
 
     def _preview(self, value: Any) -> Any:
         return preview(value, redact=self.comp.redact)
 
     def _finish(self, status: str, **fields: Any) -> None:
-        self.frame.run.emit(self._event(status, **fields))
+        self.run.emit(self.finished_event(status, **fields))
 
-    def _event(self, status: str, **fields: Any) -> ev.Event:
+    def finished_event(self, status: str, **fields: Any) -> ev.Event:
+        """The span's ``span.finished`` event: ``status`` and ``fields``, and its attrs."""
         event = {
             "type": ev.SPAN_FINISHED,
             "ts": time.time(),
-            "span_id": self.frame.span_id,
+            "span_id": self.span_id,
             "status": status,
             **fields,
         }
         if "cached" not in fields:
             event["cached"] = False
-        if self.frame.attrs:
-            event["attrs"] = dict(self.frame.attrs)
+        if self._attrs:
+            event["attrs"] = dict(self._attrs)
         return event
 
 
@@ -171,8 +224,9 @@ def arg_digest(bound: dict[str, Any]) -> str:
     else:
         # The common case, on every call: repr is exact and stable for these types and
         # far cheaper than canonical JSON; it never starts like the JSON form below.
-        text = repr(tuple(bound.items()))
-        return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+        h = _ARG_HASHER.copy()  # copying a made hasher costs less than making one
+        h.update(repr(tuple(bound.items())).encode())
+        return h.hexdigest()
     try:
         return digest({k: canonical(v, k) for k, v in bound.items()})[:12]
     except CacheKeyError:
