@@ -22,7 +22,7 @@ from . import _context as ctx
 from . import constants as c
 from ._cache import code_digest
 from ._policies import CachePolicy, RetryPolicy, Seconds, timeout
-from ._step import Step
+from ._step import Step, arg_formats
 from .errors import ConfigError, StepTimeout
 
 KINDS = ("component", "workflow", "llm", "tool")
@@ -30,7 +30,11 @@ RetryOption = RetryPolicy | int | dict[str, Any] | None
 CacheOption = CachePolicy | float | bool | dict[str, Any] | None
 
 
-_DERIVED = ("signature", "positional_names")  # rebuilt from fn on unpickling, never shipped
+_DERIVED = (
+    "signature",
+    "positional_names",
+    "arg_formats",
+)  # rebuilt from fn on unpickling, never shipped
 
 
 class Component:
@@ -75,6 +79,7 @@ class Component:
         self.code_digest = code_digest(fn)
         self.signature = _signature(fn)
         self.positional_names = _positional_names(self.signature)
+        self.arg_formats = arg_formats(self.positional_names)
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -109,6 +114,7 @@ class Component:
         self.__dict__.update(state)
         self.signature = _signature(self.fn)
         self.positional_names = _positional_names(self.signature)
+        self.arg_formats = arg_formats(self.positional_names)
 
     # --- fluent configuration: each returns a new component ----------------
     def _replace(self, **changes: Any) -> Component:

@@ -139,7 +139,9 @@ class MemorySink:
         pass  # an in-process run is never replayed
 
     def subscribe(self, listener: Any) -> None:
+        """Call ``listener`` with each event emitted from now on."""
         with self._lock:
+            self._number()  # what came before is not told
             self._listeners = (*self._listeners, listener)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from .constants import MAX_PREVIEW_CHARS, REDACTED
 
-_MAX_ITEMS = 50
+MAX_ITEMS = 50
 _MAX_DEPTH = 6
 # Tuples, not unions: isinstance(v, int | float) builds the union on every call, and a
 # preview is made of every span's input and output.
@@ -33,7 +33,7 @@ def fresh_preview(bound: dict[str, Any], redact: tuple[str, ...]) -> Any:
     after: when its preview would be an equal copy (plain values, no secrets), the dict
     itself. Strings and the other values kept as they are cannot change, so it shows
     the call's arguments as they were."""
-    if redact or len(bound) > _MAX_ITEMS:
+    if redact or len(bound) > MAX_ITEMS:
         return preview(bound, redact=redact)
     for value in bound.values():
         kind = type(value)
@@ -57,9 +57,9 @@ def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> 
     if isinstance(value, Mapping):
         return _preview_mapping(value, redact, max_chars, depth)
     if isinstance(value, _SEQUENCES):
-        items = [_preview(v, redact, max_chars, depth + 1) for v in list(value)[:_MAX_ITEMS]]
-        if len(value) > _MAX_ITEMS:
-            items.append(f"… +{len(value) - _MAX_ITEMS} more")
+        items = [_preview(v, redact, max_chars, depth + 1) for v in list(value)[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"… +{len(value) - MAX_ITEMS} more")
         return items
     return truncate(_repr(value), max_chars)
 
@@ -76,8 +76,8 @@ def _preview_mapping(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, (k, v) in enumerate(value.items()):
-        if i == _MAX_ITEMS:
-            out["…"] = f"+{len(value) - _MAX_ITEMS} more"
+        if i == MAX_ITEMS:
+            out["…"] = f"+{len(value) - MAX_ITEMS} more"
             break
         key = k if type(k) is str else str(k)
         if key in redact:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from . import _context as ctx
 from . import _events as ev
 from ._cache import canonical, digest
-from ._preview import fresh_preview, preview, truncate
+from ._preview import MAX_ITEMS, fresh_preview, preview, truncate
 from ._spanstate import CACHE_KEY
+from .constants import MAX_PREVIEW_CHARS
 from .errors import AttemptFenced, CacheKeyError, RunCancelled, Suspend
 
 if TYPE_CHECKING:
@@ -64,12 +65,7 @@ class Step(ctx.Frame):
         run = parent.run
         if run.cancelled.is_set():
             run.check()
-        names = comp.positional_names
-        if names is not None and not kwargs and len(args) <= len(names):
-            bound = dict(zip(names, args, strict=False))  # bound_arguments' common case
-        else:
-            bound = bound_arguments(comp, args, kwargs)
-        digest = arg_digest(bound)
+        bound, digest, shown = _arguments(comp, args, kwargs)
         if run.runtime is None:  # what call_step answers for a run that is never replayed
             key = parent.child_step(comp.name, digest)
         else:
@@ -82,7 +78,7 @@ class Step(ctx.Frame):
         if comp.cache is not None:
             step.cache_key = _cache_key(comp, args, kwargs, bound)
             step.attrs[CACHE_KEY] = step.cache_key  # the inspector shows hit or miss
-        step.start(fresh_preview(bound, comp.redact))
+        step.start(shown)
         if step.cache_key is not None:
             step._try_cache()
         return step
@@ -215,6 +211,43 @@ def bound_arguments(
         except TypeError:
             pass  # the call itself will raise the user's TypeError, recorded on the span
     return {"args": list(args), **kwargs}
+
+
+def _arguments(
+    comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], str, Any]:
+    """A call's bound arguments, their ``arg_digest`` and their preview for the span."""
+    names, formats = comp.positional_names, comp.arg_formats
+    if names is not None and formats is not None and not kwargs and len(args) <= len(names):
+        # The common case, on every call: plain values passed by position. The digest
+        # hashes the text arg_digest hashes, made in one step; the arguments are their
+        # own preview when a preview would copy them unchanged.
+        as_is = not comp.redact and len(args) <= MAX_ITEMS
+        for value in args:
+            kind = type(value)
+            if kind not in _SCALARS:
+                break
+            if kind is str and len(value) > MAX_PREVIEW_CHARS:
+                as_is = False
+        else:
+            bound = dict(zip(names, args, strict=False))
+            h = _ARG_HASHER.copy()
+            h.update((formats[len(args)] % args).encode())
+            return bound, h.hexdigest(), bound if as_is else fresh_preview(bound, comp.redact)
+    bound = bound_arguments(comp, args, kwargs)
+    return bound, arg_digest(bound), fresh_preview(bound, comp.redact)
+
+
+def arg_formats(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """For calls passing the first k of ``names`` by position, a %-format at index k of
+    the text that ``arg_digest`` hashes (``repr(tuple(bound.items()))``)."""
+    if names is None:
+        return None
+    formats = []
+    for k in range(len(names) + 1):
+        items = [f"({name!r}, %r)" for name in names[:k]]  # identifiers hold no %
+        formats.append(f"({items[0]},)" if k == 1 else f"({', '.join(items)})")
+    return tuple(formats)
 
 
 def arg_digest(bound: dict[str, Any]) -> str:
