@@ -174,6 +174,11 @@ class Frame:
         return f"{self.step}/{base}#{k}"
 
 
+def root_frame(run: RunContext) -> Frame:
+    """The frame a run's root span opens under: no span of its own, the empty step."""
+    return Frame(run, None, "")
+
+
 # One lock for every frame's child counters: held for a few operations, and a
 # frame (most are leaves) then needs no lock of its own.
 _children_lock = threading.Lock()

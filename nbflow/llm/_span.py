@@ -99,8 +99,7 @@ class CallSpan:
         if parent is not None:
             return cls(_CallStep.open_call(comp, request, parent), None)
         local = start_local(comp, (), request)
-        root = ctx.Frame(local.context, None, "")
-        return cls(_CallStep.open_call(comp, request, root), local)
+        return cls(_CallStep.open_call(comp, request, ctx.root_frame(local.context)), local)
 
     @property
     def replayed(self) -> bool:
