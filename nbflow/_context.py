@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import itertools
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -140,7 +142,7 @@ class Frame:
         self.span_id = span_id
         self.step = step
         self._attrs: dict[str, Any] | None = None  # made on first use: most spans have none
-        self._children: dict[str, int] | None = None  # made with the first child
+        self._children: dict[str, Iterator[int]] | None = None  # made with the first child
         self._said = 0  # emits and progress marks so far: their positions
         self._calls = 0  # steps, waits and child runs so far (durable runs only)
 
@@ -166,12 +168,17 @@ class Frame:
         # Deterministic step keys let a restarted run find the results it already
         # has: the k-th call of a name with the same arguments under one parent.
         base = f"{name}:{arg_digest}"
-        with _children_lock:
-            children = self._children
-            if children is None:
-                children = self._children = {}
-            k = children[base] = children.get(base, 0) + 1
-        return f"{self.step}/{base}#{k}"
+        children = self._children
+        if children is None:
+            with _children_lock:
+                children = self._children
+                if children is None:
+                    children = self._children = {}
+        # No lock on the way: setdefault and a count's next are each atomic.
+        counter = children.get(base)
+        if counter is None:
+            counter = children.setdefault(base, itertools.count(1))
+        return f"{self.step}/{base}#{next(counter)}"
 
 
 def root_frame(run: RunContext) -> Frame:
@@ -179,8 +186,8 @@ def root_frame(run: RunContext) -> Frame:
     return Frame(run, None, "")
 
 
-# One lock for every frame's child counters: held for a few operations, and a
-# frame (most are leaves) then needs no lock of its own.
+# One lock for every frame's counters: held for a few operations, and a frame (most
+# are leaves) then needs no lock of its own.
 _children_lock = threading.Lock()
 
 _current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(

@@ -102,18 +102,18 @@ class MemorySink:
             self._tell()
 
     def _number(self) -> None:
-        queued, numbered = self._queued, self._numbered
+        popleft, append, seqs = self._queued.popleft, self._numbered.append, _SEQ
         ms, seq, prefix, next_ts = self._ms, self._seq, self._prefix, self._next_ts
-        while queued:
-            event = queued.popleft()
+        for _ in range(len(self._queued)):  # what others queue meanwhile waits for next time
+            event = popleft()
             ts = event.get("ts")
             if type(ts) is not float or ts >= next_ts:  # a later millisecond, perhaps
                 now = int(ts * 1000) if type(ts) is float else time.time_ns() // 1_000_000
                 if now > ms:
                     ms, seq, prefix, next_ts = now, -1, f"{now}-", (now + 1) / 1000
             seq += 1
-            event["id"] = prefix + (_SEQ[seq] if seq < len(_SEQ) else str(seq))
-            numbered.append(event)
+            event["id"] = prefix + seqs[seq] if seq < _SEQ_COUNT else f"{prefix}{seq}"
+            append(event)
         self._ms, self._seq, self._prefix, self._next_ts = ms, seq, prefix, next_ts
 
     def _tell(self) -> None:
@@ -146,7 +146,8 @@ class MemorySink:
 
 
 # The sequence parts of ids made ready (a run logs hundreds of events a millisecond).
-_SEQ = tuple(str(i) for i in range(1024))
+_SEQ_COUNT = 1024
+_SEQ = tuple(str(i) for i in range(_SEQ_COUNT))
 
 # 19 digits a part at most: always within Redis's 64-bit parts (a millisecond
 # clock needs 13), and a rule the OpenAPI document can state exactly.

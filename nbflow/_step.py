@@ -230,7 +230,8 @@ def _arguments(
             if kind is str and len(value) > MAX_PREVIEW_CHARS:
                 as_is = False
         else:
-            bound = dict(zip(names, args, strict=False))
+            # one argument, the commonest call, without zip's cost
+            bound = {names[0]: args[0]} if len(args) == 1 else dict(zip(names, args, strict=False))
             h = _ARG_HASHER.copy()
             h.update((formats[len(args)] % args).encode())
             return bound, h.hexdigest(), bound if as_is else fresh_preview(bound, comp.redact)
