@@ -10,7 +10,10 @@ import pytest
 
 import nbflow as nf
 from nbflow import _context as ctx
+from nbflow._cache import local_cache
+from nbflow._events import MemorySink
 from nbflow._preview import preview
+from nbflow._root import run_root
 from nbflow._step import _arguments, arg_digest, bound_arguments
 from nbflow.constants import MAX_PREVIEW_CHARS, REDACTED
 
@@ -114,6 +117,39 @@ def test_step_keys_and_span_ids_follow_their_definitions() -> None:
         f"{root['step']}/leaf:{one}#2",
         f"{root['step']}/leaf:{two}#1",
     ]
-    for event in started:
-        assert event["span_id"] == ctx.span_id_for(run.id, event["step"])
     assert {e["parent_id"] for e in calls} == {root["span_id"]}
+    # never replayed, an in-process run numbers its spans after the start of its id
+    assert [e["span_id"] for e in started] == [f"{run.id[:8]}{n:08x}" for n in range(1, 5)]
+
+
+def test_a_run_that_may_be_replayed_derives_span_ids_from_steps() -> None:
+    @nf.component
+    def leaf(x: int) -> int:
+        return x
+
+    @nf.workflow
+    def flow() -> None:
+        leaf(1)
+        leaf(1)
+
+    sink = MemorySink()
+    context = ctx.RunContext("replayable", sink, local_cache, memo=NothingRecorded())
+    run_root(context, flow, (), {})
+    started = [e for e in sink.events if e["type"] == "span.started"]
+    assert len(started) == 3
+    for event in started:
+        assert event["span_id"] == ctx.span_id_for("replayable", event["step"])
+    assert len({e["span_id"] for e in started}) == 3
+
+
+class NothingRecorded:
+    """The memo of a run's first attempt."""
+
+    def lookup(self, step: str) -> tuple[bool, Any]:
+        return False, None
+
+    def logged(self, position: str) -> int:
+        return 0
+
+    def made(self, position: str) -> str | None:
+        return None
