@@ -229,7 +229,7 @@ def report(rounds: list[dict[str, Any]], alone: dict[str, float], calls: int) ->
     lines += [
         "(streamed: against the bare SDK asking for usage too; usage: what asking costs the"
         " bare SDK; ttft: added time to first token)",
-        f"nbflow's own Python, no network (a recorded reply of {alone['chunks']} chunks): plain call"
+        f"nbflow's own Python, no network (a recorded reply, {alone['chunks']} chunks): plain call"
         f" {alone['plain']:.1f} µs, streamed call {alone['streamed']:.1f} µs,"
         f" {alone['per chunk']:.2f} µs per chunk",
     ]
