@@ -22,7 +22,7 @@ from . import _context as ctx
 from . import constants as c
 from ._cache import code_digest
 from ._policies import CachePolicy, RetryPolicy, Seconds, timeout
-from ._step import Step
+from ._step import Step, arg_formats
 from .errors import ConfigError, StepTimeout
 
 KINDS = ("component", "workflow", "llm", "tool")
@@ -30,7 +30,11 @@ RetryOption = RetryPolicy | int | dict[str, Any] | None
 CacheOption = CachePolicy | float | bool | dict[str, Any] | None
 
 
-_DERIVED = ("signature", "positional_names")  # rebuilt from fn on unpickling, never shipped
+_DERIVED = (
+    "signature",
+    "positional_names",
+    "arg_formats",
+)  # rebuilt from fn on unpickling, never shipped
 
 
 class Component:
@@ -75,6 +79,7 @@ class Component:
         self.code_digest = code_digest(fn)
         self.signature = _signature(fn)
         self.positional_names = _positional_names(self.signature)
+        self.arg_formats = arg_formats(self.positional_names)
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -109,6 +114,7 @@ class Component:
         self.__dict__.update(state)
         self.signature = _signature(self.fn)
         self.positional_names = _positional_names(self.signature)
+        self.arg_formats = arg_formats(self.positional_names)
 
     # --- fluent configuration: each returns a new component ----------------
     def _replace(self, **changes: Any) -> Component:
@@ -157,22 +163,26 @@ class Component:
 
     # --- calling ----------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if ctx.current() is None:
+        parent = ctx.current()
+        if parent is None:
             from ._local import run_local
 
             return run_local(self, args, kwargs)
         if self.is_async:
             return self.run_as_step_async(args, kwargs)
-        return self.run_as_step(args, kwargs)
+        return self.run_as_step(args, kwargs, parent)
 
-    def run_as_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run as a span of the current run: retried, cached, timed, replayed if recorded."""
-        step = Step.open(self, args, kwargs)
+    def run_as_step(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], parent: ctx.Frame | None = None
+    ) -> Any:
+        """Run as a span of ``parent`` (the current span by default): retried, cached,
+        timed, replayed if recorded."""
+        step = Step.open(self, args, kwargs, parent)
         if step.done:
             return step.value
         attempt = 1
         while True:
-            token = ctx.enter(step.frame)
+            token = ctx.enter(step)
             try:
                 if self.timeout_s is None:
                     value = self.fn(*args, **kwargs)
@@ -199,7 +209,7 @@ class Component:
             return step.value
         attempt = 1
         while True:
-            token = ctx.enter(step.frame)
+            token = ctx.enter(step)
             try:
                 value = await self._invoke_async(args, kwargs)
             except BaseException as error:

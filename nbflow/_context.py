@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import itertools
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,6 +56,30 @@ class RunContext:
     publisher: Any = None  # nf.publish's states (see _state.Publisher), made on first use
     # threads of steps abandoned by with_timeout (a thread cannot be stopped)
     abandoned: list[threading.Thread] = field(default_factory=list)
+    # span_id_for's hash with the run id read: each span id copies it, then reads the step
+    _span_hasher: Any = field(init=False, repr=False, compare=False)
+    # a run never replayed counts its spans: 1 << 64 (cut off), then its id's first half
+    _spans: Iterator[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._span_hasher = hashlib.blake2b(f"{self.run_id}|".encode(), digest_size=8)
+        try:
+            first = (1 << 64) | int(self.run_id[:8], 16) << 32
+        except ValueError:  # a run id that is not hex (tests name theirs)
+            first = 1 << 64
+        self._spans = itertools.count(first + 1)
+
+    def span_id(self, step: str) -> str:
+        """The id of the span of ``step`` in this run. A run that may be replayed (on the
+        runtime, or with recorded steps) derives it from the step, ``span_id_for(run_id,
+        step)``, so that every attempt names a span alike; a run that is never replayed
+        numbers its spans after the first half of its id, at a fraction of a hash's cost."""
+        if self.runtime is None and self.memo is None:
+            return hex(next(self._spans))[3:]  # 16 hex digits, without "0x1"
+        h = self._span_hasher.copy()
+        h.update(step.encode())
+        span_id: str = h.hexdigest()
+        return span_id
 
     def emit(self, event: Event) -> None:
         self.sink.emit(event)
@@ -121,16 +147,24 @@ class RunContext:
 class Frame:
     """One open span: where child spans and events attach."""
 
-    __slots__ = ("_calls", "_children", "_said", "attrs", "run", "span_id", "step")
+    __slots__ = ("_attrs", "_calls", "_children", "_said", "run", "span_id", "step")
 
     def __init__(self, run: RunContext, span_id: str | None, step: str) -> None:
         self.run = run
         self.span_id = span_id
         self.step = step
-        self.attrs: dict[str, Any] = {}
-        self._children: dict[str, int] | None = None  # made with the first child
+        self._attrs: dict[str, Any] | None = None  # made on first use: most spans have none
+        self._children: dict[str, Iterator[int]] | None = None  # made with the first child
         self._said = 0  # emits and progress marks so far: their positions
         self._calls = 0  # steps, waits and child runs so far (durable runs only)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The span's attributes (model, token counts, ...), recorded when it finishes."""
+        attrs = self._attrs
+        if attrs is None:
+            attrs = self._attrs = {}
+        return attrs
 
     def next_said(self) -> int:
         with _children_lock:
@@ -146,16 +180,26 @@ class Frame:
         # Deterministic step keys let a restarted run find the results it already
         # has: the k-th call of a name with the same arguments under one parent.
         base = f"{name}:{arg_digest}"
-        with _children_lock:
-            children = self._children
-            if children is None:
-                children = self._children = {}
-            k = children[base] = children.get(base, 0) + 1
-        return f"{self.step}/{base}#{k}"
+        children = self._children
+        if children is None:
+            with _children_lock:
+                children = self._children
+                if children is None:
+                    children = self._children = {}
+        # No lock on the way: setdefault and a count's next are each atomic.
+        counter = children.get(base)
+        if counter is None:
+            counter = children.setdefault(base, itertools.count(1))
+        return f"{self.step}/{base}#{next(counter)}"
 
 
-# One lock for every frame's child counters: held for a few operations, and a
-# frame (most are leaves) then needs no lock of its own.
+def root_frame(run: RunContext) -> Frame:
+    """The frame a run's root span opens under: no span of its own, the empty step."""
+    return Frame(run, None, "")
+
+
+# One lock for every frame's counters: held for a few operations, and a frame (most
+# are leaves) then needs no lock of its own.
 _children_lock = threading.Lock()
 
 _current: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -70,42 +71,83 @@ class Sink(Protocol):
 
 
 class MemorySink:
-    """The in-process log: events in a list, with stream-shaped ordered ids."""
+    """The in-process log: events in a list, with stream-shaped ordered ids.
+
+    ``emit`` only queues an event: appending to a deque is atomic, so a traced call
+    takes no lock and makes no id. The queue is numbered in order, from each event's
+    ``ts``, when ``events`` is read or a listener is told.
+    """
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self._numbered: list[Event] = []
+        self._queued: deque[Event] = deque()
         self._lock = threading.Lock()
-        self._last_ms = 0
+        self._ms = 0  # the millisecond of the last id, and its sequence number
         self._seq = 0
+        self._prefix = "0-"
+        self._next_ts = 0.0  # the first ts of the millisecond after the last id's
         self._listeners: tuple[Any, ...] = ()
 
+    @property
+    def events(self) -> list[Event]:
+        """Every event so far, in order, each with its ``id``."""
+        if self._queued:
+            with self._lock:
+                self._number()
+        return self._numbered
+
     def emit(self, event: Event) -> None:
-        ms = time.time_ns() // 1_000_000
+        self._queued.append(event)
+        if self._listeners:
+            self._tell()
+
+    def _number(self) -> None:
+        popleft, append, seqs = self._queued.popleft, self._numbered.append, _SEQ
+        ms, seq, prefix, next_ts = self._ms, self._seq, self._prefix, self._next_ts
+        for _ in range(len(self._queued)):  # what others queue meanwhile waits for next time
+            event = popleft()
+            ts = event.get("ts")
+            if type(ts) is not float or ts >= next_ts:  # a later millisecond, perhaps
+                now = int(ts * 1000) if type(ts) is float else time.time_ns() // 1_000_000
+                if now > ms:
+                    ms, seq, prefix, next_ts = now, -1, f"{now}-", (now + 1) / 1000
+            seq += 1
+            event["id"] = prefix + seqs[seq] if seq < _SEQ_COUNT else f"{prefix}{seq}"
+            append(event)
+        self._ms, self._seq, self._prefix, self._next_ts = ms, seq, prefix, next_ts
+
+    def _tell(self) -> None:
         with self._lock:
-            if ms > self._last_ms:
-                self._last_ms, self._seq = ms, 0
-            else:
-                self._seq += 1
-            event["id"] = f"{self._last_ms}-{self._seq}"
-            self.events.append(event)
+            start = len(self._numbered)
+            self._number()
+            told = self._numbered[start:]
             listeners = self._listeners
-        for listener in listeners:
-            listener(event)
+        for event in told:
+            for listener in listeners:
+                listener(event)
 
     def emit_at(self, event: Event, position: str, index: int) -> None:
         self.emit(event)  # an in-process run is never replayed
 
     def commit_step(self, event: Event, step: str, value: Any) -> Future[None] | None:
-        self.emit(event)
+        self._queued.append(event)
+        if self._listeners:
+            self._tell()
         return None
 
     def record(self, position: str, name: str) -> None:
         pass  # an in-process run is never replayed
 
     def subscribe(self, listener: Any) -> None:
+        """Call ``listener`` with each event emitted from now on."""
         with self._lock:
+            self._number()  # what came before is not told
             self._listeners = (*self._listeners, listener)
 
+
+# The sequence parts of ids made ready (a run logs hundreds of events a millisecond).
+_SEQ_COUNT = 1024
+_SEQ = tuple(str(i) for i in range(_SEQ_COUNT))
 
 # 19 digits a part at most: always within Redis's 64-bit parts (a millisecond
 # clock needs 13), and a rule the OpenAPI document can state exactly.

@@ -11,6 +11,7 @@ from . import _context as ctx
 from . import _events as ev
 from ._cache import local_cache
 from ._preview import preview
+from ._root import run_root, run_root_async
 from ._step import bound_arguments, describe_error
 from ._tracebacks import format_traceback
 from .errors import RunCancelled
@@ -156,16 +157,11 @@ def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     run = start_local(comp, args, kwargs)
     if comp.is_async:
         return _run_async(run, comp, args, kwargs)
-    token = ctx.enter(ctx.Frame(run.context, None, ""))
     try:
-        value = comp.run_as_step(args, kwargs)
+        value = run_root(run.context, comp, args, kwargs)
     except BaseException as error:
-        run.context.flush_published()
         run.record_failed(error)
         raise
-    finally:
-        ctx.leave(token)
-    run.context.flush_published()
     run.record_succeeded(value, comp.redact)
     return value
 
@@ -173,15 +169,10 @@ def run_local(comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
 async def _run_async(
     run: LocalRun, comp: Component, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    token = ctx.enter(ctx.Frame(run.context, None, ""))
     try:
-        value = await comp.run_as_step_async(args, kwargs)
+        value = await run_root_async(run.context, comp, args, kwargs)
     except BaseException as error:
-        run.context.flush_published()
         run.record_failed(error)
         raise
-    finally:
-        ctx.leave(token)
-    run.context.flush_published()
     run.record_succeeded(value, comp.redact)
     return value

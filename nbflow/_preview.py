@@ -11,7 +11,7 @@ from typing import Any
 
 from .constants import MAX_PREVIEW_CHARS, REDACTED
 
-_MAX_ITEMS = 50
+MAX_ITEMS = 50
 _MAX_DEPTH = 6
 # Tuples, not unions: isinstance(v, int | float) builds the union on every call, and a
 # preview is made of every span's input and output.
@@ -26,6 +26,20 @@ def preview(value: Any, *, redact: Iterable[str] = (), max_chars: int = MAX_PREV
     if type(value) in _AS_IS:  # most outputs: the cheapest answer first
         return value
     return _preview(value, frozenset(redact) if redact else _NOTHING, max_chars, 0)
+
+
+def fresh_preview(bound: dict[str, Any], redact: tuple[str, ...]) -> Any:
+    """``preview(bound, redact=redact)`` of a dict made for this call and never changed
+    after: when its preview would be an equal copy (plain values, no secrets), the dict
+    itself. Strings and the other values kept as they are cannot change, so it shows
+    the call's arguments as they were."""
+    if redact or len(bound) > MAX_ITEMS:
+        return preview(bound, redact=redact)
+    for value in bound.values():
+        kind = type(value)
+        if kind not in _AS_IS and (kind is not str or len(value) > MAX_PREVIEW_CHARS):
+            return _preview_mapping(bound, _NOTHING, MAX_PREVIEW_CHARS, 0)
+    return bound
 
 
 def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> Any:
@@ -43,9 +57,9 @@ def _preview(value: Any, redact: frozenset[str], max_chars: int, depth: int) -> 
     if isinstance(value, Mapping):
         return _preview_mapping(value, redact, max_chars, depth)
     if isinstance(value, _SEQUENCES):
-        items = [_preview(v, redact, max_chars, depth + 1) for v in list(value)[:_MAX_ITEMS]]
-        if len(value) > _MAX_ITEMS:
-            items.append(f"… +{len(value) - _MAX_ITEMS} more")
+        items = [_preview(v, redact, max_chars, depth + 1) for v in list(value)[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"… +{len(value) - MAX_ITEMS} more")
         return items
     return truncate(_repr(value), max_chars)
 
@@ -62,8 +76,8 @@ def _preview_mapping(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, (k, v) in enumerate(value.items()):
-        if i == _MAX_ITEMS:
-            out["…"] = f"+{len(value) - _MAX_ITEMS} more"
+        if i == MAX_ITEMS:
+            out["…"] = f"+{len(value) - MAX_ITEMS} more"
             break
         key = k if type(k) is str else str(k)
         if key in redact:

@@ -15,11 +15,9 @@ from concurrent.futures import Future
 from typing import Any
 
 from nbflow import _context as ctx
-from nbflow import _events as ev
 from nbflow._component import Component
 from nbflow._local import LocalRun, start_local
-from nbflow._step import Step, describe_error
-from nbflow._tracebacks import format_traceback
+from nbflow._step import Step
 from nbflow.llm._attrs import CONTENT_ARGS, HIDDEN_ARGS, given
 
 
@@ -57,18 +55,13 @@ class _CallStep(Step):
         run = parent.run
         run.check()
         step_key = run.call_step(parent, comp.name, request_digest(request))
-        step = cls(
-            comp, ctx.Frame(run, ctx.span_id_for(run.run_id, step_key), step_key), parent.span_id
-        )
+        step = cls(comp, run, step_key, parent.span_id)
         if run.memo is not None:
             step.done, step.value = run.memo.lookup(step_key)
             if step.done:
                 return step
-        step._start(request)
+        step.start(step._preview(request))
         return step
-
-    def finished_event(self, status: str, **fields: Any) -> ev.Event:
-        return self._event(status, **fields)
 
 
 def request_digest(request: dict[str, Any]) -> str:
@@ -106,8 +99,7 @@ class CallSpan:
         if parent is not None:
             return cls(_CallStep.open_call(comp, request, parent), None)
         local = start_local(comp, (), request)
-        root = ctx.Frame(local.context, None, "")
-        return cls(_CallStep.open_call(comp, request, root), local)
+        return cls(_CallStep.open_call(comp, request, ctx.root_frame(local.context)), local)
 
     @property
     def replayed(self) -> bool:
@@ -119,30 +111,21 @@ class CallSpan:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return self.step.frame.attrs
+        return self.step.attrs
 
     @property
     def cancelled(self) -> bool:
-        return self.step.frame.run.cancelled.is_set()
+        return self.step.run.cancelled.is_set()
 
     def retried(self, attempt: int, error: BaseException, delay_s: float, **fields: Any) -> None:
-        event = ev.make(
-            ev.SPAN_RETRY,
-            span_id=self.step.frame.span_id,
-            attempt=attempt,
-            error=describe_error(error),
-            error_type=type(error).__name__,
-            traceback=format_traceback(error),
-            delay_s=round(delay_s, 4),
-            **fields,
-        )
-        self.step.frame.run.emit(event)
+        self.step.retried(attempt, error, delay_s, **fields)
 
     def succeeded(self, value: Any, attempt: int, output: Any) -> Future[None] | None:
         """Finish ok and record ``value`` for replays; a future that is done once it is durable."""
         self.closed = True
-        event = self.step.finished_event("ok", attempts=attempt, output=output)
-        pending = self.step.frame.run.sink.commit_step(event, self.step.frame.step, value)
+        step = self.step
+        event = step.finished_event("ok", attempts=attempt, output=output)
+        pending = step.run.sink.commit_step(event, step.step, value)
         if self.local is not None:
             self.local.record_succeeded(value, (), shown=output)
         return pending
@@ -150,7 +133,7 @@ class CallSpan:
     def ended(self, attempt: int, output: Any) -> None:
         """Finish ok without recording a result (a stream the caller closed early)."""
         self.closed = True
-        self.step.frame.run.emit(self.step.finished_event("ok", attempts=attempt, output=output))
+        self.step.run.emit(self.step.finished_event("ok", attempts=attempt, output=output))
         if self.local is not None:
             self.local.record_succeeded(output, ())
 

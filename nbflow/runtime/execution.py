@@ -1,30 +1,8 @@
-"""Calling a run's workflow on a worker, and explaining why a run could not start."""
+"""Explaining why a run could not start on a worker."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from .. import _context as ctx
-from .._workflow import Workflow
 from ..errors import PayloadRejected
-
-
-def call_sync(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
-    token = ctx.enter(ctx.Frame(context, None, ""))
-    try:
-        return wf.run_as_step(tuple(args), dict(kwargs))
-    finally:
-        context.flush_published()
-        ctx.leave(token)
-
-
-async def call_async(context: ctx.RunContext, wf: Workflow, args: Any, kwargs: Any) -> Any:
-    token = ctx.enter(ctx.Frame(context, None, ""))
-    try:
-        return await wf.run_as_step_async(tuple(args), dict(kwargs))
-    finally:
-        context.flush_published()
-        ctx.leave(token)
 
 
 def unloadable(error: Exception) -> PayloadRejected:

@@ -29,6 +29,7 @@ from typing import Any
 from .. import _context as ctx
 from .. import _events as ev
 from .. import constants as c
+from .._root import run_root, run_root_async
 from .._workflow import Workflow
 from ..errors import AttemptFenced, PayloadRejected, RunCancelled, Suspend
 from . import codeship
@@ -37,7 +38,7 @@ from .catalog import Catalog, UnknownWorkflow, load_app
 from .claims import CLAIM_BLOCK_MS, Claim, Claimer
 from .client import Runtime
 from .connection import async_client, is_cluster, sync_client
-from .execution import call_async, call_sync, unloadable
+from .execution import unloadable
 from .heartbeat import Heartbeat
 from .options import WorkerOptions
 from .outcomes import Outcomes
@@ -327,7 +328,7 @@ class Worker:
             self.runs_loop.start(self._run_async(active, wf, args, kwargs))
             return
         try:
-            value = call_sync(active.context, wf, args, kwargs)
+            value = run_root(active.context, wf, tuple(args), dict(kwargs))
         except BaseException as error:
             self.writer.call_soon(self._end, active, None, error)
         else:
@@ -355,7 +356,7 @@ class Worker:
             self.writer.call_soon(self._end, active, None, RunCancelled("cancelled"))
             return
         try:
-            value = await call_async(active.context, wf, args, kwargs)
+            value = await run_root_async(active.context, wf, tuple(args), dict(kwargs))
         except BaseException as error:  # its outcome, CancelledError included
             self.writer.call_soon(self._end, active, None, error)
         else:

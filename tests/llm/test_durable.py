@@ -16,6 +16,7 @@ from nbflow import _context as ctx
 from nbflow import constants as c
 from nbflow._cache import local_cache
 from nbflow._events import MemorySink
+from nbflow._root import run_root, run_root_async
 from nbflow.llm._stream import RecordedStream
 from nbflow.llm.offline import OfflineServer, complete
 from nbflow.runtime import codeship
@@ -58,13 +59,9 @@ class Memo:
 def run_with(wf: nf.Workflow, sink: MemorySink, memo: Memo | None = None) -> Any:
     """Run ``wf`` as a worker would, with this sink and these recorded steps."""
     context = ctx.RunContext("replay-test", sink, local_cache, memo=memo)
-    token = ctx.enter(ctx.Frame(context, None, ""))
-    try:
-        if wf.is_async:
-            return asyncio.run(wf.run_as_step_async((), {}))
-        return wf.run_as_step((), {})
-    finally:
-        ctx.leave(token)
+    if wf.is_async:
+        return asyncio.run(run_root_async(context, wf, (), {}))
+    return run_root(context, wf, (), {})
 
 
 def texts(chunks: Any) -> str:

@@ -64,6 +64,31 @@ def test_a_429_storm_is_retried_honouring_retry_after_and_each_retry_is_an_event
     assert server.stats()["faults"]["429"] == 3
 
 
+def test_an_llm_retry_event_has_a_component_retrys_fields_and_names_the_provider(
+    client, server
+) -> None:
+    nf.set_testing(True)
+    try:
+
+        @nf.component(retry=2)
+        def flaky() -> int:
+            if not retry_events():
+                raise ConnectionError("reset")
+            return 1
+
+        flaky()
+        (component_retry,) = retry_events()
+        server.inject("500", count=1)
+        client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        (llm_retry,) = retry_events()
+    finally:
+        nf.set_testing(False)
+    assert set(llm_retry) == {*component_retry, "provider"}
+    assert (llm_retry["attempt"], llm_retry["error_type"]) == (1, "InternalServerError")
+    assert "Traceback" in llm_retry["traceback"] and "Traceback" in component_retry["traceback"]
+    assert llm_retry["span_id"] == only_span().span_id
+
+
 def test_retry_after_is_honoured_even_in_testing_mode(client, server) -> None:
     nf.set_testing(True)
     try:
