@@ -26,11 +26,12 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from .. import _component, _workflow
 from .._local import last_run, set_last
+from ..runtime.listing import RunQuery, list_runs
 from . import view
 from .origin import kernel_origin
 
 WORKFLOW_FLAGS = ("local", "no-display", "new")
-IN_FLIGHT = ("queued", "running")
+IN_FLIGHT = ("queued", "running", "waiting")
 RECENT_RUNS = 200
 LOCAL_START_TIMEOUT_S = 10.0
 NBFLOW_USAGE = "%nbflow runs | attach [RUN ...] | up | down | status | deploy NAME"
@@ -130,22 +131,20 @@ def _runtime() -> Any:
 
 
 def in_flight(runtime: Any, key: str) -> Any:
-    """The newest queued or running run started by this cell with these inputs, if any."""
-    for meta in runtime.metas(runtime.run_ids(limit=RECENT_RUNS)):
-        if meta.get("cell") == key and meta.get("status") in IN_FLIGHT:
-            return runtime.attach(meta["run_id"])
-    return None
+    """The newest run in flight that this cell started with these inputs, if any."""
+    page = list_runs(runtime.redis, RunQuery(status=IN_FLIGHT, cell=key), limit=1)
+    return runtime.attach(page.runs[0]["run_id"]) if page.runs else None
 
 
-def my_runs(runtime: Any) -> list[dict[str, Any]]:
-    """This notebook's runs (else this kernel's), newest first."""
+def my_runs(runtime: Any, limit: int = RECENT_RUNS) -> list[dict[str, Any]]:
+    """This notebook's runs (else this kernel's, else any), newest first, among the
+    newest runs a listing looks through (``SCAN_MAX``)."""
     origin = kernel_origin()
-    field = "notebook" if origin.get("notebook") else "kernel"
-    mine = origin.get(field)
-    metas: list[dict[str, Any]] = runtime.metas(runtime.run_ids(limit=RECENT_RUNS))
-    if mine is None:
-        return metas
-    return [m for m in metas if m.get(field) == mine]
+    if origin.get("notebook"):
+        query = RunQuery(notebook=origin["notebook"])
+    else:
+        query = RunQuery(kernel=origin.get("kernel"))
+    return list_runs(runtime.redis, query, limit=limit).runs
 
 
 def latest_runs(runtime: Any) -> list[str]:
@@ -242,12 +241,12 @@ class NbflowMagics(Magics):
         from ..runtime.views import runs_frame
 
         runtime = _runtime()
-        metas = (
-            runtime.metas(runtime.run_ids(limit=RECENT_RUNS))
-            if "--all" in args
-            else my_runs(runtime)
-        )
-        frame: pd.DataFrame = runs_frame(metas[:50])
+        shown = 50
+        if "--all" in args:
+            metas = list_runs(runtime.redis, limit=shown).runs
+        else:
+            metas = my_runs(runtime, shown)
+        frame: pd.DataFrame = runs_frame(metas)
         return frame
 
     def _cmd_attach(self, args: list[str]) -> None:
@@ -279,8 +278,8 @@ class NbflowMagics(Magics):
 
     def _cmd_status(self, args: list[str]) -> None:
         runtime = _runtime()
-        metas = runtime.metas(runtime.run_ids(limit=RECENT_RUNS))
-        active = sum(1 for m in metas if m.get("status") in IN_FLIGHT)
+        page = list_runs(runtime.redis, RunQuery(status=IN_FLIGHT), limit=RECENT_RUNS)
+        active = f"{len(page.runs)}{'+' if page.next_cursor else ''}"
         print(
             f"runtime  {runtime.url}\n"
             f"workers  {len(runtime.workers())} live\n"

@@ -27,7 +27,7 @@ from .protocol import decode_meta
 
 SCAN_MAX = 10_000  # runs one page looks through at most
 READ_BATCH = 500  # index entries whose metadata is read in one round trip
-FILTER_FIELDS = ("status", "workflow", "parent_id", "notebook")  # what RunQuery reads
+FILTER_FIELDS = ("status", "workflow", "parent_id", "notebook", "kernel", "cell")  # RunQuery's
 # created_at (decimal seconds), then the run id. Every string of this form is a
 # position: the REST API's schema says so, and any such cursor is accepted.
 CURSOR_PATTERN = r"^[0-9]{1,16}(\.[0-9]{1,17})?_[0-9A-Za-z]{1,64}$"
@@ -45,6 +45,8 @@ class RunQuery:
     :param since: created at or after this (a datetime, or Unix seconds).
     :param parent: started by this run (its children).
     :param notebook: started from this notebook.
+    :param kernel: started from this kernel (a notebook's runs where no path is known).
+    :param cell: started by this notebook cell with these inputs (its magic's key).
     """
 
     status: str | tuple[str, ...] | None = None
@@ -52,6 +54,8 @@ class RunQuery:
     since: float | datetime | None = None
     parent: str | None = None
     notebook: str | None = None
+    kernel: str | None = None
+    cell: str | None = None
 
     @property
     def since_s(self) -> float | None:
@@ -59,11 +63,18 @@ class RunQuery:
 
     def filtered(self) -> bool:
         """Whether a filter other than ``since`` is given (one read from the metadata)."""
-        return any(v is not None for v in (self.status, self.workflow, self.parent, self.notebook))
+        fields = (self.status, self.workflow, self.parent, self.notebook, self.kernel, self.cell)
+        return any(v is not None for v in fields)
 
     def matches(self, meta: dict[str, Any]) -> bool:
         statuses = (self.status,) if isinstance(self.status, str) else self.status
-        fields = {"workflow": self.workflow, "parent_id": self.parent, "notebook": self.notebook}
+        fields = {
+            "workflow": self.workflow,
+            "parent_id": self.parent,
+            "notebook": self.notebook,
+            "kernel": self.kernel,
+            "cell": self.cell,
+        }
         return (statuses is None or meta.get("status") in statuses) and all(
             want is None or meta.get(name) == want for name, want in fields.items()
         )

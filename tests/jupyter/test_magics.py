@@ -12,6 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import nbflow as nf
+from nbflow import constants as c
 from nbflow.jupyter import display as dsp
 from nbflow.jupyter import follower, magics, view
 from nbflow.runtime.run import Run
@@ -176,6 +177,30 @@ def test_nbflow_runs_status_and_deploy(
         shell.run_line_magic("nbflow", "deploy nothing_here")
     with pytest.raises(UsageError):
         shell.run_line_magic("nbflow", "bogus")
+
+
+def test_this_notebooks_runs_are_found_behind_other_notebooks_newer_runs(
+    shell: InteractiveShell, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The magics filter before they limit: a notebook's run stays listed, and its cell
+    re-attaches, however many runs other notebooks started since."""
+    monkeypatch.setattr(magics, "kernel_origin", lambda: {"notebook": "mine.ipynb"})
+
+    @nf.workflow
+    def busy() -> int:
+        return 1
+
+    cell(shell, "workflow quiet --no-display", "1\n")  # this notebook's run, queued
+    mine = last_run()
+    runtime.redis.hset(c.run_meta(mine.id), mapping={"notebook": "mine.ipynb"})
+    runtime.submit_many(busy, [((), {})] * (magics.RECENT_RUNS + 5), notebook="other.ipynb")
+    assert [m["run_id"] for m in magics.my_runs(runtime)] == [mine.id]
+    assert magics.latest_runs(runtime) == [mine.id]
+    cell(shell, "workflow quiet --no-display", "1\n")  # in flight: attached, not started
+    assert last_run().id == mine.id
+    runtime.redis.hset(c.run_meta(mine.id), "status", "waiting")
+    cell(shell, "workflow quiet --no-display", "1\n")  # a waiting run is in flight too
+    assert last_run().id == mine.id
 
 
 def test_view_throttles_and_tells_each_event_once_in_log_order() -> None:
