@@ -13,10 +13,19 @@ and not a workflow:
   page counts animation frames while it follows the run: a frame is dropped for
   each 16.7 ms past the first that a frame interval lasts.
 
-Debian's Chromium (``/usr/lib/chromium/chromium``), headless, through Playwright;
-the page is ``nbflow api``'s ``/ui`` (the extension's rendering code, bundled).
+Both are measured twice in one run: in ``nbflow api``'s ``/ui`` (the extension's
+rendering code, bundled), and in JupyterLab (the server extension and the built
+labextension), as the output renderer for ``application/vnd.nbflow.run+json``:
+a notebook whose one output is the run's bundle (``run_bundle``). There, open is
+timed from the renderer entering the page (the notebook opened through
+``docmanager:open``) to the same drawn state, after one unmeasured open that
+starts the notebook's kernel; follow reloads the lab on the live run's notebook.
+The notebook widget (the kernel-fed view where the extension is off) is not
+measured here.
 
-    python bench/viewer.py [--spans 10000] [--rate 200] [--seconds 10] [--redis URL]
+Debian's Chromium (``/usr/lib/chromium/chromium``), headless, through Playwright.
+
+    python bench/viewer.py [--spans 10000] [--rate 200] [--seconds 10] [--redis URL] [--no-lab]
 """
 
 from __future__ import annotations
@@ -25,15 +34,22 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+import nbformat
 import redis
-from _common import Bench
+from _common import Bench, child_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,6 +59,11 @@ from nbflow.runtime.protocol import encode_event  # noqa: E402
 from tests.browser import CHROMIUM_ARGS, chromium_executable  # noqa: E402
 
 FRAME_MS = 1000 / 60
+LAB_START_S = 90.0
+TRACE = ".nbflow-trace"
+OUTPUT_TRACE = ".nbflow-output-renderer .nbflow-trace"
+LABEXTENSION = ROOT / "nbflow" / "labextension"
+KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 OPEN_JS = """async (runId) => {
   const t0 = performance.now();
   document.querySelector(`.nbflow-run-row[data-run="${runId}"]`).click();
@@ -55,7 +76,7 @@ OPEN_JS = """async (runId) => {
     }
   }
 }"""
-FRAMES_JS = """async (seconds) => {
+FRAMES_JS = """async ([seconds, selector]) => {
   const deltas = [];
   let last = performance.now();
   const end = last + seconds * 1000;
@@ -64,8 +85,33 @@ FRAMES_JS = """async (seconds) => {
     deltas.push(now - last);
     last = now;
   }
-  const trace = document.querySelector('.nbflow-trace');
+  const trace = document.querySelector(selector);
   return {deltas, events: Number(trace.dataset.events), spans: Number(trace.dataset.spans)};
+}"""
+
+
+LAB_OPEN_JS = """async ([path, spans]) => {
+  let shown = null;
+  const seen = () => {
+    const out = document.querySelector('.nbflow-output-renderer');
+    if (shown === null && out) shown = performance.now();
+  };
+  const observer = new MutationObserver(seen);
+  observer.observe(document.body, {childList: true, subtree: true});
+  const t0 = performance.now();
+  window.jupyterapp.commands.execute('docmanager:open', {path});
+  for (;;) {
+    await new Promise(requestAnimationFrame);
+    const trace = document.querySelector('.nbflow-output-renderer .nbflow-trace');
+    const bar = trace && trace.querySelector('.nbflow-span-row .nbflow-bar:not([hidden])');
+    const all = trace && trace.dataset.spans === String(spans);
+    if (all && trace.dataset.status === 'succeeded' && bar) {
+      observer.disconnect();
+      seen();
+      const now = performance.now();
+      return {opened: now - t0, drawn: now - shown};
+    }
+  }
 }"""
 
 
@@ -101,7 +147,7 @@ def span_events(n: int, t0: float, *, parent: str = "root") -> list[dict[str, An
     return events
 
 
-def finished_run(r: redis.Redis, spans: int) -> str:
+def finished_run(r: redis.Redis, spans: int, run_id: str) -> str:
     t0 = time.time() - spans * 0.01 - 1
     events = [
         {"type": "run.queued", "ts": t0, "workflow": "bench_trace"},
@@ -118,9 +164,9 @@ def finished_run(r: redis.Redis, spans: int) -> str:
         {"type": "span.finished", "ts": t0 + spans * 0.01, "span_id": "root", "status": "ok"},
         {"type": "run.succeeded", "ts": t0 + spans * 0.01, "output": None},
     ]
-    write_run(r, "benchopen", events, "succeeded")
-    r.hset(c.run_meta("benchopen"), mapping={"ended_at": repr(time.time())})
-    return "benchopen"
+    write_run(r, run_id, events, "succeeded")
+    r.hset(c.run_meta(run_id), mapping={"ended_at": repr(time.time())})
+    return run_id
 
 
 def live_writer(
@@ -177,12 +223,169 @@ def frame_stats(deltas: list[float]) -> dict[str, float]:
     return {"frames": len(deltas), "dropped": dropped, "longest_ms": max(deltas, default=0.0)}
 
 
+def bench_ui(page: Any, api: str, r: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+    """``/ui``: the finished run clicked open, scrolled to its end, then the live run followed."""
+    open_id = finished_run(r, args.spans, "benchopen")
+    page.goto(f"{api}/ui")
+    page.wait_for_selector(f'.nbflow-run-row[data-run="{open_id}"]')
+    opened_ms = page.evaluate(OPEN_JS % args.spans, open_id)
+    page.evaluate("document.querySelector('.nbflow-scroll').scrollTop = 1e9")
+    scrolled = frame_stats(page.evaluate(FRAMES_JS, [1, TRACE])["deltas"])
+    print(f"open: {args.spans:,}-span finished run, click to tree + timeline drawn: ", end="")
+    print(f"{opened_ms:,.0f} ms")
+    print(f"      scrolled to the end: {scrolled['frames']} frames in 1 s, ", end="")
+    print(f"{scrolled['dropped']} dropped")
+    with writing(r, "benchlive", args.rate, args.seconds):
+        page.goto("about:blank")
+        page.goto(f"{api}/ui#run=benchlive")
+        page.wait_for_selector(f'{TRACE}[data-live="1"]')
+        measured = page.evaluate(FRAMES_JS, [max(args.seconds - 2, 1), TRACE])
+    follow = print_follow("follow", measured, args)
+    return {"open_ms": round(opened_ms), "follow": follow, "scroll": scrolled}
+
+
+@contextmanager
+def writing(r: redis.Redis, run_id: str, rate: int, seconds: float) -> Iterator[None]:
+    """``live_writer`` on a thread for at most ``seconds``, stopped when the block ends."""
+    stop = threading.Event()
+    writer = threading.Thread(target=live_writer, args=(r, run_id, rate, seconds, stop))
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
+
+
+def print_follow(
+    label: str, measured: dict[str, Any], args: argparse.Namespace
+) -> dict[str, float]:
+    stats = frame_stats(measured["deltas"])
+    print(
+        f"{label}: {args.rate} events/s for {args.seconds:.0f} s: {stats['frames']} frames, "
+        f"{stats['dropped']} dropped, longest {stats['longest_ms']:.0f} ms; "
+        f"{measured['events']:,} events folded, {measured['spans']:,} spans"
+    )
+    return stats
+
+
+def start_lab(url: str, base: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """``jupyter lab`` with nbflow's server extension and built front end; its URL with token."""
+    (base / "share" / "labextensions").mkdir(parents=True)
+    (base / "share" / "labextensions" / "nbflow").symlink_to(LABEXTENSION)
+    (base / "config").mkdir()
+    extensions = {"ServerApp": {"jpserver_extensions": {"nbflow.jupyter.server": True}}}
+    (base / "config" / "jupyter_server_config.json").write_text(json.dumps(extensions))
+    (base / "root").mkdir()
+    notification = base / "settings" / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    quiet = {"fetchNews": "false", "checkForUpdates": False}
+    (notification / "notification.jupyterlab-settings").write_text(json.dumps(quiet))
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={base / 'root'}", f"--LabApp.workspaces_dir={base / 'ws'}",
+        f"--LabApp.user_settings_dir={base / 'settings'}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, to open the notebook
+    ]  # fmt: skip
+    env = child_env(
+        NBFLOW_REDIS_URL=url,
+        JUPYTER_PATH=str(base / "share"),
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+    )
+    log = (base / "lab.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    lab = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + LAB_START_S
+    while not serving(f"{lab}/api/status?token={token}"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"jupyter lab did not start:\n{(base / 'lab.log').read_text()}")
+        time.sleep(0.2)
+    return f"{lab}|{token}", proc
+
+
+def serving(status_url: str) -> bool:
+    try:
+        return httpx.get(status_url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def write_notebook(path: Path, r: redis.Redis, url: str, run_id: str) -> None:
+    """A notebook whose one output is the run's bundle as its log says now."""
+    from nbflow.jupyter.display import run_bundle
+    from nbflow.runtime.client import Runtime
+
+    data, _ = run_bundle(Runtime(url, cluster=False).attach(run_id))
+    output = nbformat.v4.new_output("display_data", data=data)
+    cell = nbformat.v4.new_code_cell(f"runtime.attach({run_id!r})", outputs=[output])
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": KERNEL}), path)
+
+
+def kernel_idle(lab: str, token: str) -> None:
+    """Wait (bounded) for the notebook's kernel to be up and idle, so it is not measured."""
+    headers = {"Authorization": f"token {token}"}
+    deadline = time.monotonic() + LAB_START_S
+    while time.monotonic() < deadline:
+        sessions = httpx.get(f"{lab}/api/sessions", headers=headers, timeout=10).json()
+        if sessions and sessions[0]["kernel"]["execution_state"] == "idle":
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the notebook's kernel never went idle")
+
+
+def bench_lab(browser: Any, url: str, r: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+    """The JupyterLab renderer: the finished run's output opened, then a live run's followed."""
+    with tempfile.TemporaryDirectory(prefix="nbf-lab-") as tmp:
+        lab_token, proc = start_lab(url, Path(tmp))
+        lab, token = lab_token.split("|")
+        root = Path(tmp) / "root"
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            write_notebook(root / "run.ipynb", r, url, finished_run(r, args.spans, "labopen"))
+            # Once unmeasured: the kernel starts, and the browser has the lab's code.
+            page.goto(f"{lab}/lab/tree/run.ipynb?reset&token={token}")
+            page.wait_for_selector(f'{OUTPUT_TRACE}[data-status="succeeded"]', timeout=120_000)
+            kernel_idle(lab, token)
+            page.goto(f"{lab}/lab?reset&token={token}")
+            page.wait_for_function(
+                "window.jupyterapp && window.jupyterapp.started", timeout=120_000
+            )
+            page.wait_for_selector("#jp-main-dock-panel")
+            opened = page.evaluate(LAB_OPEN_JS, ["run.ipynb", args.spans])
+            print(
+                f"open (JupyterLab renderer): {args.spans:,}-span finished run's output, ", end=""
+            )
+            print(f"renderer to tree + timeline drawn: {opened['drawn']:,.0f} ms ", end="")
+            print(f"(notebook opened to drawn: {opened['opened']:,.0f} ms)")
+            with writing(r, "lablive", args.rate, args.seconds + LAB_START_S):
+                while not r.exists(c.run_meta("lablive")):
+                    time.sleep(0.01)
+                write_notebook(root / "run.ipynb", r, url, "lablive")
+                page.goto("about:blank")
+                page.goto(f"{lab}/lab/tree/run.ipynb?reset&token={token}")
+                page.wait_for_selector(f'{OUTPUT_TRACE}[data-live="1"]', timeout=120_000)
+                measured = page.evaluate(FRAMES_JS, [max(args.seconds - 2, 1), OUTPUT_TRACE])
+            follow = print_follow("follow (JupyterLab renderer)", measured, args)
+            page.close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {"open_ms": round(opened["drawn"]), "notebook_open_ms": round(opened["opened"]),
+            "follow": follow}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spans", type=int, default=10_000)
     parser.add_argument("--rate", type=int, default=200, help="events a second in the live run")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--redis", help="an existing server (it is not flushed)")
+    parser.add_argument(
+        "--no-lab", action="store_true", help="only /ui, not the JupyterLab renderer"
+    )
     args = parser.parse_args()
     binary = chromium_executable()
     if binary is None:
@@ -191,45 +394,20 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     print(f"nbflow viewer benchmark: CPython {platform.python_version()}, {os.cpu_count()} CPUs")
-    with Bench(url=args.redis) as bench:
+    with Bench(url=args.redis) as bench, sync_playwright() as pw:
         r = redis.Redis.from_url(bench.url)
         api, server = serve_api(bench.url)
-        open_id = finished_run(r, args.spans)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS)
+        try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{api}/ui")
-            page.wait_for_selector(f'.nbflow-run-row[data-run="{open_id}"]')
-            opened_ms = page.evaluate(OPEN_JS % args.spans, open_id)
-            page.evaluate("document.querySelector('.nbflow-scroll').scrollTop = 1e9")
-            scrolled = frame_stats(page.evaluate(FRAMES_JS, 1)["deltas"])
-            print(
-                f"open: {args.spans:,}-span finished run, click to tree + timeline drawn: ", end=""
-            )
-            print(f"{opened_ms:,.0f} ms")
-            print(f"      scrolled to the end: {scrolled['frames']} frames in 1 s, ", end="")
-            print(f"{scrolled['dropped']} dropped")
-
-            stop = threading.Event()
-            writer = threading.Thread(
-                target=live_writer, args=(r, "benchlive", args.rate, args.seconds, stop)
-            )
-            writer.start()
-            page.goto("about:blank")
-            page.goto(f"{api}/ui#run=benchlive")
-            page.wait_for_selector('.nbflow-trace[data-live="1"]')
-            measured = page.evaluate(FRAMES_JS, max(args.seconds - 2, 1))
-            stop.set()
-            writer.join()
-            stats = frame_stats(measured["deltas"])
-            print(
-                f"follow: {args.rate} events/s for {args.seconds:.0f} s: {stats['frames']} frames, "
-                f"{stats['dropped']} dropped, longest {stats['longest_ms']:.0f} ms; "
-                f"{measured['events']:,} events folded, {measured['spans']:,} spans"
-            )
-            print(json.dumps({"open_ms": round(opened_ms), "follow": stats, "scroll": scrolled}))
+            figures = {"ui": bench_ui(page, api, r, args)}
+            if not args.no_lab:
+                page.close()
+                figures["lab"] = bench_lab(browser, bench.url, r, args)
+            print(json.dumps(figures))
+        finally:
             browser.close()
-        server.should_exit = True
+            server.should_exit = True
     return 0
 
 
