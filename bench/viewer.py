@@ -34,9 +34,7 @@ import argparse
 import json
 import os
 import platform
-import secrets
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,7 +47,7 @@ from typing import Any
 import httpx
 import nbformat
 import redis
-from _common import Bench, child_env, free_port
+from _common import Bench, child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,12 +55,13 @@ sys.path.insert(0, str(ROOT))
 from nbflow import constants as c  # noqa: E402
 from nbflow.runtime.protocol import encode_event  # noqa: E402
 from tests.browser import CHROMIUM_ARGS, chromium_executable  # noqa: E402
+from tests.viewer.support import start_lab, stop_process, write_log  # noqa: E402
 
 FRAME_MS = 1000 / 60
 LAB_START_S = 90.0
 TRACE = ".nbflow-trace"
 OUTPUT_TRACE = ".nbflow-output-renderer .nbflow-trace"
-LABEXTENSION = ROOT / "nbflow" / "labextension"
+WORKFLOW = "bench_trace"  # the runs this script writes, as the views name them
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 OPEN_JS = """async (runId) => {
   const t0 = performance.now();
@@ -115,21 +114,6 @@ LAB_OPEN_JS = """async ([path, spans]) => {
 }"""
 
 
-def write_run(r: redis.Redis, run_id: str, events: list[dict[str, Any]], status: str) -> None:
-    now = time.time()
-    meta = {"run_id": run_id, "workflow": "bench_trace", "status": status, "created_at": repr(now)}
-    if status != "queued":
-        meta["started_at"] = repr(now)
-    pipe = r.pipeline(transaction=False)
-    pipe.hset(c.run_meta(run_id), mapping=meta)
-    pipe.zadd(c.RUNS_INDEX, {run_id: now})
-    for n, event in enumerate(events):
-        pipe.xadd(c.run_log(run_id), {"e": encode_event(event)})
-        if n % 5_000 == 4_999:
-            pipe.execute()
-    pipe.execute()
-
-
 def span_events(n: int, t0: float, *, parent: str = "root") -> list[dict[str, Any]]:
     events = []
     for i in range(n):
@@ -164,7 +148,7 @@ def finished_run(r: redis.Redis, spans: int, run_id: str) -> str:
         {"type": "span.finished", "ts": t0 + spans * 0.01, "span_id": "root", "status": "ok"},
         {"type": "run.succeeded", "ts": t0 + spans * 0.01, "output": None},
     ]
-    write_run(r, run_id, events, "succeeded")
+    write_log(r, run_id, events, status="succeeded", workflow=WORKFLOW)
     r.hset(c.run_meta(run_id), mapping={"ended_at": repr(time.time())})
     return run_id
 
@@ -177,7 +161,7 @@ def live_writer(
              {"type": "run.started", "ts": t0, "workflow": "bench_trace"},
              {"type": "span.started", "ts": t0, "span_id": "root", "parent_id": None,
               "name": "bench_trace", "kind": "workflow"}]  # fmt: skip
-    write_run(r, run_id, start, "running")
+    write_log(r, run_id, start, status="running", workflow=WORKFLOW)
     sent, begun = 0, time.monotonic()
     while not stop.is_set() and time.monotonic() - begun < seconds:
         due = int((time.monotonic() - begun) * rate)
@@ -269,50 +253,6 @@ def print_follow(
     return stats
 
 
-def start_lab(url: str, base: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """``jupyter lab`` with nbflow's server extension and built front end; its URL with token."""
-    (base / "share" / "labextensions").mkdir(parents=True)
-    (base / "share" / "labextensions" / "nbflow").symlink_to(LABEXTENSION)
-    (base / "config").mkdir()
-    extensions = {"ServerApp": {"jpserver_extensions": {"nbflow.jupyter.server": True}}}
-    (base / "config" / "jupyter_server_config.json").write_text(json.dumps(extensions))
-    (base / "root").mkdir()
-    notification = base / "settings" / "@jupyterlab" / "apputils-extension"
-    notification.mkdir(parents=True)
-    quiet = {"fetchNews": "false", "checkForUpdates": False}
-    (notification / "notification.jupyterlab-settings").write_text(json.dumps(quiet))
-    port, token = free_port(), secrets.token_hex(16)
-    cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={base / 'root'}", f"--LabApp.workspaces_dir={base / 'ws'}",
-        f"--LabApp.user_settings_dir={base / 'settings'}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
-        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, to open the notebook
-    ]  # fmt: skip
-    env = child_env(
-        NBFLOW_REDIS_URL=url,
-        JUPYTER_PATH=str(base / "share"),
-        JUPYTER_CONFIG_DIR=str(base / "config"),
-    )
-    log = (base / "lab.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    lab = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + LAB_START_S
-    while not serving(f"{lab}/api/status?token={token}"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"jupyter lab did not start:\n{(base / 'lab.log').read_text()}")
-        time.sleep(0.2)
-    return f"{lab}|{token}", proc
-
-
-def serving(status_url: str) -> bool:
-    try:
-        return httpx.get(status_url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def write_notebook(path: Path, r: redis.Redis, url: str, run_id: str) -> None:
     """A notebook whose one output is the run's bundle as its log says now."""
     from nbflow.jupyter.display import run_bundle
@@ -339,8 +279,8 @@ def kernel_idle(lab: str, token: str) -> None:
 def bench_lab(browser: Any, url: str, r: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
     """The JupyterLab renderer: the finished run's output opened, then a live run's followed."""
     with tempfile.TemporaryDirectory(prefix="nbf-lab-") as tmp:
-        lab_token, proc = start_lab(url, Path(tmp))
-        lab, token = lab_token.split("|")
+        lab_env = child_env(NBFLOW_REDIS_URL=url)
+        lab, token, proc = start_lab(Path(tmp), lab_env, timeout_s=LAB_START_S)
         root = Path(tmp) / "root"
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -371,8 +311,7 @@ def bench_lab(browser: Any, url: str, r: redis.Redis, args: argparse.Namespace) 
             follow = print_follow("follow (JupyterLab renderer)", measured, args)
             page.close()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop_process(proc)
     return {"open_ms": round(opened["drawn"]), "notebook_open_ms": round(opened["opened"]),
             "follow": follow}  # fmt: skip
 

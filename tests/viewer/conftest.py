@@ -7,11 +7,7 @@ on a ``pip install .`` in the source tree.
 
 from __future__ import annotations
 
-import json
-import secrets
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,16 +21,10 @@ from nbflow.runtime.client import Runtime
 
 from ..browser import CHROMIUM_ARGS, require_chromium
 from ..conftest import TEST_SECRET, ThreadServer
-from .support import LABEXTENSION, env, start_worker
+from .support import LABEXTENSION, env, start_lab, start_worker
+from .support import stop_process as stop
 
 START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require_built() -> None:
@@ -91,63 +81,11 @@ def lab(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[La
     """``jupyter lab`` in its own process, with the server extension and the built front end."""
     require_built()
     base = tmp_path_factory.mktemp("lab")
-    (base / "share" / "labextensions").mkdir(parents=True)
-    (base / "share" / "labextensions" / "nbflow").symlink_to(LABEXTENSION)
-    (base / "config").mkdir()
-    extensions = {"ServerApp": {"jpserver_extensions": {"nbflow.jupyter.server": True}}}
-    (base / "config" / "jupyter_server_config.json").write_text(json.dumps(extensions))
-    (base / "root").mkdir()
-    # No news or update pop-ups over the views (the screenshots are the README's).
-    notification = base / "settings" / "@jupyterlab" / "apputils-extension"
-    notification.mkdir(parents=True)
-    quiet = {"fetchNews": "false", "checkForUpdates": False}
-    (notification / "notification.jupyterlab-settings").write_text(json.dumps(quiet))
-    port, token = free_port(), secrets.token_hex(16)
-    cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={base / 'root'}", f"--LabApp.workspaces_dir={base / 'ws'}",
-        f"--LabApp.user_settings_dir={base / 'settings'}",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
-        # window.jupyterapp, for the tests that run commands (save, Notebook 7's side panel)
-        "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
-    ]  # fmt: skip
-    lab_env = {
-        **env(redis_url, TEST_SECRET),
-        "JUPYTER_PATH": str(base / "share"),
-        "JUPYTER_CONFIG_DIR": str(base / "config"),
-    }
-    log = (base / "lab.log").open("wb")
-    proc = subprocess.Popen(cmd, env=lab_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, token, proc = start_lab(base, env(redis_url, TEST_SECRET), timeout_s=START_TIMEOUT_S)
     try:
-        wait_until_serving(proc, f"{url}/api/status?token={token}", base / "lab.log")
         yield Lab(url, token, base / "root", proc)
     finally:
         stop(proc)
-        log.close()
-
-
-def wait_until_serving(proc: subprocess.Popen[bytes], status_url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(status_url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "jupyter lab did not start"
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 @pytest.fixture

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +27,74 @@ def env(redis_url: str, secret: bytes) -> dict[str, str]:
         "NBFLOW_REDIS_URL": redis_url,
         "NBFLOW_SECRET": secret.decode(),
     }
+
+
+def start_lab(
+    base: Path, lab_env: dict[str, str], *, timeout_s: float = 60.0
+) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """``jupyter lab`` in its own process under ``base``, with nbflow's server extension,
+    the built front end and no news pop-ups: (url, token, process), once it serves.
+    The tests' ``lab`` fixture and ``bench/viewer.py`` both start it here."""
+    (base / "share" / "labextensions").mkdir(parents=True)
+    (base / "share" / "labextensions" / "nbflow").symlink_to(LABEXTENSION)
+    (base / "config").mkdir()
+    extensions = {"ServerApp": {"jpserver_extensions": {"nbflow.jupyter.server": True}}}
+    (base / "config" / "jupyter_server_config.json").write_text(json.dumps(extensions))
+    (base / "root").mkdir()
+    # No news or update pop-ups over the views (the screenshots are the README's).
+    notification = base / "settings" / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    quiet = {"fetchNews": "false", "checkForUpdates": False}
+    (notification / "notification.jupyterlab-settings").write_text(json.dumps(quiet))
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={base / 'root'}", f"--LabApp.workspaces_dir={base / 'ws'}",
+        f"--LabApp.user_settings_dir={base / 'settings'}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root",
+        # window.jupyterapp, for running commands (save, open, Notebook 7's side panel)
+        "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
+    ]  # fmt: skip
+    full_env = {
+        **lab_env,
+        "JUPYTER_PATH": str(base / "share"),
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+    }
+    log = base / "lab.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while not _serving(f"{url}/api/status?token={token}"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"jupyter lab did not start:\n{log.read_text()}")
+        time.sleep(0.2)
+    return url, token, proc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _serving(status_url: str) -> bool:
+    try:
+        return httpx.get(status_url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def start_worker(redis_url: str, secret: bytes) -> subprocess.Popen[bytes]:
@@ -62,7 +133,14 @@ def wait_status(r: redis.Redis, run_id: str, statuses: set[str], timeout_s: floa
     raise AssertionError(f"run {run_id} never reached {statuses}")
 
 
-def write_log(r: redis.Redis, run_id: str, events: list[dict[str, Any]], *, status: str) -> None:
+def write_log(
+    r: redis.Redis,
+    run_id: str,
+    events: list[dict[str, Any]],
+    *,
+    status: str,
+    workflow: str = "written",
+) -> None:
     """A run's log and metadata written straight into Redis, as its worker would have."""
     from nbflow import constants as c
     from nbflow.runtime.protocol import encode_event
@@ -70,7 +148,7 @@ def write_log(r: redis.Redis, run_id: str, events: list[dict[str, Any]], *, stat
     now = time.time()
     meta: dict[Any, Any] = {  # redis-py types a mapping as keyed by bytes or str
         "run_id": run_id,
-        "workflow": "written",
+        "workflow": workflow,
         "status": status,
         "created_at": repr(now),
     }
