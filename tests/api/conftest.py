@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -46,6 +47,15 @@ def serve(runtime: Runtime, served_apps: dict[str, FastAPI]) -> Iterator[Callabl
         server.ask_to_stop()  # all at once, then wait for each
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def client(serve: Callable[..., str], worker: Callable[..., Any]) -> Iterator[httpx.Client]:
+    """A client of the API, with a worker running the test apps' workflows (test modules
+    that need no worker, or other settings, define their own ``client``)."""
+    worker(app=APP)
+    with httpx.Client(base_url=serve(), timeout=20) as http:
+        yield http
 
 
 @pytest.fixture

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 import nbflow as nf
 from nbflow.runtime.client import Runtime
 
 from .helpers import events
-
-
-@pytest.fixture
-def client(serve: Callable[..., str], worker: Callable[..., Any]) -> Iterator[httpx.Client]:
-    worker(app="tests.api.apps_for_tests")
-    with httpx.Client(base_url=serve(), timeout=20) as http:
-        yield http
 
 
 def test_workflows_lists_names_descriptions_and_input_schemas(client: httpx.Client) -> None:

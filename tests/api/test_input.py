@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from nbflow.runtime.client import Runtime
-
-
-@pytest.fixture
-def client(serve: Callable[..., str], worker: Callable[..., Any]) -> Iterator[httpx.Client]:
-    worker(app="tests.api.apps_for_tests")
-    with httpx.Client(base_url=serve(), timeout=20) as http:
-        yield http
 
 
 def start_review(client: httpx.Client) -> str:
